@@ -1,0 +1,139 @@
+"""The one CA-backend interface every issuer implements (built-in local CA and plugins).
+
+The core has enforced the EST protocol and the alias policy before a backend is
+called (authentication, CSR signature, RFC 7030 §4.2.2 Subject/SAN equality, same-key
+policy). A backend only translates to its CA and translates the CA's faults back into
+``est_gateway.errors``. Backends never import Flask nor see the HTTP request.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cryptography import x509
+
+from est_gateway.errors import NotSupported
+
+if TYPE_CHECKING:
+    from est_gateway.config.model import CATarget
+    from est_gateway.config.reader import Section
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asked, as authenticated by the core (for records and audit)."""
+
+    username: str | None = None
+    certificate: x509.Certificate | None = None
+    address: str | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.username:
+            parts.append(f"user={self.username}")
+        if self.certificate is not None:
+            parts.append(f"cert={self.certificate.subject.rfc4514_string()}"
+                         f"#{self.certificate.serial_number:x}")
+        if self.address:
+            parts.append(f"addr={self.address}")
+        return " ".join(parts) or "anonymous"
+
+
+@dataclass(frozen=True)
+class EnrollRequest:
+    """A verified PKCS#10 request for ``simpleenroll`` (RFC 7030 §4.2.1)."""
+
+    csr: x509.CertificateSigningRequest
+    alias: str
+    target: CATarget
+    requester: Requester
+    request_id: str
+
+
+@dataclass(frozen=True)
+class ReenrollRequest(EnrollRequest):
+    """A ``simplereenroll`` (RFC 7030 §4.2.2); ``current`` is the verified client certificate."""
+
+    current: x509.Certificate | None = None
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A certificate and the CA chain above it (issuer first, root last)."""
+
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The CA accepted the request but has not decided yet (RFC 7030 §4.2.3 → 202)."""
+
+    retry_after: int
+    reference: str = ""
+
+
+@dataclass(frozen=True)
+class RevocationStatus:
+    """What the CA knows of a certificate it issued."""
+
+    known: bool
+    revoked: bool
+    reason: str | None = None
+    revoked_at: dt.datetime | None = None
+
+
+class CABackend(abc.ABC):
+    """One configured issuer. Constructed from its options, then :meth:`start`-ed once."""
+
+    #: the ``type`` name it is registered under (set by the registry)
+    type_name: str = ""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @classmethod
+    @abc.abstractmethod
+    def from_options(cls, name: str, options: Section) -> CABackend:
+        """Parse and validate ``[backends.<name>]``; report problems on ``options``."""
+
+    def check_target(self, target: CATarget, path: str) -> list[str]:
+        """Problems with an alias's CA/profile names, as ``"<key path>: <message>"``."""
+        return []
+
+    def start(self) -> None:
+        """Prepare for service (create a local CA, open pools). Called once, before forking."""
+
+    def close(self) -> None:
+        """Release resources at shutdown."""
+
+    @abc.abstractmethod
+    def ca_certs(self, target: CATarget) -> list[x509.Certificate]:
+        """The CA chain for ``cacerts`` (RFC 7030 §4.1): issuing CA first, root last."""
+
+    @abc.abstractmethod
+    def enroll(self, request: EnrollRequest) -> Issued | Pending:
+        """Issue for ``simpleenroll``."""
+
+    @abc.abstractmethod
+    def reenroll(self, request: ReenrollRequest) -> Issued | Pending:
+        """Issue for ``simplereenroll``; the core has already checked revocation."""
+
+    @abc.abstractmethod
+    def revocation_status(self, certificate: x509.Certificate, target: CATarget) -> RevocationStatus:
+        """Whether the CA has revoked ``certificate`` (asked before every re-enrollment)."""
+
+    def health(self) -> None:
+        """Raise an ``ESTError`` if the CA cannot be reached right now."""
+
+    def describe_state(self) -> dict[str, str]:
+        """Facts to print at start-up (state folder, upstream URL); never secrets."""
+        return {}
+
+    @staticmethod
+    def not_supported(operation: str) -> NotSupported:
+        return NotSupported(f"{operation} is not supported by this CA backend")
+

@@ -1,0 +1,173 @@
+"""Key and certificate building blocks of the built-in CA (pure functions over ``cryptography``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+Clock = Callable[[], dt.datetime]
+
+KEY_TYPES = ("rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384")
+
+KEY_USAGES = ("digitalSignature", "nonRepudiation", "keyEncipherment", "dataEncipherment",
+              "keyAgreement")
+EXTENDED_KEY_USAGES = {
+    "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH,
+    "serverAuth": ExtendedKeyUsageOID.SERVER_AUTH,
+    "codeSigning": ExtendedKeyUsageOID.CODE_SIGNING,
+    "emailProtection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
+    "cmcRA": x509.ObjectIdentifier("1.3.6.1.5.5.7.3.28"),
+}
+#: clock skew tolerated by relying parties: certificates start this long before issuance
+BACKDATE = dt.timedelta(minutes=5)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def new_key(key_type: str) -> PrivateKey:
+    """A fresh private key of one of :data:`KEY_TYPES`."""
+    if key_type.startswith("rsa-"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
+    curve = {"ec-p256": ec.SECP256R1(), "ec-p384": ec.SECP384R1()}[key_type]
+    return ec.generate_private_key(curve)
+
+
+def signature_hash(key: PrivateKey) -> hashes.HashAlgorithm:
+    """SHA-384 for P-384 keys, SHA-256 otherwise."""
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def random_serial() -> int:
+    """Positive, at most 20 octets, 159 random bits (RFC 5280 §4.1.2.2 wants ≥ 64)."""
+    return secrets.randbits(159) | (1 << 158)
+
+
+def name(common_name: str, organization: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attrs)
+
+
+def build_ca(subject: x509.Name, key: PrivateKey, *, issuer: x509.Certificate | None,
+             issuer_key: PrivateKey | None, days: int, now: dt.datetime,
+             path_length: int | None = None) -> x509.Certificate:
+    """A CA certificate: self-signed when ``issuer`` is None, else signed by ``issuer_key``."""
+    signer_key = issuer_key if issuer_key is not None else key
+    issuer_name = issuer.subject if issuer is not None else subject
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject).issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(random_serial())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(_key_usage(["digitalSignature"], cert_sign=True), critical=True)
+        .add_extension(ski, critical=False)
+    )
+    if issuer is not None:
+        builder = builder.add_extension(_aki(issuer), critical=False)
+    else:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+    return builder.sign(signer_key, signature_hash(signer_key))
+
+
+def build_leaf(*, subject: x509.Name, public_key: x509.CertificateIssuerPublicKeyTypes | object,
+               sans: Iterable[x509.GeneralName], issuer: x509.Certificate, issuer_key: PrivateKey,
+               not_before: dt.datetime, not_after: dt.datetime, key_usage: Iterable[str],
+               extended_key_usage: Iterable[str], serial: int) -> x509.Certificate:
+    """An end-entity certificate with SKI/AKI, key usages and the given SANs."""
+    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+    usages = [u for u in key_usage if is_rsa or u not in ("keyEncipherment", "dataEncipherment")]
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject).issuer_name(issuer.subject)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(serial)
+        .not_valid_before(not_before).not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
+        .add_extension(_aki(issuer), critical=False)
+    )
+    if usages:
+        builder = builder.add_extension(_key_usage(usages), critical=True)
+    ekus = [EXTENDED_KEY_USAGES[e] for e in extended_key_usage]
+    if ekus:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
+    sans = list(sans)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans),
+                                        critical=len(subject) == 0)
+    return builder.sign(issuer_key, signature_hash(issuer_key))
+
+
+def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    try:
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
+
+
+def _key_usage(names: Iterable[str], *, cert_sign: bool = False) -> x509.KeyUsage:
+    chosen = set(names)
+    return x509.KeyUsage(
+        digital_signature="digitalSignature" in chosen,
+        content_commitment="nonRepudiation" in chosen,
+        key_encipherment="keyEncipherment" in chosen,
+        data_encipherment="dataEncipherment" in chosen,
+        key_agreement="keyAgreement" in chosen,
+        key_cert_sign=cert_sign, crl_sign=cert_sign,
+        encipher_only=False, decipher_only=False,
+    )
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret file created with mode 0600 (never briefly world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_public(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def cert_pem(*certs: x509.Certificate) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def load_key(path: Path) -> PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise ValueError(f"{path}: unsupported key type")
+    return key

@@ -1,0 +1,236 @@
+"""The built-in CA (``type = "local"``): CA keys on disk, every issued certificate on record."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from est_gateway.backends.base import (
+    CABackend,
+    EnrollRequest,
+    Issued,
+    Pending,
+    ReenrollRequest,
+    RevocationStatus,
+)
+from est_gateway.backends.local import authority
+from est_gateway.backends.local.authority import Clock, PrivateKey, utcnow
+from est_gateway.backends.local.options import (
+    SUBJECT_FIELDS,
+    CASettings,
+    CertificateProfile,
+    EndEntityProfile,
+    LocalOptions,
+    parse_options,
+)
+from est_gateway.backends.local.store import (
+    CertificateStore,
+    DuplicateSerial,
+    describe_general_name,
+    serial_hex,
+)
+from est_gateway.config.model import CATarget
+from est_gateway.config.reader import Section
+from est_gateway.errors import BadRequest, ESTError
+
+_SAN_KIND = {x509.DNSName: "dns", x509.IPAddress: "ip", x509.RFC822Name: "email",
+             x509.UniformResourceIdentifier: "uri"}
+_FIELD_BY_OID = {oid: short for short, oid in SUBJECT_FIELDS.items()}
+
+
+@dataclass
+class LoadedCA:
+    """A CA ready to sign: its key and its chain (issuing CA first, root last)."""
+
+    name: str
+    key: PrivateKey
+    chain: list[x509.Certificate]
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return self.chain[0]
+
+
+class LocalCABackend(CABackend):
+    """Issues from CAs it creates on first start; records before it returns."""
+
+    def __init__(self, name: str, options: LocalOptions, *, clock: Clock = utcnow) -> None:
+        super().__init__(name)
+        self.options = options
+        self.clock = clock
+        self.store = CertificateStore(options.state_dir / "certificates.sqlite3")
+        self._cas: dict[str, LoadedCA] = {}
+
+    @classmethod
+    def from_options(cls, name: str, options: Section) -> LocalCABackend:
+        return cls(name, parse_options(options))
+
+    def check_target(self, target: CATarget, path: str) -> list[str]:
+        problems = []
+        checks = (("ca", target.ca, self.options.cas),
+                  ("certificate_profile", target.certificate_profile, self.options.certificate_profiles),
+                  ("end_entity_profile", target.end_entity_profile, self.options.end_entity_profiles))
+        for key, value, known in checks:
+            if value not in known:
+                problems.append(f'{path}.{key}: backend "{self.name}" has no {key.replace("_", " ")} '
+                                f'"{value}"; known: {", ".join(sorted(known))}')
+        if target.extra:
+            problems.append(f"{path}.upstream: the local backend takes no upstream settings")
+        return problems
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create missing CAs and the record (under a file lock: instances may share a folder)."""
+        state = self.options.state_dir
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with _locked(state / ".init.lock"):
+            self.store.initialise()
+            for ca_name, settings in self.options.cas.items():
+                self._cas[ca_name] = self._load_or_create(ca_name, settings)
+
+    def _ca_dir(self, ca_name: str) -> Path:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", ca_name).strip("-") or "ca"
+        return self.options.state_dir / "cas" / slug
+
+    def _load_or_create(self, ca_name: str, settings: CASettings) -> LoadedCA:
+        folder = self._ca_dir(ca_name)
+        key_path, chain_path = folder / "signing.key", folder / "chain.pem"
+        if key_path.exists() and chain_path.exists():
+            return LoadedCA(ca_name, authority.load_key(key_path),
+                            x509.load_pem_x509_certificates(chain_path.read_bytes()))
+        now = self.clock()
+        root_key = authority.new_key(settings.key_type)
+        root_name = authority.name(settings.common_name if settings.hierarchy == "root"
+                                   else f"{settings.common_name} Root", settings.organization)
+        root = authority.build_ca(root_name, root_key, issuer=None, issuer_key=None,
+                                  days=settings.validity_days, now=now)
+        chain, signing_key = [root], root_key
+        if settings.hierarchy == "root+issuing":
+            authority.write_private(folder / "root.key", authority.key_pem(root_key))
+            signing_key = authority.new_key(settings.key_type)
+            issuing = authority.build_ca(authority.name(settings.common_name, settings.organization),
+                                         signing_key, issuer=root, issuer_key=root_key,
+                                         days=settings.validity_days - 1, now=now, path_length=0)
+            chain = [issuing, root]
+        authority.write_private(key_path, authority.key_pem(signing_key))
+        authority.write_public(chain_path, authority.cert_pem(*chain))
+        return LoadedCA(ca_name, signing_key, chain)
+
+    def _ca(self, ca_name: str) -> LoadedCA:
+        try:
+            return self._cas[ca_name]
+        except KeyError:
+            raise ESTError(f'local CA "{ca_name}" is not started') from None
+
+    def describe_state(self) -> dict[str, str]:
+        facts = {"state folder": str(self.options.state_dir)}
+        for ca_name, ca in self._cas.items():
+            facts[f"CA {ca_name}"] = ca.certificate.subject.rfc4514_string()
+        return facts
+
+    # -- EST operations ------------------------------------------------------------------
+
+    def ca_certs(self, target: CATarget) -> list[x509.Certificate]:
+        return list(self._ca(target.ca).chain)
+
+    def enroll(self, request: EnrollRequest) -> Issued | Pending:
+        return self.issue(request)
+
+    def reenroll(self, request: ReenrollRequest) -> Issued | Pending:
+        return self.issue(request)
+
+    def revocation_status(self, certificate: x509.Certificate, target: CATarget) -> RevocationStatus:
+        record = self.store.get(serial_hex(certificate.serial_number))
+        if record is None or record.issuer != certificate.issuer.rfc4514_string():
+            return RevocationStatus(known=False, revoked=False)
+        if record.status != "revoked":
+            return RevocationStatus(known=True, revoked=False)
+        return RevocationStatus(known=True, revoked=True, reason=record.revocation_reason,
+                                revoked_at=None)
+
+    def issue(self, request: EnrollRequest, *, public_key: object | None = None) -> Issued:
+        """Sign the CSR by the alias's profiles and commit the record before returning."""
+        target = request.target
+        ca = self._ca(target.ca)
+        cert_profile = self.options.certificate_profiles[target.certificate_profile]
+        ee_profile = self.options.end_entity_profiles[target.end_entity_profile]
+        csr = request.csr
+        check_subject(csr.subject, ee_profile)
+        sans = allowed_sans(csr, cert_profile)
+        if len(csr.subject) == 0 and not sans:
+            raise BadRequest("CSR has neither a subject nor a subjectAltName")
+        now = self.clock()
+        not_after = min(now + dt.timedelta(days=cert_profile.validity_days), ca.certificate.not_valid_after_utc)
+        for _attempt in range(5):
+            cert = authority.build_leaf(
+                subject=csr.subject, public_key=public_key or csr.public_key(), sans=sans,
+                issuer=ca.certificate, issuer_key=ca.key,
+                not_before=now - authority.BACKDATE, not_after=not_after,
+                key_usage=cert_profile.key_usage, extended_key_usage=cert_profile.extended_key_usage,
+                serial=authority.random_serial(),
+            )
+            try:
+                self.store.add(cert, ca=target.ca, alias=request.alias,
+                               certificate_profile=target.certificate_profile,
+                               requester=request.requester.describe(),
+                               request_id=request.request_id, issued_at=now)
+            except DuplicateSerial:
+                continue
+            return Issued(cert, tuple(ca.chain))
+        raise ESTError("could not allocate a unique serial number")
+
+
+def check_subject(subject: x509.Name, profile: EndEntityProfile) -> None:
+    """Enforce the end-entity profile's required and allowed subject fields (400 otherwise)."""
+    present: list[str] = []
+    for attr in subject:
+        short = _FIELD_BY_OID.get(attr.oid)
+        label = short or attr.oid.dotted_string
+        if short is None or short not in profile.allowed_subject:
+            raise BadRequest(f"subject field {label} is not allowed by the end-entity profile; "
+                             f"allowed: {', '.join(profile.allowed_subject)}")
+        value = attr.value if isinstance(attr.value, str) else ""
+        if not value.strip():
+            raise BadRequest(f"subject field {label} is empty")
+        if len(value) > profile.max_value_length:
+            raise BadRequest(f"subject field {label} is longer than {profile.max_value_length} characters")
+        present.append(short)
+    missing = [f for f in profile.required_subject if f not in present]
+    if missing:
+        raise BadRequest(f"subject lacks required field(s): {', '.join(missing)}")
+
+
+def allowed_sans(csr: x509.CertificateSigningRequest, profile: CertificateProfile) -> list[x509.GeneralName]:
+    """The CSR's requested SANs, refused (400) where the certificate profile does not allow them."""
+    try:
+        requested = list(csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return []
+    except (ValueError, x509.DuplicateExtension):
+        raise BadRequest("CSR extension request is malformed") from None
+    for gn in requested:
+        kind = _SAN_KIND.get(type(gn))
+        if kind is None or kind not in profile.san_types:
+            raise BadRequest(f"subjectAltName {describe_general_name(gn)} is not allowed by the "
+                             f"certificate profile; allowed types: {', '.join(profile.san_types) or 'none'}")
+    if len(requested) > profile.max_sans:
+        raise BadRequest(f"CSR asks for {len(requested)} subjectAltNames; the profile allows {profile.max_sans}")
+    return requested
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,109 @@
+"""Settings of the built-in CA: its CAs, certificate profiles and end-entity profiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.x509.oid import NameOID
+
+from est_gateway.backends.local.authority import EXTENDED_KEY_USAGES, KEY_TYPES, KEY_USAGES
+from est_gateway.config.reader import Section
+
+SUBJECT_FIELDS = {
+    "CN": NameOID.COMMON_NAME, "O": NameOID.ORGANIZATION_NAME,
+    "OU": NameOID.ORGANIZATIONAL_UNIT_NAME, "C": NameOID.COUNTRY_NAME,
+    "ST": NameOID.STATE_OR_PROVINCE_NAME, "L": NameOID.LOCALITY_NAME,
+    "serialNumber": NameOID.SERIAL_NUMBER, "UID": NameOID.USER_ID,
+    "emailAddress": NameOID.EMAIL_ADDRESS, "DC": NameOID.DOMAIN_COMPONENT,
+}
+SAN_TYPES = ("dns", "ip", "email", "uri")
+
+
+@dataclass(frozen=True)
+class CASettings:
+    key_type: str = "rsa-2048"
+    hierarchy: str = "root"            # "root" or "root+issuing"
+    common_name: str = ""
+    organization: str | None = None
+    validity_days: int = 3650
+
+
+@dataclass(frozen=True)
+class CertificateProfile:
+    validity_days: int = 365
+    key_usage: tuple[str, ...] = ("digitalSignature", "keyEncipherment")
+    extended_key_usage: tuple[str, ...] = ("clientAuth",)
+    san_types: tuple[str, ...] = SAN_TYPES
+    max_sans: int = 20
+
+
+@dataclass(frozen=True)
+class EndEntityProfile:
+    required_subject: tuple[str, ...] = ("CN",)
+    allowed_subject: tuple[str, ...] = tuple(SUBJECT_FIELDS)
+    max_value_length: int = 128
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    state_dir: Path
+    cas: dict[str, CASettings]
+    certificate_profiles: dict[str, CertificateProfile] = field(default_factory=dict)
+    end_entity_profiles: dict[str, EndEntityProfile] = field(default_factory=dict)
+
+
+def parse_options(sec: Section) -> LocalOptions:
+    """Read ``[backends.<name>]`` of ``type = "local"``; problems go to ``sec.problems``."""
+    state_dir = sec.path_value("state_dir")
+    cas = {name: _ca(name, s) for name, s in sec.table("cas", required=True).subtables().items()}
+    if sec.has("cas") and not cas:
+        sec.error("cas", 'define at least one CA, e.g. [backends.local.cas."EST CA"]')
+    cps = {n: _cert_profile(s) for n, s in sec.table("certificate_profiles").subtables().items()}
+    eeps = {n: _ee_profile(s) for n, s in sec.table("end_entity_profiles").subtables().items()}
+    cps.setdefault("default", CertificateProfile())
+    eeps.setdefault("default", EndEntityProfile())
+    return LocalOptions(state_dir=state_dir or Path("."), cas=cas,
+                        certificate_profiles=cps, end_entity_profiles=eeps)
+
+
+def _ca(name: str, sec: Section) -> CASettings:
+    d = CASettings()
+    ca = CASettings(
+        key_type=sec.str("key_type", d.key_type, choices=KEY_TYPES),
+        hierarchy=sec.str("hierarchy", d.hierarchy, choices=("root", "root+issuing")),
+        common_name=sec.str("common_name", name),
+        organization=sec.str("organization", None),
+        validity_days=sec.int("validity_days", d.validity_days, minimum=30, maximum=36500),
+    )
+    sec.check_unknown()
+    return ca
+
+
+def _cert_profile(sec: Section) -> CertificateProfile:
+    d = CertificateProfile()
+    profile = CertificateProfile(
+        validity_days=sec.int("validity_days", d.validity_days, minimum=1, maximum=3650),
+        key_usage=tuple(sec.str_list("key_usage", list(d.key_usage), choices=KEY_USAGES)),
+        extended_key_usage=tuple(sec.str_list("extended_key_usage", list(d.extended_key_usage),
+                                              choices=tuple(EXTENDED_KEY_USAGES))),
+        san_types=tuple(sec.str_list("san_types", list(d.san_types), choices=SAN_TYPES)),
+        max_sans=sec.int("max_sans", d.max_sans, minimum=0, maximum=1000),
+    )
+    sec.check_unknown()
+    return profile
+
+
+def _ee_profile(sec: Section) -> EndEntityProfile:
+    d = EndEntityProfile()
+    fields = tuple(SUBJECT_FIELDS)
+    profile = EndEntityProfile(
+        required_subject=tuple(sec.str_list("required_subject", list(d.required_subject), choices=fields)),
+        allowed_subject=tuple(sec.str_list("allowed_subject", list(d.allowed_subject), choices=fields)),
+        max_value_length=sec.int("max_value_length", d.max_value_length, minimum=1, maximum=1024),
+    )
+    missing = [f for f in profile.required_subject if f not in profile.allowed_subject]
+    if missing:
+        sec.error("required_subject", f"{', '.join(missing)} must also be in allowed_subject")
+    sec.check_unknown()
+    return profile

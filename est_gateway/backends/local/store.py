@@ -1,0 +1,195 @@
+"""The local CA's record of every certificate it issued (SQLite, WAL, synchronous=FULL).
+
+A certificate is committed here before it is returned to anyone; several worker
+processes (or gateway instances sharing one state folder) write to the same file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+REVOCATION_REASONS = ("unspecified", "keyCompromise", "cACompromise", "affiliationChanged",
+                      "superseded", "cessationOfOperation", "certificateHold",
+                      "privilegeWithdrawn")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS certificates (
+    serial            TEXT PRIMARY KEY,          -- lowercase hex, no leading zeros
+    issuer            TEXT NOT NULL,
+    subject           TEXT NOT NULL,
+    sans              TEXT NOT NULL,             -- JSON list of "type:value"
+    not_before        TEXT NOT NULL,
+    not_after         TEXT NOT NULL,
+    ca                TEXT NOT NULL,
+    alias             TEXT NOT NULL,
+    certificate_profile TEXT NOT NULL,
+    requester         TEXT NOT NULL,
+    request_id        TEXT NOT NULL,
+    issued_at         TEXT NOT NULL,
+    status            TEXT NOT NULL DEFAULT 'valid',
+    revoked_at        TEXT,
+    revocation_reason TEXT,
+    der               BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS certificates_subject ON certificates(subject);
+"""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One issued certificate as recorded."""
+
+    serial: str
+    issuer: str
+    subject: str
+    sans: list[str]
+    not_before: str
+    not_after: str
+    ca: str
+    alias: str
+    certificate_profile: str
+    requester: str
+    request_id: str
+    issued_at: str
+    status: str
+    revoked_at: str | None
+    revocation_reason: str | None
+    der: bytes
+
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.der)
+
+
+class DuplicateSerial(Exception):
+    """The serial is already on record (retry with a new one)."""
+
+
+class CertificateStore:
+    """Durable certificate records; a connection per call keeps it fork- and thread-safe."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            yield conn
+        finally:
+            conn.close()
+
+    def initialise(self) -> None:
+        with self._connect() as conn:
+            conn.executescript(_SCHEMA)
+
+    def add(self, cert: x509.Certificate, *, ca: str, alias: str, certificate_profile: str,
+            requester: str, request_id: str, issued_at: dt.datetime) -> None:
+        """Commit a new record; raises :class:`DuplicateSerial` if the serial exists."""
+        row = (
+            serial_hex(cert.serial_number), cert.issuer.rfc4514_string(),
+            cert.subject.rfc4514_string(), json.dumps(describe_sans(cert)),
+            cert.not_valid_before_utc.isoformat(), cert.not_valid_after_utc.isoformat(),
+            ca, alias, certificate_profile, requester, request_id, issued_at.isoformat(),
+            cert.public_bytes(Encoding.DER),
+        )
+        with self._connect() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO certificates (serial, issuer, subject, sans, not_before, not_after,"
+                    " ca, alias, certificate_profile, requester, request_id, issued_at, der)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            except sqlite3.IntegrityError:
+                raise DuplicateSerial(row[0]) from None
+
+    def get(self, serial: str) -> Record | None:
+        with self._connect() as conn:
+            cur = conn.execute(f"SELECT {_COLUMNS} FROM certificates WHERE serial = ?",
+                               (normalise_serial(serial),))
+            found = cur.fetchone()
+        return _record(found) if found else None
+
+    def list(self, *, limit: int = 1000, status: str | None = None) -> list[Record]:
+        query = f"SELECT {_COLUMNS} FROM certificates"
+        args: tuple[object, ...] = ()
+        if status:
+            query += " WHERE status = ?"
+            args = (status,)
+        query += " ORDER BY issued_at DESC LIMIT ?"
+        with self._connect() as conn:
+            return [_record(r) for r in conn.execute(query, (*args, limit))]
+
+    def count(self) -> int:
+        with self._connect() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM certificates").fetchone()[0])
+
+    def revoke(self, serial: str, reason: str, at: dt.datetime) -> Record:
+        """Mark a record revoked; raises ``LookupError`` (unknown) or ``ValueError`` (already)."""
+        if reason not in REVOCATION_REASONS:
+            raise ValueError(f"unknown reason {reason!r}; use one of {', '.join(REVOCATION_REASONS)}")
+        key = normalise_serial(serial)
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT status FROM certificates WHERE serial = ?", (key,)).fetchone()
+                if row is None:
+                    raise LookupError(f"no certificate with serial {key} on record")
+                if row[0] == "revoked":
+                    raise ValueError(f"certificate {key} is already revoked")
+                conn.execute("UPDATE certificates SET status='revoked', revoked_at=?,"
+                             " revocation_reason=? WHERE serial=?", (at.isoformat(), reason, key))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        record = self.get(key)
+        assert record is not None
+        return record
+
+
+_COLUMNS = ("serial, issuer, subject, sans, not_before, not_after, ca, alias, certificate_profile,"
+            " requester, request_id, issued_at, status, revoked_at, revocation_reason, der")
+
+
+def _record(row: tuple[object, ...]) -> Record:
+    values = list(row)
+    values[3] = json.loads(str(values[3]))
+    return Record(*values)  # type: ignore[arg-type]
+
+
+def serial_hex(serial: int) -> str:
+    return format(serial, "x")
+
+
+def normalise_serial(text: str) -> str:
+    """Accept ``0x``-prefixed, colon-separated or upper-case hex; raise ValueError otherwise."""
+    cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
+    if not cleaned or any(c not in "0123456789abcdef" for c in cleaned):
+        raise ValueError(f"{text!r} is not a hexadecimal serial number")
+    return format(int(cleaned, 16), "x")
+
+
+def describe_sans(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [describe_general_name(n) for n in san]
+
+
+def describe_general_name(gn: x509.GeneralName) -> str:
+    kinds = {x509.DNSName: "dns", x509.IPAddress: "ip", x509.RFC822Name: "email",
+             x509.UniformResourceIdentifier: "uri"}
+    kind = kinds.get(type(gn), type(gn).__name__)
+    return f"{kind}:{gn.value}"

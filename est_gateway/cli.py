@@ -1,0 +1,175 @@
+"""The ``est-gateway`` command (click: subcommands, help and prompts without hand-written parsing)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from est_gateway.backends.local import LocalCABackend
+from est_gateway.backends.local.authority import utcnow
+from est_gateway.backends.local.store import REVOCATION_REASONS, Record
+from est_gateway.config import GatewayConfig, load_config
+from est_gateway.errors import ConfigError
+from est_gateway.passwords import PasswordHash
+
+CONFIG_ENV = "EST_GATEWAY_CONFIG"
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+    envvar=CONFIG_ENV, required=True, help=f"TOML configuration file (or ${CONFIG_ENV}).")
+
+
+def _load(path: Path) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(f"{path}: {exc.render()}", err=True)
+        sys.exit(2)
+
+
+def _start(config: GatewayConfig) -> None:
+    for backend in config.backends.values():
+        backend.start()
+
+
+def _serve(config: GatewayConfig, *, banner: str | None = None) -> None:
+    from est_gateway.server.runner import GatewayServer
+    from est_gateway.web.app import create_app
+
+    logging.basicConfig(level=config.server.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _start(config)
+    if banner:
+        click.echo(banner)
+    for name, backend in config.backends.items():
+        for key, value in backend.describe_state().items():
+            click.echo(f"backend {name}: {key}: {value}")
+    server = config.server
+    scheme = "https" if server.tls else "http"
+    click.echo(f"serving EST on {scheme}://{server.host}:{server.port}/.well-known/est "
+               f"({server.workers} worker processes); Ctrl-C or SIGTERM stops", err=False)
+    sys.stdout.flush()
+    GatewayServer(config, create_app(config)).run()
+
+
+@click.group()
+@click.version_option(package_name="est-gateway")
+def main() -> None:
+    """An EST (RFC 7030) server in front of CAs that do not speak EST."""
+
+
+@main.command()
+@config_option
+def serve(config_path: Path) -> None:
+    """Serve EST with the given configuration."""
+    _serve(_load(config_path))
+
+
+@main.command("check-config")
+@config_option
+def check_config(config_path: Path) -> None:
+    """Validate a configuration and exit (0 when it would start)."""
+    config = _load(config_path)
+    click.echo(f"{config_path}: OK ({len(config.aliases)} alias(es), {len(config.backends)} backend(s))")
+
+
+@main.command()
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("est-local"), show_default=True, help="Folder of the local instance.")
+@click.option("--port", type=int, default=8443, show_default=True,
+              help="Port, used when the instance is first created.")
+def local(state_dir: Path, port: int) -> None:
+    """Local test mode: create (first time) or reuse a self-contained instance and serve it."""
+    from est_gateway import localmode
+
+    instance, created = localmode.prepare(state_dir, port=port)
+    config = _load(instance.config)
+    _serve(config, banner=localmode.instructions(instance, port=config.server.port, created=created))
+
+
+@main.command("hash-password")
+@click.password_option(prompt="Password", confirmation_prompt=True)
+def hash_password(password: str) -> None:
+    """Print a salted scrypt hash for an alias's password_hash setting."""
+    click.echo(PasswordHash.create(password).render())
+
+
+# -- operator commands of the built-in CA ----------------------------------------------
+
+@main.group("local-ca")
+@config_option
+@click.option("--backend", "backend_name", default=None,
+              help="Name of the local backend (default: the only one).")
+@click.pass_context
+def local_ca(ctx: click.Context, config_path: Path, backend_name: str | None) -> None:
+    """Inspect and revoke what the built-in CA issued."""
+    config = _load(config_path)
+    locals_ = {n: b for n, b in config.backends.items() if isinstance(b, LocalCABackend)}
+    if backend_name is None and len(locals_) == 1:
+        backend_name = next(iter(locals_))
+    if backend_name not in locals_:
+        raise click.UsageError(f"choose a local backend with --backend: {', '.join(sorted(locals_)) or 'none'}")
+    backend = locals_[backend_name]
+    backend.start()
+    ctx.obj = backend
+
+
+@local_ca.command("list")
+@click.option("--status", type=click.Choice(["valid", "revoked"]), default=None)
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.pass_obj
+def ca_list(backend: LocalCABackend, status: str | None, limit: int) -> None:
+    """List issued certificates, newest first."""
+    records = backend.store.list(limit=limit, status=status)
+    click.echo(f"{'SERIAL':<42} {'STATUS':<8} {'NOT AFTER':<20} SUBJECT")
+    for r in records:
+        click.echo(f"{r.serial:<42} {r.status:<8} {r.not_after[:19]:<20} {r.subject}")
+    click.echo(f"({len(records)} shown, {backend.store.count()} on record)")
+
+
+@local_ca.command("show")
+@click.argument("serial")
+@click.option("--pem", is_flag=True, help="Print the certificate in PEM too.")
+@click.pass_obj
+def ca_show(backend: LocalCABackend, serial: str, pem: bool) -> None:
+    """Show one record by serial number (hex)."""
+    record = _record(backend, serial)
+    for key in ("serial", "status", "subject", "sans", "issuer", "not_before", "not_after",
+                "ca", "alias", "certificate_profile", "requester", "request_id", "issued_at",
+                "revoked_at", "revocation_reason"):
+        click.echo(f"{key:<20} {getattr(record, key)}")
+    if pem:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        click.echo(record.certificate().public_bytes(Encoding.PEM).decode().rstrip())
+
+
+@local_ca.command("revoke")
+@click.argument("serial")
+@click.option("--reason", type=click.Choice(REVOCATION_REASONS), default="unspecified", show_default=True)
+@click.pass_obj
+def ca_revoke(backend: LocalCABackend, serial: str, reason: str) -> None:
+    """Revoke a certificate: its next simplereenroll is refused."""
+    try:
+        record = backend.store.revoke(serial, reason, utcnow())
+    except (LookupError, ValueError) as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    click.echo(f"revoked {record.serial} ({record.subject}) at {record.revoked_at}, reason {reason}")
+
+
+def _record(backend: LocalCABackend, serial: str) -> Record:
+    try:
+        record = backend.store.get(serial)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if record is None:
+        raise click.ClickException(f"no certificate with serial {serial} on record")
+    return record
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

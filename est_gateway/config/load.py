@@ -1,0 +1,192 @@
+"""Load a TOML configuration into :class:`GatewayConfig`, reporting every problem at once."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from est_gateway.backends.base import CABackend
+from est_gateway.backends.registry import BackendRegistry
+from est_gateway.config.model import AliasSettings, CATarget, GatewayConfig, ServerSettings
+from est_gateway.config.reader import Problems, Section
+from est_gateway.errors import ConfigError
+from est_gateway.passwords import PasswordHash
+
+#: EST operation names; an alias may not be called like one (the path would be ambiguous).
+OPERATIONS = ("cacerts", "simpleenroll", "simplereenroll", "csrattrs", "serverkeygen", "fullcmc")
+ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+HEADER_RE = re.compile(r"^[A-Za-z0-9-]+$")
+
+
+def load_config(path: str | Path, *, registry: BackendRegistry | None = None) -> GatewayConfig:
+    """Read and validate ``path``; raise :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the configuration file: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return parse_config(data, base_dir=path.resolve().parent, source=path, registry=registry)
+
+
+def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = None,
+                 registry: BackendRegistry | None = None) -> GatewayConfig:
+    """Validate an already parsed TOML document (``base_dir`` anchors relative paths)."""
+    problems = Problems()
+    root = Section(data, "", problems, base_dir)
+    server = _server(root.table("server"))
+    backends = _backends(root.table("backends", required=True), registry or BackendRegistry())
+    aliases = _aliases(root.table("aliases", required=True), backends)
+    root.check_unknown()
+    if server.tls is False:
+        for alias in aliases.values():
+            if alias.require_client_cert and not server.trusted_proxies:
+                problems.add(f"aliases.{alias.name}.require_client_cert",
+                             "client certificates cannot reach a plain-HTTP gateway without "
+                             "server.trusted_proxies (the proxy that forwards them)")
+    problems.raise_if_any()
+    return GatewayConfig(server=server, backends=backends, aliases=aliases, source=source)
+
+
+def _server(sec: Section) -> ServerSettings:
+    d = ServerSettings()
+    listen = sec.str("listen", f"{d.host}:{d.port}")
+    host, port = d.host, d.port
+    if isinstance(listen, str):
+        h, sep, p = listen.rpartition(":")
+        if not sep or not p.isdigit() or not 0 < int(p) < 65536 or not h:
+            sec.error("listen", f'"{listen}" is not "<address>:<port>" (e.g. "127.0.0.1:8443")')
+        else:
+            host, port = h.strip("[]"), int(p)
+    tls = sec.bool("tls", True)
+    cert = sec.path_value("tls_cert", None, must_exist=True)
+    key = sec.path_value("tls_key", None, must_exist=True)
+    if tls and (cert is None or key is None):
+        for name, value in (("tls_cert", cert), ("tls_key", key)):
+            if value is None and not sec.has(name):
+                sec.error(name, "is required when tls = true (PEM file)")
+    proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for i, item in enumerate(sec.str_list("trusted_proxies", [])):
+        try:
+            proxies.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            sec.problems.add(f"{sec.key('trusted_proxies')}[{i}]",
+                             f'"{item}" is not an IP address or network (e.g. "127.0.0.1")')
+    header = sec.str("client_cert_header", d.client_cert_header)
+    chain_prefix = sec.str("client_chain_header_prefix", d.client_chain_header_prefix)
+    for name, value in (("client_cert_header", header), ("client_chain_header_prefix", chain_prefix)):
+        if isinstance(value, str) and value and not HEADER_RE.match(value):
+            sec.error(name, f'"{value}" is not a valid HTTP header name')
+    settings = ServerSettings(
+        host=host, port=port, tls=bool(tls), tls_cert=cert, tls_key=key,
+        tls_min_version=sec.str("tls_min_version", d.tls_min_version, choices=("1.2", "1.3")),
+        workers=sec.int("workers", d.workers, minimum=1, maximum=64),
+        max_body_bytes=sec.int("max_body_bytes", d.max_body_bytes, minimum=1024, maximum=16 * 1024 * 1024),
+        request_timeout_s=sec.number("request_timeout_s", d.request_timeout_s),
+        trusted_proxies=tuple(proxies),
+        client_cert_header=header, client_chain_header_prefix=chain_prefix,
+        log_level=sec.str("log_level", d.log_level, choices=("debug", "info", "warning", "error")),
+    )
+    sec.check_unknown()
+    return settings
+
+
+def _backends(sec: Section, registry: BackendRegistry) -> dict[str, CABackend]:
+    backends: dict[str, CABackend] = {}
+    for name, bsec in sec.subtables().items():
+        type_name = bsec.str("type")
+        if not isinstance(type_name, str) or not type_name:
+            continue
+        try:
+            cls = registry.load(type_name)
+        except LookupError as exc:
+            bsec.error("type", str(exc))
+            continue
+        before = len(sec.problems.items)
+        backend = cls.from_options(name, bsec)
+        bsec.check_unknown()
+        if len(sec.problems.items) == before:
+            backends[name] = backend
+    if not sec.data:
+        sec.problems.add("backends", 'define at least one backend, e.g. [backends.local] type = "local"')
+    return backends
+
+
+def _aliases(sec: Section, backends: dict[str, CABackend]) -> dict[str, AliasSettings]:
+    aliases: dict[str, AliasSettings] = {}
+    for name, asec in sec.subtables().items():
+        alias = _alias(name, asec, backends)
+        if alias is not None:
+            aliases[name] = alias
+    if not sec.data:
+        sec.problems.add("aliases", "define at least one alias, e.g. [aliases.est]")
+    return aliases
+
+
+def _alias(name: str, sec: Section, backends: dict[str, CABackend]) -> AliasSettings | None:
+    before = len(sec.problems.items)
+    if not ALIAS_RE.match(name) or name in OPERATIONS:
+        sec.problems.add(sec.path, "alias names are 1-64 letters, digits, '.', '_' or '-', "
+                                   f"and not an EST operation name ({', '.join(OPERATIONS)})")
+    backend_name = sec.str("backend")
+    backend = backends.get(backend_name) if isinstance(backend_name, str) else None
+    if isinstance(backend_name, str) and backend_name and backend is None:
+        sec.error("backend", f'unknown backend "{backend_name}"; known: {", ".join(sorted(backends)) or "none"}')
+    upstream = sec.raw("upstream", {})
+    if not isinstance(upstream, dict):
+        sec.error("upstream", "must be a table of backend-specific settings")
+        upstream = {}
+    target = CATarget(
+        ca=sec.str("ca"),
+        certificate_profile=sec.str("certificate_profile", "default"),
+        end_entity_profile=sec.str("end_entity_profile", "default"),
+        extra=upstream,
+    )
+    require_cert = sec.bool("require_client_cert", False)
+    username = sec.str("username", None)
+    has_password = any(sec.has(k) for k in ("password_file", "password_env", "password_hash"))
+    password = _password(sec)
+    if username is not None and not has_password:
+        sec.error("password_file", "is required when username is set (or password_env, password_hash)")
+    if username is None and has_password:
+        sec.error("username", "is required when a password is configured")
+    if username is None and not has_password and not require_cert:
+        sec.error("username", "an alias needs username/password or require_client_cert = true; "
+                              "otherwise anyone could enroll")
+    trusted = sec.path_value("trusted_client_cas_file", None, must_exist=True)
+    cas = (trusted,) if trusted is not None else ()
+    same_key = sec.bool("allow_same_key_renewal", True)
+    sec.check_unknown()
+    if backend is not None and isinstance(target.ca, str):
+        for problem in backend.check_target(target, sec.path):
+            sec.problems.items.append(problem)
+    if len(sec.problems.items) != before:
+        return None
+    return AliasSettings(
+        name=name, backend=backend_name, target=target, require_client_cert=require_cert,
+        username=username, password=password, allow_same_key_renewal=same_key,
+        trusted_client_cas=cas,
+    )
+
+
+def _password(sec: Section) -> PasswordHash | None:
+    if sec.has("password_hash"):
+        if sec.has("password_file") or sec.has("password_env"):
+            sec.error("password_hash", "give only one of password_hash, password_file, password_env")
+            return None
+        text = sec.str("password_hash")
+        if not isinstance(text, str):
+            return None
+        try:
+            return PasswordHash.parse(text)
+        except ValueError as exc:
+            sec.error("password_hash", str(exc))
+            return None
+    secret = sec.secret("password", required=False)
+    return PasswordHash.create(secret) if secret is not None else None

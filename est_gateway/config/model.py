@@ -1,0 +1,73 @@
+"""Validated, frozen settings of the gateway (built by ``est_gateway.config.load``)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from est_gateway.passwords import PasswordHash
+
+if TYPE_CHECKING:
+    from est_gateway.backends.base import CABackend
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the gateway listens: terminating TLS itself, or plain HTTP behind a proxy."""
+
+    host: str = "127.0.0.1"
+    port: int = 8443
+    tls: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_min_version: str = "1.2"
+    workers: int = 2
+    max_body_bytes: int = 64 * 1024
+    request_timeout_s: float = 30.0
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    client_cert_header: str = "X-SSL-Client-Cert"
+    client_chain_header_prefix: str = "X-SSL-Client-Chain-"
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class CATarget:
+    """What an alias asks of its CA: which CA and which profiles (EJBCA's terms)."""
+
+    ca: str
+    certificate_profile: str
+    end_entity_profile: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AliasSettings:
+    """One EST label: its CA target and authentication policy."""
+
+    name: str
+    backend: str
+    target: CATarget
+    require_client_cert: bool
+    username: str | None
+    password: PasswordHash | None
+    allow_same_key_renewal: bool
+    trusted_client_cas: tuple[Path, ...] = ()
+
+    @property
+    def realm(self) -> str:
+        return f"est-gateway {self.name}"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The whole validated configuration; backends are built but not started."""
+
+    server: ServerSettings
+    backends: Mapping[str, CABackend]
+    aliases: Mapping[str, AliasSettings]
+    source: Path | None = None

@@ -1,0 +1,200 @@
+"""Typed reading of one TOML table that collects every problem with its key path.
+
+The core and every backend read their options through :class:`Section`, so an operator
+sees all mistakes of a file at once, each as ``key.path: what is wrong (how to fix)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+_MISSING = object()
+
+
+class Problems:
+    """Accumulates configuration problems; raise them together with :meth:`raise_if_any`."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append(f"{path}: {message}")
+
+    def raise_if_any(self) -> None:
+        from est_gateway.errors import ConfigError
+
+        if self.items:
+            raise ConfigError(self.items)
+
+
+class Section:
+    """A TOML table at ``path``; typed getters record problems instead of raising."""
+
+    def __init__(self, data: Any, path: str, problems: Problems, base_dir: Path) -> None:
+        self.path = path
+        self.problems = problems
+        self.base_dir = base_dir
+        self.seen: set[str] = set()
+        if isinstance(data, Mapping):
+            self.data: Mapping[str, Any] = data
+        else:
+            problems.add(path or "<top level>", f"must be a table, not {_type_name(data)}")
+            self.data = {}
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def error(self, name: str, message: str) -> None:
+        self.problems.add(self.key(name), message)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def raw(self, name: str, default: Any = None) -> Any:
+        self.seen.add(name)
+        return self.data.get(name, default)
+
+    def _get(self, name: str, default: Any, kinds: tuple[type, ...], what: str) -> Any:
+        self.seen.add(name)
+        if name not in self.data:
+            if default is _MISSING:
+                self.error(name, f"is required ({what})")
+                return None
+            return default
+        value = self.data[name]
+        if isinstance(value, bool) and bool not in kinds:
+            self.error(name, f"must be {what}, not a boolean")
+            return None if default is _MISSING else default
+        if not isinstance(value, kinds):
+            self.error(name, f"must be {what}, not {_type_name(value)}")
+            return None if default is _MISSING else default
+        return value
+
+    def str(self, name: str, default: Any = _MISSING, *, choices: tuple[str, ...] = ()) -> Any:
+        value = self._get(name, default, (str,), "a string")
+        if isinstance(value, str) and name in self.data:
+            if not value.strip():
+                self.error(name, "must not be empty")
+            elif choices and value not in choices:
+                self.error(name, f'"{value}" is not one of: {", ".join(choices)}')
+        return value
+
+    def bool(self, name: str, default: Any = _MISSING) -> Any:
+        return self._get(name, default, (bool,), "true or false")
+
+    def int(self, name: str, default: Any = _MISSING, *, minimum: int | None = None,
+            maximum: int | None = None) -> Any:
+        value = self._get(name, default, (int,), "a whole number")
+        if isinstance(value, int) and name in self.data:
+            if minimum is not None and value < minimum:
+                self.error(name, f"must be at least {minimum}, not {value}")
+            if maximum is not None and value > maximum:
+                self.error(name, f"must be at most {maximum}, not {value}")
+        return value
+
+    def number(self, name: str, default: Any = _MISSING, *, minimum: float = 0.0) -> Any:
+        value = self._get(name, default, (int, float), "a number")
+        if isinstance(value, (int, float)) and name in self.data and value <= minimum:
+            self.error(name, f"must be greater than {minimum:g}, not {value}")
+        return float(value) if isinstance(value, (int, float)) else value
+
+    def str_list(self, name: str, default: Any = _MISSING, *,
+                 choices: tuple[str, ...] = ()) -> Any:
+        value = self._get(name, default, (list,), "a list of strings")
+        if not isinstance(value, list):
+            return value
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                self.problems.add(f"{self.key(name)}[{i}]", f"must be a string, not {_type_name(item)}")
+            elif choices and item not in choices:
+                self.problems.add(f"{self.key(name)}[{i}]",
+                                  f'"{item}" is not one of: {", ".join(choices)}')
+        return [v for v in value if isinstance(v, str)]
+
+    def table(self, name: str, *, required: bool = False) -> Section:
+        self.seen.add(name)
+        if name not in self.data:
+            if required:
+                self.error(name, "is required (a table)")
+            return Section({}, self.key(name), self.problems, self.base_dir)
+        return Section(self.data[name], self.key(name), self.problems, self.base_dir)
+
+    def subtables(self) -> dict[str, Section]:
+        """Every entry of this table, itself a table (e.g. ``[aliases.<name>]``)."""
+        return {name: self.table(name) for name in self.data}
+
+    def path_value(self, name: str, default: Any = _MISSING, *, must_exist: bool = False) -> Any:
+        """A file-system path, relative paths taken from the configuration file's folder."""
+        value = self.str(name, default)
+        if not isinstance(value, str) or not value.strip():
+            return None if value is None else value
+        path = Path(os.path.expanduser(value))
+        if not path.is_absolute():
+            path = self.base_dir / path
+        if must_exist and not path.exists():
+            self.error(name, f"file {path} does not exist")
+        return path
+
+    def secret(self, name: str, *, required: bool) -> str | None:
+        """A secret read from ``<name>_file`` or ``<name>_env``; inline values are refused."""
+        file_key, env_key = f"{name}_file", f"{name}_env"
+        if name in self.data:
+            self.seen.add(name)
+            self.error(name, f"inline secrets are not accepted; use {file_key} or {env_key}")
+            return None
+        has_file, has_env = file_key in self.data, env_key in self.data
+        if has_file and has_env:
+            self.error(file_key, f"give only one of {file_key} and {env_key}")
+            return None
+        if has_file:
+            path = self.path_value(file_key)
+            if path is None:
+                return None
+            try:
+                text = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                self.error(file_key, f"cannot read {path}: {exc.strerror}")
+                return None
+            if not text:
+                self.error(file_key, f"{path} is empty")
+                return None
+            return text
+        if has_env:
+            var = self.str(env_key)
+            if isinstance(var, str) and var:
+                text = os.environ.get(var, "")
+                if not text:
+                    self.error(env_key, f"environment variable {var} is not set or empty")
+                    return None
+                return text
+            return None
+        if required:
+            self.error(file_key, f"is required (or {env_key})")
+        return None
+
+    def check_unknown(self) -> None:
+        """Report keys nobody read: almost always a typo, so suggest the closest known key."""
+        for name in self.data:
+            if name in self.seen:
+                continue
+            close = difflib.get_close_matches(name, sorted(self.seen), n=1)
+            hint = f'; did you mean "{close[0]}"?' if close else ""
+            self.error(name, f"unknown setting{hint}")
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f'the string "{value}"'
+    return type(value).__name__

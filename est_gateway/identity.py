@@ -1,0 +1,199 @@
+"""Who is calling: the client certificate (from our own TLS session or a trusted proxy's
+header), verified by the gateway itself, and the HTTP Basic credentials.
+
+This is the only module that reads client-certificate data from the WSGI environ.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import ipaddress
+import logging
+import re
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import (
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
+
+from est_gateway.config.model import ServerSettings
+
+log = logging.getLogger(__name__)
+
+#: environ key under which the TLS server puts a :class:`TLSInfo` (see est_gateway.server)
+TLS_ENVIRON_KEY = "est_gateway.tls"
+MAX_CHAIN_DEPTH = 8
+_PEM_BODY = re.compile(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.S)
+
+
+@dataclass(frozen=True)
+class TLSInfo:
+    """What our own TLS endpoint learnt about the connection a request came on."""
+
+    version: str                       # "TLSv1.2", "TLSv1.3"
+    peer_chain: tuple[bytes, ...] = ()  # DER, leaf first, as the client sent it
+    tls_unique: bytes | None = None     # RFC 5929, TLS ≤ 1.2 only
+    tls_exporter: bytes | None = None   # RFC 9266, TLS 1.3
+
+
+@dataclass(frozen=True)
+class PresentedCertificate:
+    """A client certificate as presented (not yet trusted) and how it reached us."""
+
+    leaf: x509.Certificate
+    intermediates: tuple[x509.Certificate, ...]
+    via: str  # "tls" or "proxy"
+
+
+class UntrustedCertificate(Exception):
+    """The presented client certificate cannot authenticate anyone; ``str()`` says why."""
+
+
+def presented_certificate(environ: Mapping[str, Any], server: ServerSettings) -> PresentedCertificate | None:
+    """The client certificate of this request, or None.
+
+    From our TLS session when we terminate TLS; otherwise from the proxy header, which
+    is believed only when the request comes from one of ``server.trusted_proxies``.
+    """
+    tls = environ.get(TLS_ENVIRON_KEY)
+    if isinstance(tls, TLSInfo):
+        if not tls.peer_chain:
+            return None
+        certs = [_load_der(der) for der in tls.peer_chain]
+        if any(c is None for c in certs):
+            return None
+        return PresentedCertificate(certs[0], tuple(c for c in certs[1:] if c), "tls")  # type: ignore[arg-type]
+    header_key = "HTTP_" + server.client_cert_header.upper().replace("-", "_")
+    raw = environ.get(header_key)
+    if raw is None:
+        return None
+    if not from_trusted_proxy(environ, server):
+        log.warning("ignored %s header from untrusted address %s", server.client_cert_header,
+                    environ.get("REMOTE_ADDR"))
+        return None
+    leaf = parse_forwarded_pem(raw)
+    if leaf is None:
+        return None
+    prefix = "HTTP_" + server.client_chain_header_prefix.upper().replace("-", "_")
+    chain = []
+    for i in range(MAX_CHAIN_DEPTH):
+        cert = parse_forwarded_pem(environ.get(f"{prefix}{i}", ""))
+        if cert is not None:
+            chain.append(cert)
+    return PresentedCertificate(leaf, tuple(chain), "proxy")
+
+
+def from_trusted_proxy(environ: Mapping[str, Any], server: ServerSettings) -> bool:
+    """Whether the TCP peer of this request is a configured trusted proxy."""
+    if environ.get(TLS_ENVIRON_KEY) is not None or not server.trusted_proxies:
+        return False
+    try:
+        peer = ipaddress.ip_address(str(environ.get("REMOTE_ADDR", "")))
+    except ValueError:
+        return False
+    return any(peer in net for net in server.trusted_proxies)
+
+
+def parse_forwarded_pem(value: str) -> x509.Certificate | None:
+    """A certificate forwarded by a proxy: PEM whose newlines Apache turned into spaces,
+    or URL-encoded PEM (nginx). Apache's ``(null)`` and empty values mean "none"."""
+    text = value.strip()
+    if not text or text == "(null)":
+        return None
+    if "%" in text:
+        text = urllib.parse.unquote(text)
+    match = _PEM_BODY.search(text)
+    if match is None:
+        return None
+    try:
+        der = base64.b64decode(re.sub(r"\s+", "", match.group(1)), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return _load_der(der)
+
+
+def _load_der(der: bytes) -> x509.Certificate | None:
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
+
+
+def verify_client_certificate(presented: PresentedCertificate, anchors: Sequence[x509.Certificate],
+                              now: dt.datetime) -> x509.Certificate:
+    """Chain ``presented`` to one of ``anchors`` at time ``now``; require clientAuth.
+
+    Raises :class:`UntrustedCertificate` with a short reason. Revocation is the
+    caller's question to the backend.
+    """
+    leaf = presented.leaf
+    if now < leaf.not_valid_before_utc:
+        raise UntrustedCertificate("client certificate is not yet valid")
+    if now > leaf.not_valid_after_utc:
+        raise UntrustedCertificate("client certificate has expired")
+    try:
+        ekus = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        if ExtendedKeyUsageOID.CLIENT_AUTH not in ekus and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in ekus:
+            raise UntrustedCertificate("client certificate lacks the clientAuth extended key usage")
+    except x509.ExtensionNotFound:
+        pass
+    except ValueError:
+        raise UntrustedCertificate("client certificate has malformed extensions") from None
+    if not anchors:
+        raise UntrustedCertificate("no trusted CA is configured for client certificates")
+    verifier = (
+        PolicyBuilder().store(Store(list(anchors))).time(now).max_chain_depth(MAX_CHAIN_DEPTH)
+        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(),
+                            ee_policy=ExtensionPolicy.permit_all())
+        .build_client_verifier()
+    )
+    try:
+        verifier.verify(leaf, list(presented.intermediates))
+    except VerificationError:
+        raise UntrustedCertificate("client certificate does not chain to a CA trusted by this alias") from None
+    except ValueError:
+        raise UntrustedCertificate("client certificate could not be verified") from None
+    return leaf
+
+
+@dataclass(frozen=True)
+class BasicCredentials:
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"BasicCredentials(username={self.username!r}, password=<redacted>)"
+
+
+class MalformedAuthorization(Exception):
+    """The Authorization header is present but cannot be read."""
+
+
+def basic_credentials(headers: Sequence[tuple[str, str]]) -> BasicCredentials | None:
+    """HTTP Basic credentials (RFC 7617) of a request; None when there is no Authorization."""
+    values = [v for k, v in headers if k.lower() == "authorization"]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise MalformedAuthorization("more than one Authorization header")
+    scheme, _, token = values[0].strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise MalformedAuthorization("only HTTP Basic authentication is supported")
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise MalformedAuthorization("Basic credentials are not valid base64 UTF-8") from None
+    username, sep, password = decoded.partition(":")
+    if not sep:
+        raise MalformedAuthorization("Basic credentials lack the ':' separator")
+    return BasicCredentials(username, password)

@@ -1,0 +1,181 @@
+"""The EST protocol core: alias policy, authentication and RFC 7030 rules, then the backend.
+
+Views call one method per EST operation with what they parsed from HTTP; everything a
+backend receives has already passed these checks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from est_gateway import wire
+from est_gateway.backends.base import (
+    CABackend,
+    EnrollRequest,
+    Issued,
+    Pending,
+    ReenrollRequest,
+    Requester,
+)
+from est_gateway.config.model import AliasSettings, GatewayConfig
+from est_gateway.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from est_gateway.identity import (
+    BasicCredentials,
+    PresentedCertificate,
+    UntrustedCertificate,
+    verify_client_certificate,
+)
+
+log = logging.getLogger(__name__)
+
+#: The alias that is also served without a label, at /.well-known/est/<operation>.
+DEFAULT_ALIAS = "est"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """What the web layer learnt about the caller of one request."""
+
+    credentials: BasicCredentials | None
+    certificate: PresentedCertificate | None
+    address: str | None
+    request_id: str
+
+
+class ESTService:
+    """One instance per application; stateless apart from its configuration."""
+
+    def __init__(self, config: GatewayConfig, clock: Callable[[], object]) -> None:
+        self.config = config
+        self.clock = clock
+
+    # -- lookup --------------------------------------------------------------------------
+
+    def alias(self, name: str | None) -> AliasSettings:
+        alias = self.config.aliases.get(name or DEFAULT_ALIAS)
+        if alias is None:
+            raise NotFound(f'unknown EST label "{name}"' if name else "no default EST label is configured")
+        return alias
+
+    def backend(self, alias: AliasSettings) -> CABackend:
+        return self.config.backends[alias.backend]
+
+    # -- operations ----------------------------------------------------------------------
+
+    def cacerts(self, alias: AliasSettings) -> bytes:
+        """RFC 7030 §4.1: the CA chain as certs-only PKCS#7 (DER)."""
+        return wire.certs_only(self.backend(alias).ca_certs(alias.target))
+
+    def simpleenroll(self, alias: AliasSettings, body: bytes, caller: Caller) -> Issued | Pending:
+        """RFC 7030 §4.2.1: authenticate by the alias policy, verify the CSR, issue."""
+        requester = self._authenticate_enroll(alias, caller)
+        csr = parse_csr_body(body)
+        request = EnrollRequest(csr=csr, alias=alias.name, target=alias.target,
+                                requester=requester, request_id=caller.request_id)
+        return self.backend(alias).enroll(request)
+
+    def simplereenroll(self, alias: AliasSettings, body: bytes, caller: Caller) -> Issued | Pending:
+        """RFC 7030 §4.2.2: the current, valid, unrevoked certificate authenticates; no password."""
+        current = self._current_certificate(alias, caller)
+        csr = parse_csr_body(body)
+        check_renewal_matches(csr, current, allow_same_key=alias.allow_same_key_renewal)
+        requester = Requester(certificate=current, address=caller.address)
+        request = ReenrollRequest(csr=csr, alias=alias.name, target=alias.target,
+                                  requester=requester, request_id=caller.request_id, current=current)
+        return self.backend(alias).reenroll(request)
+
+    # -- authentication ------------------------------------------------------------------
+
+    def trust_anchors(self, alias: AliasSettings) -> list[x509.Certificate]:
+        """CAs whose certificates authenticate on this alias: its own CA chain plus any
+        extra client CAs the operator configured."""
+        anchors = list(self.backend(alias).ca_certs(alias.target))
+        for path in alias.trusted_client_cas:
+            anchors += wire.read_pem_chain(path.read_bytes())
+        return anchors
+
+    def _verified(self, alias: AliasSettings, presented: PresentedCertificate) -> x509.Certificate:
+        cert = verify_client_certificate(presented, self.trust_anchors(alias), self.clock())  # type: ignore[arg-type]
+        status = self.backend(alias).revocation_status(cert, alias.target)
+        if status.revoked:
+            raise Forbidden("client certificate is revoked")
+        return cert
+
+    def _authenticate_enroll(self, alias: AliasSettings, caller: Caller) -> Requester:
+        realm = alias.realm if alias.password is not None else None
+        cert = None
+        if alias.require_client_cert:
+            if caller.certificate is None:
+                raise Unauthorized("this EST label requires a TLS client certificate", realm=realm)
+            try:
+                cert = self._verified(alias, caller.certificate)
+            except UntrustedCertificate as exc:
+                raise Unauthorized(str(exc), realm=realm) from None
+        if alias.password is not None:
+            creds = caller.credentials
+            if creds is None:
+                raise Unauthorized("HTTP Basic credentials are required", realm=realm)
+            # Always run the hash, so a wrong username costs the same time as a wrong password.
+            password_ok = alias.password.verify(creds.password)
+            if not (password_ok and creds.username == alias.username):
+                log.info("rejected credentials for user %r on alias %s", creds.username, alias.name)
+                raise Unauthorized("invalid username or password", realm=realm)
+        return Requester(username=alias.username if alias.password else None, certificate=cert,
+                         address=caller.address)
+
+    def _current_certificate(self, alias: AliasSettings, caller: Caller) -> x509.Certificate:
+        if caller.certificate is None:
+            raise Forbidden("simplereenroll needs the certificate being renewed as TLS client certificate")
+        try:
+            return self._verified(alias, caller.certificate)
+        except UntrustedCertificate as exc:
+            raise Forbidden(str(exc)) from None
+
+
+def parse_csr_body(body: bytes) -> x509.CertificateSigningRequest:
+    """base64 → DER → verified PKCS#10, each failure a 400 with its reason."""
+    try:
+        return wire.parse_csr(wire.decode_base64_body(body))
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def check_renewal_matches(csr: x509.CertificateSigningRequest, current: x509.Certificate, *,
+                          allow_same_key: bool) -> None:
+    """RFC 7030 §4.2.2: same Subject and SubjectAltName; the alias's same-key policy."""
+    if _name_key(csr.subject) != _name_key(current.subject):
+        raise Forbidden("re-enrollment must keep the subject of the current certificate "
+                        f"({current.subject.rfc4514_string()})")
+    if _sans(csr) != _cert_sans(current):
+        raise Forbidden("re-enrollment must keep the subjectAltName of the current certificate")
+    if not allow_same_key and _spki(csr.public_key()) == _spki(current.public_key()):
+        raise Forbidden("this EST label does not allow renewal with the same key; generate a new key")
+
+
+def _name_key(name: x509.Name) -> list[tuple[str, str]]:
+    return sorted((a.oid.dotted_string, str(a.value).strip().casefold()) for a in name)
+
+
+def _sans(csr: x509.CertificateSigningRequest) -> set[x509.GeneralName]:
+    try:
+        return set(csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return set()
+    except (ValueError, x509.DuplicateExtension):
+        raise BadRequest("CSR extension request is malformed") from None
+
+
+def _cert_sans(cert: x509.Certificate) -> set[x509.GeneralName]:
+    try:
+        return set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return set()
+
+
+def _spki(key: object) -> bytes:
+    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined]

@@ -1,0 +1,67 @@
+"""Run the gateway under gunicorn's arbiter with :class:`ESTWorker`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from est_gateway.config.model import GatewayConfig
+from est_gateway.identity import TLS_ENVIRON_KEY, TLSInfo
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def with_tls_info(app: WSGIApp) -> WSGIApp:
+    """Expose the connection's :class:`TLSInfo` to the application under one environ key."""
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        info = getattr(environ.get("gunicorn.socket"), "info", None)
+        if isinstance(info, TLSInfo):
+            environ[TLS_ENVIRON_KEY] = info
+            environ["wsgi.url_scheme"] = "https"
+        return app(environ, start_response)
+
+    return wrapped
+
+
+class GatewayServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn application: the app is built once in the arbiter and inherited by workers."""
+
+    def __init__(self, config: GatewayConfig, app: WSGIApp, *, threads: int = 8) -> None:
+        self.gateway_config = config
+        self.wsgi_app = with_tls_info(app)
+        self.threads = threads
+        super().__init__()
+
+    def load_config(self) -> None:
+        server = self.gateway_config.server
+        host = f"[{server.host}]" if ":" in server.host else server.host
+        settings = {
+            "bind": [f"{host}:{server.port}"],
+            "workers": server.workers,
+            "threads": self.threads,
+            "worker_class": "est_gateway.server.worker.ESTWorker",
+            "timeout": max(30, int(server.request_timeout_s * 2)),
+            "graceful_timeout": max(10, int(server.request_timeout_s)),
+            "loglevel": server.log_level,
+            "accesslog": None,
+            "errorlog": "-",
+            "proc_name": "est-gateway",
+            # Request line and header limits: oversized headers are refused with 400/431.
+            "limit_request_line": 4094,
+            "limit_request_fields": 100,
+            "limit_request_field_size": 16384,
+            # Forwarded headers are interpreted by the gateway itself, only from
+            # server.trusted_proxies (est_gateway.identity).
+            "forwarded_allow_ips": "",
+            # No control socket in $HOME: two instances would fight over it.
+            "control_socket_disable": True,
+        }
+        for key, value in settings.items():
+            if key in self.cfg.settings:  # settings differ between gunicorn releases
+                self.cfg.set(key, value)
+
+    def load(self) -> WSGIApp:
+        return self.wsgi_app

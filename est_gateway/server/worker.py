@@ -1,0 +1,76 @@
+"""A gunicorn worker that terminates TLS with pyOpenSSL and serves connections on threads.
+
+Gunicorn's arbiter gives us pre-forked processes (both cores), worker restarts and
+graceful shutdown on SIGTERM. Its sync worker serves one connection at a time, so a
+slow TLS client would block a whole process; this worker hands each accepted
+connection to a bounded thread pool instead, with deadlines on the handshake and on
+every read and write.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from gunicorn import util
+from gunicorn.workers.sync import SyncWorker
+from OpenSSL import SSL
+
+from est_gateway.server.tls import TLSSocket, server_context
+
+
+class ESTWorker(SyncWorker):
+    """Pre-forked worker: accept in the main loop, handshake and serve in a thread."""
+
+    def init_process(self) -> None:
+        settings = self.app.gateway_config.server  # type: ignore[attr-defined]
+        self.server_settings = settings
+        self.tls_context = (server_context(settings.tls_cert, settings.tls_key,
+                                           min_version=settings.tls_min_version)
+                            if settings.tls else None)
+        self.slots = threading.BoundedSemaphore(self.cfg.threads)
+        self.pool = ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="est")
+        super().init_process()
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            # Graceful stop: requests already accepted are finished before the process exits.
+            self.pool.shutdown(wait=True)
+
+    def accept(self, listener: socket.socket) -> None:
+        # Wait for a free thread before taking a connection off the backlog, telling the
+        # arbiter we are alive meanwhile.
+        while not self.slots.acquire(timeout=1.0):
+            self.notify()
+            if not self.alive:
+                return
+        try:
+            client, addr = listener.accept()
+        except BaseException:
+            self.slots.release()
+            raise
+        util.close_on_exec(client)
+        self.pool.submit(self._serve, listener, client, addr)
+
+    def _serve(self, listener: socket.socket, client: socket.socket, addr: Any) -> None:
+        try:
+            timeout = self.server_settings.request_timeout_s
+            conn: Any = client
+            if self.tls_context is not None:
+                conn = TLSSocket(client, self.tls_context)
+                try:
+                    conn.handshake(timeout)
+                except (SSL.Error, OSError) as exc:
+                    self.log.debug("TLS handshake with %s failed: %s", addr, exc)
+                    client.close()
+                    return
+            conn.settimeout(timeout)
+            self.handle(listener, conn, addr)
+        except Exception:
+            self.log.exception("error serving a connection")
+        finally:
+            self.slots.release()

@@ -1,0 +1,72 @@
+"""EST wire formats (RFC 7030 §4, RFC 8951 §3): base64 bodies, PKCS#10 in, PKCS#7 out."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+
+# Content types, byte for byte: libest compares them by prefix with exactly one space.
+CT_PKCS10 = "application/pkcs10"
+CT_PKCS7 = "application/pkcs7-mime"
+CT_CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
+CT_CSRATTRS = "application/csrattrs"
+CT_TEXT = "text/plain; charset=utf-8"
+
+_WHITESPACE = re.compile(rb"[\r\n\t ]+")
+_B64_LINE = 64
+
+
+def decode_base64_body(body: bytes) -> bytes:
+    """Decode a base64 request body whatever its CTE header said (RFC 8951 §3).
+
+    CR, LF, space and tab are tolerated anywhere; any line length or none.
+    Raises ``ValueError`` for anything that is not base64.
+    """
+    compact = _WHITESPACE.sub(b"", body)
+    if not compact:
+        raise ValueError("empty body; expected base64-encoded DER")
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("body is not valid base64") from None
+
+
+def encode_base64_body(der: bytes) -> bytes:
+    """Base64 wrapped at 64 columns with a trailing newline (what libest can read)."""
+    text = base64.b64encode(der)
+    lines = [text[i:i + _B64_LINE] for i in range(0, len(text), _B64_LINE)]
+    return b"\n".join(lines) + b"\n"
+
+
+def parse_csr(der: bytes) -> x509.CertificateSigningRequest:
+    """Parse a DER PKCS#10 request and verify its self-signature (proof of possession)."""
+    try:
+        csr = x509.load_der_x509_csr(der)
+    except ValueError:
+        raise ValueError("body is base64 but not a DER PKCS#10 certificate request") from None
+    try:
+        valid = csr.is_signature_valid
+    except Exception:  # unsupported algorithms surface here
+        raise ValueError("CSR signature algorithm is not supported") from None
+    if not valid:
+        raise ValueError("CSR signature does not verify")
+    return csr
+
+
+def certs_only(certificates: list[x509.Certificate]) -> bytes:
+    """A degenerate (certs-only) PKCS#7 SignedData in DER."""
+    return pkcs7.serialize_certificates(certificates, Encoding.DER)
+
+
+def read_certs_only(der: bytes) -> list[x509.Certificate]:
+    """The certificates of a certs-only PKCS#7 (a SET: order carries no meaning)."""
+    return pkcs7.load_der_pkcs7_certificates(der)
+
+
+def read_pem_chain(data: bytes) -> list[x509.Certificate]:
+    """Every certificate of a PEM bundle, in file order."""
+    return x509.load_pem_x509_certificates(data)
