@@ -1,0 +1,111 @@
+"""Start real gateway processes on loopback and talk to them with curl/openssl."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from est_gateway import localmode
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class GatewayProcess:
+    """A running ``est-gateway serve`` (or ``local``) subprocess."""
+
+    config: Path
+    port: int
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/.well-known/est"
+
+    def start(self, *args: str, timeout: float = 30.0) -> GatewayProcess:
+        cmd = list(args) or ["serve", "--config", str(self.config)]
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "est_gateway.cli", *cmd],
+                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env={**os.environ, **self.env})
+        out.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gateway did not listen within {timeout}s:\n{self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def local_instance(folder: Path, *, extra_config: str = "", port: int | None = None,
+                   ) -> tuple[localmode.LocalInstance, GatewayProcess]:
+    """A local-mode instance folder (as `est-gateway local` creates it), plus extra TOML."""
+    port = port or free_port()
+    instance, _ = localmode.prepare(folder, port=port)
+    if extra_config:
+        with instance.config.open("a", encoding="utf-8") as fh:
+            fh.write("\n" + extra_config)
+    return instance, GatewayProcess(instance.config, port, folder / "gateway.log")
+
+
+@dataclass
+class CurlResult:
+    status: int
+    headers: dict[str, str]
+    raw_headers: str
+    body: bytes
+
+
+def curl(*args: str, cacert: Path | None = None, timeout: float = 30.0) -> CurlResult:
+    """Run curl; returns the last response's status, headers (lower-case keys) and body."""
+    cmd = ["curl", "-sS", "--max-time", str(int(timeout)), "-D", "-", "-o", "-"]
+    if cacert is not None:
+        cmd += ["--cacert", str(cacert)]
+    done = subprocess.run([*cmd, *args], capture_output=True, timeout=timeout + 5)
+    if done.returncode != 0:
+        raise RuntimeError(f"curl failed ({done.returncode}): {done.stderr.decode(errors='replace')}")
+    raw = done.stdout
+    # Skip interim responses (100 Continue); the last header block is the answer.
+    while True:
+        head, sep, rest = raw.partition(b"\r\n\r\n")
+        if head.startswith(b"HTTP/1.1 1") and rest.startswith(b"HTTP/"):
+            raw = rest
+            continue
+        break
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    return CurlResult(status, headers, head.decode("latin-1"), rest)
