@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,24 +89,21 @@ class CurlResult:
 
 def curl(*args: str, cacert: Path | None = None, timeout: float = 30.0) -> CurlResult:
     """Run curl; returns the last response's status, headers (lower-case keys) and body."""
-    cmd = ["curl", "-sS", "--max-time", str(int(timeout)), "-D", "-", "-o", "-"]
-    if cacert is not None:
-        cmd += ["--cacert", str(cacert)]
-    done = subprocess.run([*cmd, *args], capture_output=True, timeout=timeout + 5)
-    if done.returncode != 0:
-        raise RuntimeError(f"curl failed ({done.returncode}): {done.stderr.decode(errors='replace')}")
-    raw = done.stdout
-    # Skip interim responses (100 Continue); the last header block is the answer.
-    while True:
-        head, sep, rest = raw.partition(b"\r\n\r\n")
-        if head.startswith(b"HTTP/1.1 1") and rest.startswith(b"HTTP/"):
-            raw = rest
-            continue
-        break
-    lines = head.decode("latin-1").split("\r\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        head_file, body_file = Path(tmp) / "head", Path(tmp) / "body"
+        cmd = ["curl", "-sS", "--max-time", str(int(timeout)), "-D", str(head_file), "-o", str(body_file)]
+        if cacert is not None:
+            cmd += ["--cacert", str(cacert)]
+        done = subprocess.run([*cmd, *args], capture_output=True, timeout=timeout + 5)
+        if done.returncode != 0:
+            raise RuntimeError(f"curl failed ({done.returncode}): {done.stderr.decode(errors='replace')}")
+        blocks = [b for b in head_file.read_bytes().decode("latin-1").split("\r\n\r\n") if b.strip()]
+        body = body_file.read_bytes() if body_file.exists() else b""
+    head = blocks[-1]   # interim (100) and challenge (401) responses come first
+    lines = head.split("\r\n")
     status = int(lines[0].split()[1])
     headers = {}
     for line in lines[1:]:
         key, _, value = line.partition(":")
         headers[key.strip().lower()] = value.strip()
-    return CurlResult(status, headers, head.decode("latin-1"), rest)
+    return CurlResult(status, headers, head, body)

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install est-gateway into .venv and start it in local test mode (embedded CA, nothing to configure).
+# Usage: scripts/local.sh [--port N] [--state-dir DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q -e .
+exec .venv/bin/est-gateway local "$@"

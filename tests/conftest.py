@@ -1,0 +1,74 @@
+"""Shared fixtures: a real local-mode gateway on a loopback port, driven with curl/openssl."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from est_gateway import localmode
+from est_gateway.backends.local import authority
+from tests.support.gateway import CurlResult, GatewayProcess, curl, local_instance
+
+EXTRA_ALIASES = """
+# Added by the tests: simpleenroll needs a client certificate as well as the password.
+[aliases.certauth]
+backend = "local"
+ca = "EST CA"
+require_client_cert = true
+username = "estuser"
+password_file = "secrets/est.password"
+"""
+
+
+@dataclass
+class Gateway:
+    """A running local-mode gateway and what a client needs to talk to it."""
+
+    instance: localmode.LocalInstance
+    process: GatewayProcess
+    work: Path
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    @property
+    def password(self) -> str:
+        return self.instance.password()
+
+    def curl(self, *args: str) -> CurlResult:
+        return curl(*args, cacert=self.instance.trust_anchor)
+
+    def enroll_args(self, csr_b64: Path, *, alias: str = "") -> list[str]:
+        path = f"{alias}/" if alias else ""
+        return ["-u", f"{localmode.USERNAME}:{self.password}", "-H", "Content-Type: application/pkcs10",
+                "--data-binary", f"@{csr_b64}", f"{self.url}/{path}simpleenroll"]
+
+    def ca_signing(self) -> tuple[authority.PrivateKey, x509.Certificate]:
+        """The EST CA's own key and certificate, to mint odd certificates for negative tests."""
+        folder = self.instance.folder / "local-ca" / "cas" / "EST-CA"
+        chain = x509.load_pem_x509_certificates((folder / "chain.pem").read_bytes())
+        return authority.load_key(folder / "signing.key"), chain[0]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        import sys
+
+        return subprocess.run([sys.executable, "-m", "est_gateway.cli", "local-ca", "--config",
+                               str(self.instance.config), *args], capture_output=True, text=True,
+                              timeout=60)
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    folder = tmp_path_factory.mktemp("gateway") / "est-local"
+    instance, process = local_instance(folder, extra_config=EXTRA_ALIASES)
+    process.start()
+    try:
+        yield Gateway(instance, process, tmp_path_factory.mktemp("client"))
+    finally:
+        process.stop()

@@ -1,0 +1,172 @@
+"""The built-in CA: issuance rules, profiles, and durable records."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from est_gateway.backends.base import EnrollRequest, Issued, Requester
+from est_gateway.backends.local import LocalCABackend
+from est_gateway.config.model import CATarget
+from est_gateway.config.reader import Problems, Section
+from est_gateway.errors import BadRequest, ConfigError
+from tests.support.pki import make_csr, p256_key, rsa_key
+
+TARGET = CATarget(ca="EST CA", certificate_profile="default", end_entity_profile="default")
+
+
+def make_backend(state: Path, extra: dict[str, Any] | None = None, **ca: Any) -> LocalCABackend:
+    options = {"type": "local", "state_dir": str(state),
+               "cas": {"EST CA": {"key_type": "ec-p256", **ca}}, **(extra or {})}
+    problems = Problems()
+    backend = LocalCABackend.from_options("local", Section(options, "backends.local", problems, state))
+    problems.raise_if_any()
+    backend.start()
+    return backend
+
+
+def enroll(backend: LocalCABackend, csr: x509.CertificateSigningRequest,
+           target: CATarget = TARGET) -> x509.Certificate:
+    result = backend.enroll(EnrollRequest(csr=csr, alias="est", target=target,
+                                          requester=Requester(username="estuser"), request_id="t1"))
+    assert isinstance(result, Issued)
+    return result.certificate
+
+
+@pytest.fixture()
+def backend(tmp_path: Path) -> LocalCABackend:
+    return make_backend(tmp_path / "state", hierarchy="root+issuing")
+
+
+def test_issued_certificate_follows_the_default_profile(backend: LocalCABackend) -> None:
+    key = rsa_key()
+    sans = [x509.DNSName("dev.example"), x509.IPAddress(ipaddress.ip_address("192.0.2.7"))]
+    cert = enroll(backend, make_csr(key, cn="dev-1", sans=sans))
+    issuing, root = backend.ca_certs(TARGET)
+    assert cert.issuer == issuing.subject and issuing.issuer == root.subject
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "dev-1"
+    assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value) == sans
+    ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert ski == x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    issuer_ski = issuing.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert aki.key_identifier == issuer_ski.digest
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.digital_signature and ku.key_encipherment
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert dt.timedelta(days=365) <= lifetime <= dt.timedelta(days=365, minutes=6)
+    cert.verify_directly_issued_by(issuing)
+
+
+def test_ec_keys_get_no_key_encipherment(backend: LocalCABackend) -> None:
+    cert = enroll(backend, make_csr(p256_key(), cn="ec-dev"))
+    ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.digital_signature and not ku.key_encipherment
+
+
+def test_serials_are_positive_at_most_20_octets_and_random(backend: LocalCABackend) -> None:
+    serials = [enroll(backend, make_csr(p256_key(), cn=f"s{i}")).serial_number for i in range(20)]
+    assert len(set(serials)) == 20
+    assert all(0 < s < 2**159 and s.bit_length() > 64 for s in serials)
+
+
+def test_every_issued_certificate_is_on_record(backend: LocalCABackend) -> None:
+    cert = enroll(backend, make_csr(p256_key(), cn="recorded"))
+    record = backend.store.get(format(cert.serial_number, "x"))
+    assert record is not None
+    assert record.certificate() == cert
+    assert record.subject == "CN=recorded" and record.alias == "est"
+    assert record.requester == "user=estuser" and record.status == "valid"
+    assert backend.store.count() == 1
+
+
+@pytest.mark.parametrize("csr_kwargs, reason", [
+    ({"cn": None, "attrs": [("ORGANIZATION_NAME", "Acme")]}, "lacks required field(s): CN"),
+    ({"attrs": [("TITLE", "boss")]}, "subject field 2.5.4.12 is not allowed"),
+    ({"sans": [x509.RegisteredID(x509.ObjectIdentifier("1.2.3.4"))]}, "is not allowed by the certificate profile"),
+])
+def test_csrs_that_break_the_profiles_are_refused(backend: LocalCABackend, csr_kwargs: dict[str, Any],
+                                                  reason: str) -> None:
+    with pytest.raises(BadRequest, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        enroll(backend, make_csr(p256_key(), **csr_kwargs))
+    assert backend.store.count() == 0          # nothing issued, nothing recorded
+
+
+def test_custom_profiles(tmp_path: Path) -> None:
+    backend = make_backend(tmp_path, {
+        "certificate_profiles": {"server": {"validity_days": 30, "extended_key_usage": ["serverAuth"],
+                                            "san_types": ["dns"], "max_sans": 1}},
+        "end_entity_profiles": {"org": {"required_subject": ["CN", "O"], "allowed_subject": ["CN", "O"],
+                                         "max_value_length": 8}},
+    })
+    target = CATarget("EST CA", "server", "org")
+    cert = enroll(backend, make_csr(p256_key(), cn="web", attrs=[("ORGANIZATION_NAME", "Acme")],
+                                    sans=[x509.DNSName("web.example")]), target)
+    assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == \
+        [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc <= dt.timedelta(days=30, minutes=6)
+    with pytest.raises(BadRequest, match="asks for 2 subjectAltNames; the profile allows 1"):
+        enroll(backend, make_csr(p256_key(), cn="web", attrs=[("ORGANIZATION_NAME", "Acme")],
+                                 sans=[x509.DNSName("a.example"), x509.DNSName("b.example")]), target)
+    with pytest.raises(BadRequest, match="lacks required field"):
+        enroll(backend, make_csr(p256_key(), cn="web"), target)
+    with pytest.raises(BadRequest, match="subject field CN is longer than 8 characters"):
+        enroll(backend, make_csr(p256_key(), cn="much-too-long", attrs=[("ORGANIZATION_NAME", "Acme")]),
+               target)
+
+
+def test_ca_key_files_are_private_and_the_ca_survives_a_restart(tmp_path: Path) -> None:
+    first = make_backend(tmp_path / "s", key_type="rsa-2048", hierarchy="root+issuing")
+    cert = enroll(first, make_csr(p256_key(), cn="persist"))
+    for key_file in (tmp_path / "s").rglob("*.key"):
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "s").stat().st_mode) == 0o700
+    second = make_backend(tmp_path / "s", key_type="rsa-2048", hierarchy="root+issuing")
+    assert second.ca_certs(TARGET) == first.ca_certs(TARGET)
+    assert second.store.get(format(cert.serial_number, "x")) is not None
+    assert second.revocation_status(cert, TARGET).known
+
+
+def test_revocation_is_recorded_and_reported(backend: LocalCABackend) -> None:
+    cert = enroll(backend, make_csr(p256_key(), cn="to-revoke"))
+    assert not backend.revocation_status(cert, TARGET).revoked
+    backend.store.revoke(f"0x{cert.serial_number:X}", "keyCompromise", dt.datetime.now(dt.timezone.utc))
+    status = backend.revocation_status(cert, TARGET)
+    assert status.revoked and status.reason == "keyCompromise"
+    with pytest.raises(ValueError, match="already revoked"):
+        backend.store.revoke(format(cert.serial_number, "x"), "unspecified", dt.datetime.now(dt.timezone.utc))
+    with pytest.raises(LookupError):
+        backend.store.revoke("abcdef", "unspecified", dt.datetime.now(dt.timezone.utc))
+
+
+def test_certificate_from_elsewhere_is_unknown(backend: LocalCABackend, tmp_path: Path) -> None:
+    other = make_backend(tmp_path / "other")
+    foreign = enroll(other, make_csr(p256_key(), cn="elsewhere"))
+    assert backend.revocation_status(foreign, TARGET).known is False
+
+
+def test_local_options_are_validated_with_key_paths(tmp_path: Path) -> None:
+    options = {"type": "local", "state_dir": str(tmp_path),
+               "cas": {"A": {"key_type": "rsa-1024", "hierarchy": "flat"}},
+               "certificate_profiles": {"p": {"extended_key_usage": ["clientAuth", "fooAuth"]}},
+               "end_entity_profiles": {"e": {"required_subject": ["O"], "allowed_subject": ["CN"]}}}
+    problems = Problems()
+    LocalCABackend.from_options("local", Section(options, "backends.local", problems, tmp_path))
+    with pytest.raises(ConfigError) as info:
+        problems.raise_if_any()
+    text = "\n".join(info.value.problems)
+    assert 'backends.local.cas.A.key_type: "rsa-1024" is not one of' in text
+    assert 'backends.local.cas.A.hierarchy: "flat" is not one of: root, root+issuing' in text
+    assert 'backends.local.certificate_profiles.p.extended_key_usage[1]: "fooAuth" is not one of' in text
+    assert "backends.local.end_entity_profiles.e.required_subject: O must also be in allowed_subject" in text
