@@ -1,7 +1,9 @@
 """Who is calling: the client certificate (from our own TLS session or a trusted proxy's
-header), verified by the gateway itself, and the HTTP Basic credentials.
+header), verified by the gateway itself, the client's address and the HTTP Basic
+credentials.
 
-This is the only module that reads client-certificate data from the WSGI environ.
+This is the only module that reads client-certificate data and forwarded addresses from
+the WSGI environ; proxy headers count only when the TCP peer is a trusted proxy.
 """
 
 from __future__ import annotations
@@ -94,14 +96,58 @@ def presented_certificate(environ: Mapping[str, Any], server: ServerSettings) ->
 
 
 def from_trusted_proxy(environ: Mapping[str, Any], server: ServerSettings) -> bool:
-    """Whether the TCP peer of this request is a configured trusted proxy."""
-    if environ.get(TLS_ENVIRON_KEY) is not None or not server.trusted_proxies:
+    """Whether the TCP peer of this request is a configured trusted proxy (never when we
+    terminate TLS ourselves: then there is no proxy)."""
+    if environ.get(TLS_ENVIRON_KEY) is not None:
         return False
+    peer = _ip(str(environ.get("REMOTE_ADDR", "")))
+    return peer is not None and _is_trusted(peer, server)
+
+
+def client_address(environ: Mapping[str, Any], server: ServerSettings) -> str | None:
+    """The client's address for logs and records.
+
+    The TCP peer, unless that is a trusted proxy: then the right-most ``X-Forwarded-For``
+    entry that is not itself a trusted proxy. Each proxy appends the address it saw, so
+    everything left of the first untrusted hop is the client's own claim and ignored; an
+    unreadable entry stops the walk at the last hop believed.
+    """
+    peer = str(environ.get("REMOTE_ADDR") or "") or None
+    if not from_trusted_proxy(environ, server):
+        return peer
+    address = peer
+    for entry in reversed(str(environ.get("HTTP_X_FORWARDED_FOR", "")).split(",")):
+        hop = _ip(entry)
+        if hop is None:
+            break
+        address = str(hop)
+        if not _is_trusted(hop, server):
+            break
+    return address
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _ip(text: str) -> IPAddress | None:
+    """An address as proxies write it ("192.0.2.1", "192.0.2.1:4711", "[2001:db8::1]:4711"),
+    IPv4-mapped IPv6 as IPv4 (a dual-stack socket reports 127.0.0.1 that way)."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
     try:
-        peer = ipaddress.ip_address(str(environ.get("REMOTE_ADDR", "")))
+        address = ipaddress.ip_address(text)
     except ValueError:
-        return False
-    return any(peer in net for net in server.trusted_proxies)
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_trusted(address: IPAddress, server: ServerSettings) -> bool:
+    return any(address in net for net in server.trusted_proxies)
 
 
 def parse_forwarded_pem(value: str) -> x509.Certificate | None:

@@ -18,7 +18,12 @@ from est_gateway.errors import (
     NotSupported,
     UnsupportedMediaType,
 )
-from est_gateway.identity import MalformedAuthorization, basic_credentials, presented_certificate
+from est_gateway.identity import (
+    MalformedAuthorization,
+    basic_credentials,
+    client_address,
+    presented_certificate,
+)
 from est_gateway.operations import Caller, ESTService
 
 blueprint = Blueprint("est", __name__)
@@ -95,7 +100,7 @@ def _caller(service: ESTService, request_id: str, *, read_basic: bool) -> Caller
     return Caller(
         credentials=credentials,
         certificate=presented_certificate(request.environ, service.config.server),
-        address=request.remote_addr,
+        address=client_address(request.environ, service.config.server),
         request_id=request_id,
     )
 
