@@ -3,6 +3,7 @@
 # Usage: scripts/local.sh [--port N] [--state-dir DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || python3 -m venv .venv
+. scripts/venv.sh
+ensure_venv
 .venv/bin/python -m pip install -q -e .
 exec .venv/bin/est-gateway local "$@"

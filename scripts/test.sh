@@ -3,20 +3,16 @@
 # Usage: scripts/test.sh [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/venv.sh
 
 # System tools the end-to-end tests drive for real: curl, openssl, Apache httpd.
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/sbin/apache2 ] || missing+=(apache2)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing system packages: ${missing[*]}"
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
+ensure_venv
 .venv/bin/python -m pip install -q -e '.[test]'
 
 # pytest exits non-zero on any failure, and with 5 when no test ran: both fail this script.

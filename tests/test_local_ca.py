@@ -141,13 +141,13 @@ def test_ca_key_files_are_private_and_the_ca_survives_a_restart(tmp_path: Path) 
 def test_revocation_is_recorded_and_reported(backend: LocalCABackend) -> None:
     cert = enroll(backend, make_csr(p256_key(), cn="to-revoke"))
     assert not backend.revocation_status(cert, TARGET).revoked
-    backend.store.revoke(f"0x{cert.serial_number:X}", "keyCompromise", dt.datetime.now(dt.timezone.utc))
+    backend.store.revoke(f"0x{cert.serial_number:X}", "keyCompromise", dt.datetime.now(dt.UTC))
     status = backend.revocation_status(cert, TARGET)
     assert status.revoked and status.reason == "keyCompromise"
     with pytest.raises(ValueError, match="already revoked"):
-        backend.store.revoke(format(cert.serial_number, "x"), "unspecified", dt.datetime.now(dt.timezone.utc))
+        backend.store.revoke(format(cert.serial_number, "x"), "unspecified", dt.datetime.now(dt.UTC))
     with pytest.raises(LookupError):
-        backend.store.revoke("abcdef", "unspecified", dt.datetime.now(dt.timezone.utc))
+        backend.store.revoke("abcdef", "unspecified", dt.datetime.now(dt.UTC))
 
 
 def test_certificate_from_elsewhere_is_unknown(backend: LocalCABackend, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ sees all mistakes of a file at once, each as ``key.path: what is wrong (how to f
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import os
 from collections.abc import Mapping
@@ -74,19 +75,19 @@ class Section:
             return None if default is _MISSING else default
         return value
 
-    def str(self, name: str, default: Any = _MISSING, *, choices: tuple[str, ...] = ()) -> Any:
-        value = self._get(name, default, (str,), "a string")
-        if isinstance(value, str) and name in self.data:
+    def str(self, name: builtins.str, default: Any = _MISSING, *, choices: tuple[builtins.str, ...] = ()) -> Any:
+        value = self._get(name, default, (builtins.str,), "a string")
+        if isinstance(value, builtins.str) and name in self.data:
             if not value.strip():
                 self.error(name, "must not be empty")
             elif choices and value not in choices:
                 self.error(name, f'"{value}" is not one of: {", ".join(choices)}')
         return value
 
-    def bool(self, name: str, default: Any = _MISSING) -> Any:
+    def bool(self, name: builtins.str, default: Any = _MISSING) -> Any:
         return self._get(name, default, (bool,), "true or false")
 
-    def int(self, name: str, default: Any = _MISSING, *, minimum: int | None = None,
+    def int(self, name: builtins.str, default: Any = _MISSING, *, minimum: int | None = None,
             maximum: int | None = None) -> Any:
         value = self._get(name, default, (int,), "a whole number")
         if isinstance(value, int) and name in self.data:
@@ -96,26 +97,26 @@ class Section:
                 self.error(name, f"must be at most {maximum}, not {value}")
         return value
 
-    def number(self, name: str, default: Any = _MISSING, *, minimum: float = 0.0) -> Any:
+    def number(self, name: builtins.str, default: Any = _MISSING, *, minimum: float = 0.0) -> Any:
         value = self._get(name, default, (int, float), "a number")
         if isinstance(value, (int, float)) and name in self.data and value <= minimum:
             self.error(name, f"must be greater than {minimum:g}, not {value}")
         return float(value) if isinstance(value, (int, float)) else value
 
-    def str_list(self, name: str, default: Any = _MISSING, *,
-                 choices: tuple[str, ...] = ()) -> Any:
+    def str_list(self, name: builtins.str, default: Any = _MISSING, *,
+                 choices: tuple[builtins.str, ...] = ()) -> Any:
         value = self._get(name, default, (list,), "a list of strings")
         if not isinstance(value, list):
             return value
         for i, item in enumerate(value):
-            if not isinstance(item, str):
+            if not isinstance(item, builtins.str):
                 self.problems.add(f"{self.key(name)}[{i}]", f"must be a string, not {_type_name(item)}")
             elif choices and item not in choices:
                 self.problems.add(f"{self.key(name)}[{i}]",
                                   f'"{item}" is not one of: {", ".join(choices)}')
-        return [v for v in value if isinstance(v, str)]
+        return [v for v in value if isinstance(v, builtins.str)]
 
-    def table(self, name: str, *, required: bool = False) -> Section:
+    def table(self, name: builtins.str, *, required: builtins.bool = False) -> Section:
         self.seen.add(name)
         if name not in self.data:
             if required:
@@ -123,14 +124,14 @@ class Section:
             return Section({}, self.key(name), self.problems, self.base_dir)
         return Section(self.data[name], self.key(name), self.problems, self.base_dir)
 
-    def subtables(self) -> dict[str, Section]:
+    def subtables(self) -> dict[builtins.str, Section]:
         """Every entry of this table, itself a table (e.g. ``[aliases.<name>]``)."""
         return {name: self.table(name) for name in self.data}
 
-    def path_value(self, name: str, default: Any = _MISSING, *, must_exist: bool = False) -> Any:
+    def path_value(self, name: builtins.str, default: Any = _MISSING, *, must_exist: builtins.bool = False) -> Any:
         """A file-system path, relative paths taken from the configuration file's folder."""
         value = self.str(name, default)
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, builtins.str) or not value.strip():
             return None if value is None else value
         path = Path(os.path.expanduser(value))
         if not path.is_absolute():
@@ -139,7 +140,7 @@ class Section:
             self.error(name, f"file {path} does not exist")
         return path
 
-    def secret(self, name: str, *, required: bool) -> str | None:
+    def secret(self, name: builtins.str, *, required: builtins.bool) -> builtins.str | None:
         """A secret read from ``<name>_file`` or ``<name>_env``; inline values are refused."""
         file_key, env_key = f"{name}_file", f"{name}_env"
         if name in self.data:
@@ -165,7 +166,7 @@ class Section:
             return text
         if has_env:
             var = self.str(env_key)
-            if isinstance(var, str) and var:
+            if isinstance(var, builtins.str) and var:
                 text = os.environ.get(var, "")
                 if not text:
                     self.error(env_key, f"environment variable {var} is not set or empty")

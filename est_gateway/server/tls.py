@@ -126,7 +126,7 @@ class TLSSocket:
         except SSL.Error as exc:
             raise ConnectionResetError(errno.ECONNRESET, f"TLS error: {exc}") from None
 
-    def send(self, data: bytes) -> int:
+    def send(self, data: bytes | memoryview) -> int:
         try:
             return self._io(self._conn.send, bytes(data))
         except SSL.Error as exc:

@@ -21,11 +21,11 @@ from OpenSSL import SSL
 from est_gateway.server.tls import TLSSocket, server_context
 
 
-class ESTWorker(SyncWorker):
+class ESTWorker(SyncWorker):  # type: ignore[misc]
     """Pre-forked worker: accept in the main loop, handshake and serve in a thread."""
 
     def init_process(self) -> None:
-        settings = self.app.gateway_config.server  # type: ignore[attr-defined]
+        settings = self.app.gateway_config.server
         self.server_settings = settings
         self.tls_context = (server_context(settings.tls_cert, settings.tls_key,
                                            min_version=settings.tls_min_version)

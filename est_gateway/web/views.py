@@ -16,6 +16,7 @@ from est_gateway.errors import (
     MethodNotAllowed,
     NotFound,
     NotSupported,
+    PayloadTooLarge,
     UnsupportedMediaType,
 )
 from est_gateway.identity import (
@@ -87,7 +88,19 @@ def _pkcs10_body() -> bytes:
     if request.mimetype != wire.CT_PKCS10:
         got = request.mimetype or "none"
         raise UnsupportedMediaType(f"Content-Type must be {wire.CT_PKCS10} (got {got})")
-    return request.get_data(cache=False)
+    return _read_body()
+
+
+def _read_body() -> bytes:
+    """The request body, refused with 413 past the limit, chunked bodies included
+    (werkzeug silently truncates an over-long chunked body instead)."""
+    limit = int(current_app.config["MAX_CONTENT_LENGTH"])
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body too large (limit {limit} bytes)")
+    data = request.environ["wsgi.input"].read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"request body too large (limit {limit} bytes)")
+    return bytes(data)
 
 
 def _caller(service: ESTService, request_id: str, *, read_basic: bool) -> Caller:

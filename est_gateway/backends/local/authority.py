@@ -11,6 +11,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -32,7 +33,7 @@ BACKDATE = dt.timedelta(minutes=5)
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def new_key(key_type: str) -> PrivateKey:
@@ -43,7 +44,7 @@ def new_key(key_type: str) -> PrivateKey:
     return ec.generate_private_key(curve)
 
 
-def signature_hash(key: PrivateKey) -> hashes.HashAlgorithm:
+def signature_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384:
     """SHA-384 for P-384 keys, SHA-256 otherwise."""
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
         return hashes.SHA384()
@@ -88,7 +89,7 @@ def build_ca(subject: x509.Name, key: PrivateKey, *, issuer: x509.Certificate | 
     return builder.sign(signer_key, signature_hash(signer_key))
 
 
-def build_leaf(*, subject: x509.Name, public_key: x509.CertificateIssuerPublicKeyTypes | object,
+def build_leaf(*, subject: x509.Name, public_key: CertificatePublicKeyTypes,
                sans: Iterable[x509.GeneralName], issuer: x509.Certificate, issuer_key: PrivateKey,
                not_before: dt.datetime, not_after: dt.datetime, key_usage: Iterable[str],
                extended_key_usage: Iterable[str], serial: int) -> x509.Certificate:
@@ -98,11 +99,11 @@ def build_leaf(*, subject: x509.Name, public_key: x509.CertificateIssuerPublicKe
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject).issuer_name(issuer.subject)
-        .public_key(public_key)  # type: ignore[arg-type]
+        .public_key(public_key)
         .serial_number(serial)
         .not_valid_before(not_before).not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(_aki(issuer), critical=False)
     )
     if usages:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from est_gateway.backends.base import (
     CABackend,
@@ -40,7 +41,7 @@ from est_gateway.config.model import CATarget
 from est_gateway.config.reader import Section
 from est_gateway.errors import BadRequest, ESTError
 
-_SAN_KIND = {x509.DNSName: "dns", x509.IPAddress: "ip", x509.RFC822Name: "email",
+_SAN_KIND: dict[type, str] = {x509.DNSName: "dns", x509.IPAddress: "ip", x509.RFC822Name: "email",
              x509.UniformResourceIdentifier: "uri"}
 _FIELD_BY_OID = {oid: short for short, oid in SUBJECT_FIELDS.items()}
 
@@ -156,7 +157,7 @@ class LocalCABackend(CABackend):
         return RevocationStatus(known=True, revoked=True, reason=record.revocation_reason,
                                 revoked_at=None)
 
-    def issue(self, request: EnrollRequest, *, public_key: object | None = None) -> Issued:
+    def issue(self, request: EnrollRequest, *, public_key: CertificatePublicKeyTypes | None = None) -> Issued:
         """Sign the CSR by the alias's profiles and commit the record before returning."""
         target = request.target
         ca = self._ca(target.ca)
