@@ -135,7 +135,7 @@ class ApacheProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"apache2 exited with {self.proc.returncode}:\n{self.logs()}")
-            if self.pid_file.exists():
+            if self._pid_from_file() == self.proc.pid:
                 try:
                     with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                         return self
@@ -145,15 +145,28 @@ class ApacheProcess:
         self.stop()
         raise RuntimeError(f"apache2 did not listen on {self.port} within {timeout}s:\n{self.logs()}")
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM to the parent's PID (it stops its children), SIGKILL if it lingers."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, signal.SIGTERM)
+    def _pid_from_file(self) -> int | None:
         try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: only its processes
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM to the parent's PID (the one in its PidFile: it stops its children);
+        SIGKILL to its own process group if anything lingers."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)   # its own session: only its processes
+        except ProcessLookupError:
+            pass
+        if self.proc.poll() is None:
             self.proc.wait(5)
 
     def running(self) -> bool:
