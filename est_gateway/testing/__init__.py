@@ -1,0 +1,1 @@
+"""Test helpers shipped with the core (the backend contract suite)."""

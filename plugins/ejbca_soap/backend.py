@@ -1,0 +1,216 @@
+"""EJBCA SOAP adapter (``type = "ejbca-soap"``): EjbcaWS through zeep.
+
+Calls and types follow EJBCA's ``ws/EjbcaWS.java`` (Community since EJBCA 3.x; checked
+against CE 7.10, 7.11 and 8.0): ``editUser`` + ``pkcs10Request`` to issue,
+``checkRevokationStatus`` before renewals and ``getLastCAChain`` for ``cacerts``.
+``certificateResponse.data`` and ``certificate.certificateData`` hold base64 *text* inside
+an ``xs:base64Binary``, so they are decoded twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from zeep import Client, Settings
+from zeep.transports import Transport
+
+from est_gateway.backends.base import EnrollRequest, Issued, Pending, RevocationStatus
+from est_gateway.config.model import CATarget
+from est_gateway.config.reader import Section
+from est_gateway.errors import BadRequest, ESTError, UpstreamError, UpstreamUnavailable
+from plugins.ejbca_soap.faults import invoke
+from plugins.upstream.alias import AliasUpstream
+from plugins.upstream.ejbca import (
+    REVOCATION_REASONS,
+    EjbcaBackend,
+    EjbcaOptions,
+    Meaning,
+    ca_missing,
+    enrollment_refused,
+    new_password,
+    not_registered,
+    unknown_ca_or_profile,
+)
+from plugins.upstream.session import UpstreamClient
+
+NAMESPACE = "http://ws.protocol.core.ejbca.org/"
+BINDING = f"{{{NAMESPACE}}}EjbcaWSServiceSoapBinding"
+#: EndEntityConstants.STATUS_NEW
+STATUS_NEW = 10
+#: EJBCA's subjectAltName keywords (``DnComponents``)
+SAN_KEYWORDS = {x509.DNSName: "dNSName", x509.IPAddress: "iPAddress",
+                x509.RFC822Name: "rfc822Name", x509.UniformResourceIdentifier: "uniformResourceIdentifier"}
+
+
+def bundled_wsdl() -> Path:
+    """The WSDL shipped with the adapter (the EjbcaWS operations the gateway uses)."""
+    return Path(str(resources.files("plugins.ejbca_soap") / "wsdl" / "ejbcaws.wsdl"))
+
+
+class _UpstreamTransport(Transport):  # type: ignore[misc]
+    """Sends SOAP POSTs through :class:`UpstreamClient`: explicit verify/timeouts, retries of
+    idempotent operations, and no message logging (``editUser`` carries a password)."""
+
+    def __init__(self, client: UpstreamClient) -> None:
+        super().__init__(session=client.session(), timeout=client.settings.read_timeout_s)
+        self.upstream = client
+        self.idempotent = False
+
+    def post(self, address: str, message: bytes, headers: dict[str, str]) -> Any:
+        return self.upstream.request("POST", address, data=message, headers=headers,
+                                     idempotent=self.idempotent)
+
+
+class EjbcaSoapBackend(EjbcaBackend):
+    """Issues through ``editUser`` + ``pkcs10Request`` (RA mode) or ``pkcs10Request`` alone."""
+
+    def __init__(self, name: str, options: EjbcaOptions, *, wsdl: str = "bundled") -> None:
+        super().__init__(name, options)
+        self.wsdl = wsdl
+        self._local = threading.local()
+
+    @classmethod
+    def build(cls, name: str, common: EjbcaOptions, options: Section) -> EjbcaSoapBackend:
+        wsdl = options.str("wsdl", "bundled")
+        if isinstance(wsdl, str) and wsdl not in ("bundled", "server"):
+            path = options.path_value("wsdl", must_exist=True)
+            wsdl = str(path) if path is not None else wsdl
+        return cls(name, common, wsdl=wsdl)
+
+    def describe_state(self) -> dict[str, str]:
+        return {**super().describe_state(), "WSDL": self._wsdl_location()}
+
+    def _wsdl_location(self) -> str:
+        if self.wsdl == "bundled":
+            return str(bundled_wsdl())
+        if self.wsdl == "server":
+            return f"{self.upstream.url}?wsdl"
+        return self.wsdl
+
+    def _service(self, *, idempotent: bool) -> Any:
+        """This thread's zeep service proxy, bound to the configured address."""
+        local = self._local
+        session = self.http.session()
+        if getattr(local, "session", None) is not session:
+            transport = _UpstreamTransport(self.http)
+            try:
+                client = Client(self._wsdl_location(), transport=transport,
+                                settings=Settings(strict=False))
+            except ESTError:
+                raise
+            except Exception as exc:  # the WSDL is unreadable: an operator problem
+                raise UpstreamError(f"cannot load the EjbcaWS WSDL: {type(exc).__name__}") from None
+            local.service = client.create_service(BINDING, self.upstream.url)
+            local.client, local.transport, local.session = client, transport, session
+        local.transport.idempotent = idempotent
+        return local.service
+
+    def _call(self, operation: str, *args: Any, meaning: Meaning, idempotent: bool = False) -> Any:
+        service = self._service(idempotent=idempotent)
+        return invoke(self, lambda: getattr(service, operation)(*args), meaning)
+
+    def _user(self, request: EnrollRequest, username: str, password: str) -> Any:
+        target = request.target
+        self._service(idempotent=False)
+        user_type = self._local.client.get_type(f"{{{NAMESPACE}}}userDataVOWS")
+        return user_type(
+            username=username, password=password, clearPwd=False,
+            subjectDN=request.csr.subject.rfc4514_string(),
+            subjectAltName=subject_alt_name(request.csr), caName=target.ca,
+            endEntityProfileName=target.end_entity_profile,
+            certificateProfileName=target.certificate_profile,
+            status=STATUS_NEW, tokenType="USERGENERATED",
+            sendNotification=False, keyRecoverable=False,
+        )
+
+    # -- issuing --------------------------------------------------------------------------
+
+    def issue(self, request: EnrollRequest, username: str) -> Issued | Pending:
+        """``editUser`` (add or overwrite, status NEW) then ``pkcs10Request``."""
+        password = new_password()
+        edited = self._call("editUser", self._user(request, username, password),
+                            meaning=Meaning(not_found=unknown_ca_or_profile, pending_allowed=True))
+        if isinstance(edited, Pending):
+            return edited
+        return self._pkcs10(request, username, password,
+                            Meaning(not_found=unknown_ca_or_profile, pending_allowed=True))
+
+    def issue_registered(self, request: EnrollRequest, username: str, code: str) -> Issued | Pending:
+        """``pkcs10Request`` for an end entity registered in status NEW with ``code``."""
+        return self._pkcs10(request, username, code,
+                            Meaning(not_found=not_registered, refused=enrollment_refused,
+                                    pending_allowed=True))
+
+    def _pkcs10(self, request: EnrollRequest, username: str, password: str,
+                meaning: Meaning) -> Issued | Pending:
+        csr_b64 = base64.b64encode(request.csr.public_bytes(Encoding.DER)).decode("ascii")
+        response = self._call("pkcs10Request", username, password, csr_b64, None, "CERTIFICATE",
+                              meaning=meaning)
+        if isinstance(response, Pending):
+            return response
+        certificate = _double_base64_certificate(getattr(response, "data", None))
+        try:
+            chain = tuple(self.ca_certs(request.target))
+        except ESTError:
+            chain = ()  # the certificate is issued; the chain is optional in the EST answer
+        return self.issued(request, certificate, chain)
+
+    # -- lookups --------------------------------------------------------------------------
+
+    def revocation_status(self, certificate: x509.Certificate, target: CATarget) -> RevocationStatus:
+        """``checkRevokationStatus(issuerDN, serial_hex)``: empty = unknown, reason -1 = good."""
+        status = self._call("checkRevokationStatus", certificate.issuer.rfc4514_string(),
+                            f"{certificate.serial_number:X}", meaning=Meaning(not_found=None),
+                            idempotent=True)
+        if status is None:
+            return RevocationStatus(known=False, revoked=False)
+        reason = getattr(status, "reason", None)
+        if not isinstance(reason, int):
+            raise UpstreamError("the upstream CA answered a revocation status without a reason")
+        if reason == -1:
+            return RevocationStatus(known=True, revoked=False)
+        return RevocationStatus(known=True, revoked=True,
+                                reason=REVOCATION_REASONS.get(reason, str(reason)),
+                                revoked_at=getattr(status, "revocationDate", None))
+
+    def fetch_ca_chain(self, target: CATarget, alias: AliasUpstream) -> list[x509.Certificate]:
+        """``getLastCAChain(caName)``: the CA first, root last."""
+        found = self._call("getLastCAChain", target.ca, meaning=Meaning(not_found=ca_missing),
+                           idempotent=True)
+        if not found:
+            raise UpstreamUnavailable("the CA has no certificate yet (waiting for its certificate)")
+        return [_double_base64_certificate(getattr(c, "certificateData", None)) for c in found]
+
+    def health(self) -> None:
+        """``getEjbcaVersion``."""
+        self._call("getEjbcaVersion", meaning=Meaning(not_found=ca_missing), idempotent=True)
+
+
+def subject_alt_name(csr: x509.CertificateSigningRequest) -> str | None:
+    """The CSR's SANs in EJBCA's notation, e.g. ``dNSName=a.example, iPAddress=192.0.2.1``."""
+    try:
+        names = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    parts = []
+    for name in names:
+        keyword = SAN_KEYWORDS.get(type(name))
+        if keyword is None:
+            raise BadRequest(f"subjectAltName type {type(name).__name__} cannot be passed to EJBCA")
+        parts.append(f"{keyword}={name.value}")
+    return ", ".join(parts) or None
+
+
+def _double_base64_certificate(data: object) -> x509.Certificate:
+    """zeep decoded the ``xs:base64Binary`` once; EJBCA put base64 text inside it."""
+    try:
+        return x509.load_der_x509_certificate(base64.b64decode(bytes(data), validate=False))  # type: ignore[arg-type]
+    except (TypeError, binascii.Error, ValueError):
+        raise UpstreamError("the upstream CA returned an unreadable certificate") from None

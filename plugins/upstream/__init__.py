@@ -1,0 +1,1 @@
+"""Shared machinery of upstream-CA adapters: mutual-TLS sessions, credentials, usernames."""

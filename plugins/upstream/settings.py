@@ -1,0 +1,85 @@
+"""How the gateway reaches an upstream CA: URL, mutual-TLS identity, trust, timeouts, retries.
+
+Read from ``[backends.<name>]`` by every HTTP-based adapter. Secrets come from files or
+the environment only (``client_key_passphrase_file`` / ``_env``), never inline.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from est_gateway.config.reader import Section
+from plugins.upstream.credentials import CredentialError, client_tls_context
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """Validated connection settings; ``tls`` carries the client key, so it is never printed."""
+
+    url: str
+    ca_bundle: Path | None
+    client_cert: Path
+    insecure: bool
+    connect_timeout_s: float
+    read_timeout_s: float
+    retries: int
+    retry_backoff_s: float
+    tls: ssl.SSLContext = field(repr=False, compare=False)
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (self.connect_timeout_s, self.read_timeout_s)
+
+    @property
+    def verify(self) -> str | bool:
+        """The ``verify=`` passed on every request (never left to ``REQUESTS_CA_BUNDLE``)."""
+        return False if self.insecure else str(self.ca_bundle)
+
+    def describe(self) -> dict[str, str]:
+        trust = "NOT VERIFIED (insecure = true)" if self.insecure else str(self.ca_bundle)
+        return {"upstream": self.url, "upstream trust": trust,
+                "client certificate": str(self.client_cert),
+                "timeouts": f"connect {self.connect_timeout_s:g}s, read {self.read_timeout_s:g}s"}
+
+
+def parse_upstream(sec: Section) -> UpstreamSettings | None:
+    """Read and check the connection keys of ``sec``; ``None`` if any problem was recorded."""
+    before = len(sec.problems.items)
+    url = sec.str("url")
+    if isinstance(url, str) and url:
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname:
+            sec.error("url", f'"{url}" must be an https:// URL (mutual TLS is the only '
+                             "authentication the gateway offers EJBCA)")
+    cert = sec.path_value("client_cert", must_exist=True)
+    key = sec.path_value("client_key", must_exist=True)
+    passphrase = sec.secret("client_key_passphrase", required=False)
+    insecure = sec.bool("insecure", False)
+    bundle = sec.path_value("ca_bundle", None, must_exist=True)
+    if bundle is None and insecure is False and not sec.has("ca_bundle"):
+        sec.error("ca_bundle", "is required: the CA certificate(s) that issued the upstream's TLS "
+                               "certificate (PEM); verification is only skipped with insecure = true")
+    connect = sec.number("connect_timeout_s", 5.0)
+    read = sec.number("read_timeout_s", 30.0)
+    retries = sec.int("retries", 2, minimum=0, maximum=10)
+    backoff = sec.number("retry_backoff_s", 0.5, minimum=-1.0)
+    if len(sec.problems.items) != before:
+        return None
+    try:
+        context = client_tls_context(cert, key, passphrase, None if insecure else bundle)
+    except CredentialError as exc:
+        sec.error(exc.key, exc.message)
+        return None
+    if insecure:
+        log.warning("backend %s: insecure = true: the TLS certificate of %s is NOT verified; "
+                    "anyone on the network path can impersonate the CA", sec.path, url)
+    return UpstreamSettings(url=url.rstrip("/"), ca_bundle=bundle, client_cert=cert,
+                            insecure=bool(insecure), connect_timeout_s=connect,
+                            read_timeout_s=read, retries=retries, retry_backoff_s=backoff,
+                            tls=context)

@@ -1,0 +1,460 @@
+"""A stand-in EJBCA: its REST API and EjbcaWS over real mutual TLS on 127.0.0.1.
+
+It models what the adapters rely on (EJBCA CE 8.x behaviour as described by its sources):
+end entities with status and password, ``pkcs10enroll`` creating or editing the end
+entity, a default CA's refusal of a second end entity with the same subject DN, client
+mode, revocation status, CA chain download, approvals. Faults are injected with
+:attr:`StandinEjbca.fault`. The TLS layer REQUIRES a client certificate from the
+management CA, so the gateway's upstream credentials go through a real handshake.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import json
+import re
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+from xml.sax.saxutils import escape
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from lxml import etree
+
+from est_gateway.backends.local import authority
+from tests.support.pki import CA, NOW, rsa_key, write_pem
+
+REST = "/ejbca/ejbca-rest-api"
+WS = "/ejbca/ejbcaws/ejbcaws"
+NS = "http://ws.protocol.core.ejbca.org/"
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+CA_NAME = "EST Sub CA"
+CA_DN = "CN=EST Sub CA,O=Stand-in EJBCA"
+
+
+@dataclass
+class EndEntity:
+    username: str
+    password: str
+    subject_dn: str
+    ca: str
+    status: int = 10  # NEW
+    certificate_profile: str = "ENDUSER"
+    end_entity_profile: str = "EMPTY"
+
+
+@dataclass
+class Issuance:
+    certificate: x509.Certificate
+    username: str
+    revoked_reason: int = -1
+
+
+class Fault(Exception):
+    """An EJBCA-side failure: HTTP status for REST, fault bean for SOAP."""
+
+    def __init__(self, status: int, message: str, bean: str = "EjbcaException", code: str = "") -> None:
+        super().__init__(message)
+        self.status, self.message, self.bean, self.code = status, message, bean, code
+
+
+@dataclass
+class StandinEjbca:
+    """The CA model plus fault switches; thread-safe enough for tests (one lock)."""
+
+    root: CA = field(default_factory=lambda: CA.create("Stand-in Root CA"))
+    approval: bool = False
+    fault: str | None = None
+    hang_s: float = 4.0
+    end_entities: dict[str, EndEntity] = field(default_factory=dict)
+    issued: dict[tuple[str, str], Issuance] = field(default_factory=dict)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ca_key = rsa_key()
+        name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, CA_NAME),
+                          x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "Stand-in EJBCA")])
+        self.ca_cert = authority.build_ca(name, self.ca_key, issuer=self.root.cert,
+                                          issuer_key=self.root.key, days=365, now=NOW, path_length=0)
+
+    @property
+    def chain(self) -> list[x509.Certificate]:
+        return [self.ca_cert, self.root.cert]
+
+    # -- EJBCA behaviour --------------------------------------------------------------------
+
+    def add_or_edit(self, ee: EndEntity) -> None:
+        """``editUser``/``addOrEditUser``: add, or overwrite an existing end entity."""
+        if ee.ca != CA_NAME:
+            raise Fault(404, f"CA with name {ee.ca} doesn't exist.", "CADoesntExistsException")
+        if ee.end_entity_profile == "MISSING":
+            raise Fault(404, "End entity profile MISSING not found", "EjbcaException",
+                        "EE_PROFILE_NOT_EXISTS")
+        if ee.certificate_profile == "STRICT":
+            raise Fault(422, "Wrong number of CN fields in Subject DN.",
+                        "UserDoesntFullfillEndEntityProfile")
+        if self.approval:
+            raise Fault(202, "Request is waiting for approval", "WaitingForApprovalException", "4711")
+        with self.lock:
+            self.end_entities[ee.username] = ee
+
+    def process(self, username: str, password: str, csr: x509.CertificateSigningRequest) -> x509.Certificate:
+        """``processCertificateRequest``: the end entity must be NEW with this password."""
+        with self.lock:
+            ee = self.end_entities.get(username)
+            if ee is None:
+                raise Fault(404, f"Could not find username {username}", "NotFoundException")
+            if ee.password != password:
+                raise Fault(403, "Got request with status NEW but wrong password", "EjbcaException",
+                            "LOGIN_ERROR")
+            if ee.status != 10:
+                raise Fault(403, "Got request for user with status GENERATED", "EjbcaException",
+                            "USER_WRONG_STATUS")
+            subject = csr.subject.rfc4514_string()
+            for issuance in self.issued.values():
+                if (issuance.certificate.subject.rfc4514_string() == subject
+                        and issuance.username != username):
+                    raise Fault(400, "User '" + username + "' is not allowed to use same subject DN "
+                                "as the user(s) 'other' is using", "EjbcaException",
+                                "CERTIFICATE_WITH_THIS_SUBJECTDN_ALREADY_EXISTS_FOR_ANOTHER_USER")
+            cert = authority.build_leaf(
+                subject=csr.subject, public_key=csr.public_key(), sans=_sans(csr),
+                issuer=self.ca_cert, issuer_key=self.ca_key,
+                not_before=NOW - dt.timedelta(minutes=5), not_after=NOW + dt.timedelta(days=30),
+                key_usage=["digitalSignature"], extended_key_usage=["clientAuth"],
+                serial=authority.random_serial())
+            self.issued[(self.ca_cert.subject.rfc4514_string(), f"{cert.serial_number:X}")] = \
+                Issuance(cert, username)
+            ee.status = 40  # GENERATED
+            return cert
+
+    def revoke(self, cert: x509.Certificate, reason: int = 1) -> None:
+        self.issued[(cert.issuer.rfc4514_string(), f"{cert.serial_number:X}")].revoked_reason = reason
+
+    def lookup(self, issuer_dn: str, serial_hex: str) -> Issuance | None:
+        return self.issued.get((issuer_dn, serial_hex.upper().removeprefix("0X")))
+
+    # -- REST (field names of EnrollCertificateRestRequest & co.) ----------------------------
+
+    def rest(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+        try:
+            return self._rest(method, path, json.loads(body) if body else {})
+        except Fault as f:
+            if f.status == 202:
+                return _json(202, {"status_code": 202, "info_message": f.message,
+                                   "link": f"/v1/approval/{f.code}"})
+            return _json(f.status, {"error_code": f.status, "error_message": f.message})
+
+    def _rest(self, method: str, path: str, data: dict[str, Any]) -> tuple[int, str, bytes]:
+        if method == "POST" and path == "/v1/certificate/pkcs10enroll":
+            csr = x509.load_pem_x509_csr(data["certificate_request"].encode())
+            self.add_or_edit(EndEntity(
+                username=data["username"], password=data["password"],
+                subject_dn=csr.subject.rfc4514_string(), ca=data["certificate_authority_name"],
+                certificate_profile=data["certificate_profile_name"],
+                end_entity_profile=data["end_entity_profile_name"]))
+            cert = self.process(data["username"], data["password"], csr)
+            return _json(201, self._cert_response(cert, bool(data.get("include_chain"))))
+        if method == "POST" and path == "/v1/certificate/certificaterequest":
+            if data.get("certificate_request_type") != "PKCS10":
+                raise Fault(400, "Invalid certificate request type")
+            csr = x509.load_pem_x509_csr(data["certificate_request"].encode())
+            try:
+                cert = self.process(data["username"], data["password"], csr)
+            except Fault as f:  # REST maps AuthLogin/AuthStatus to 403 and NoSuchEndEntity to 404
+                raise Fault(f.status if f.status in (403, 404) else 400, f.message) from None
+            return _json(201, self._cert_response(cert, bool(data.get("include_chain"))))
+        m = re.fullmatch(r"/v1/certificate/([^/]+)/([^/]+)/revocationstatus", path)
+        if method == "GET" and m:
+            issuer, serial = unquote(m.group(1)), m.group(2)
+            found = self.lookup(issuer, serial)
+            if found is None:
+                raise Fault(404, f"Could not find certificate with serial number '{serial}'")
+            answer: dict[str, Any] = {"issuer_dn": issuer, "serial_number": serial,
+                                      "revoked": found.revoked_reason != -1,
+                                      "revocation_reason": "NOT_REVOKED" if found.revoked_reason == -1
+                                      else "KEY_COMPROMISE"}
+            if found.revoked_reason != -1:
+                answer["revocation_date"] = "2024-05-01T10:00:00Z"
+            return _json(200, answer)
+        if method == "GET" and path == "/v1/ca":
+            return _json(200, {"certificate_authorities": [
+                {"id": 1652389506, "name": CA_NAME, "subject_dn": CA_DN,
+                 "issuer_dn": self.root.cert.subject.rfc4514_string(),
+                 "expiration_date": "2030-01-01T00:00:00Z"}]})
+        m = re.fullmatch(r"/v1/ca/([^/]+)/certificate/download", path)
+        if method == "GET" and m:
+            if unquote(m.group(1)) != CA_DN:
+                raise Fault(404, "CA doesn't exist")
+            return 200, "application/octet-stream", authority.cert_pem(*self.chain)
+        if method == "GET" and path == "/v1/certificate/status":
+            return _json(200, {"status": "OK", "version": "1.0", "revision": "EJBCA 8.2.0 Community"})
+        raise Fault(404, f"RESTEASY003210: Could not find resource for full path: {path}")
+
+    def _cert_response(self, cert: x509.Certificate, include_chain: bool) -> dict[str, Any]:
+        answer: dict[str, Any] = {"certificate": _b64der(cert),
+                                  "serial_number": f"{cert.serial_number:X}",
+                                  "response_format": "DER"}
+        if include_chain:
+            answer["certificate_chain"] = [_b64der(c) for c in self.chain]
+        return answer
+
+    # -- EjbcaWS (document/literal, arg0..argN) ------------------------------------------------
+
+    def soap(self, body: bytes) -> tuple[int, str, bytes]:
+        envelope = etree.fromstring(body)
+        call = envelope.find(f"{{{SOAP_ENV}}}Body")[0]
+        op = etree.QName(call).localname
+        args = {child.tag: child for child in call}
+        try:
+            inner = self._soap(op, args)
+        except Fault as f:
+            return 500, "text/xml; charset=utf-8", _fault_envelope(f)
+        return 200, "text/xml; charset=utf-8", _envelope(
+            f'<ns2:{op}Response xmlns:ns2="{NS}">{inner}</ns2:{op}Response>')
+
+    def _soap(self, op: str, args: dict[str, Any]) -> str:
+        text = {k: (v.text or "") for k, v in args.items()}
+        if op == "editUser":
+            user = {c.tag: (c.text or "") for c in args["arg0"]}
+            assert user["status"] == "10" and user["tokenType"] == "USERGENERATED"
+            assert user["clearPwd"] == "false"
+            self.add_or_edit(EndEntity(
+                username=user["username"], password=user["password"],
+                subject_dn=user["subjectDN"], ca=user["caName"],
+                certificate_profile=user["certificateProfileName"],
+                end_entity_profile=user["endEntityProfileName"]))
+            return ""
+        if op == "pkcs10Request":
+            assert text["arg4"] == "CERTIFICATE"
+            csr = x509.load_der_x509_csr(base64.b64decode(text["arg2"]))
+            cert = self.process(text["arg0"], text["arg1"], csr)
+            return f"<return><data>{_double_b64(cert)}</data><responseType>CERTIFICATE</responseType></return>"
+        if op == "checkRevokationStatus":
+            found = self.lookup(text["arg0"], text["arg1"])
+            if found is None:
+                return ""  # JAX-WS leaves out a null return
+            date = "<revocationDate>2024-05-01T10:00:00Z</revocationDate>" if found.revoked_reason != -1 else ""
+            return (f"<return><certificateSN>{escape(text['arg1'])}</certificateSN><issuerDN>"
+                    f"{escape(text['arg0'])}</issuerDN><reason>{found.revoked_reason}</reason>{date}</return>")
+        if op == "getLastCAChain":
+            if text["arg0"] != CA_NAME:
+                raise Fault(404, f"CA with name {text['arg0']} doesn't exist.", "CADoesntExistsException")
+            return "".join(f"<return><type>0</type><certificateData>{_double_b64(c)}</certificateData></return>"
+                           for c in self.chain)
+        if op == "getEjbcaVersion":
+            return "<return>EJBCA 8.2.0 Community (stand-in)</return>"
+        raise Fault(500, f"unknown operation {op}")
+
+
+# -- the HTTPS server ------------------------------------------------------------------------
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+        pass
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        standin = self.server.standin
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        peer = self.connection.getpeercert()  # type: ignore[attr-defined]
+        path = self.path.split("?", 1)[0]
+        standin.calls.append({"method": self.command, "path": self.path, "body": body,
+                              "peer": peer, "headers": dict(self.headers)})
+        fault = standin.fault
+        if fault == "hang":
+            time.sleep(standin.hang_s)
+        if fault == "500":
+            return self._send(500, "text/html", b"<html><body>Internal Server Error</body></html>")
+        if fault == "garbage":
+            return self._send(200, "application/json", b"<html>this is not JSON")
+        if fault == "truncated":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "4000")
+            self.end_headers()
+            self.wfile.write(b'{"certificate": "MIIB')
+            self.wfile.flush()
+            self.close_connection = True
+            return None
+        if path.startswith(REST):
+            status, ctype, out = standin.rest(self.command, path[len(REST):], body)
+        elif path == WS and self.command == "POST":
+            status, ctype, out = standin.soap(body)
+        else:
+            status, ctype, out = 404, "text/plain", b"not here"
+        return self._send(status, ctype, out)
+
+    def _send(self, status: int, ctype: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    standin: StandinEjbca
+
+
+@dataclass
+class UpstreamPKI:
+    """Files an operator would have: the management CA, the RA client identity, the
+    upstream's TLS identity, all written to ``folder``."""
+
+    folder: Path
+    management: CA = field(default_factory=lambda: CA.create("Stand-in ManagementCA"))
+
+    def __post_init__(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        server_key = rsa_key()
+        server = self.management.issue(server_key, cn="127.0.0.1", eku=("serverAuth",),
+                                       sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+        write_pem(self.folder / "upstream-server.pem", server)
+        write_pem(self.folder / "upstream-server.key", server_key)
+        self.client_key = rsa_key()
+        self.client_cert = self.management.issue(self.client_key, cn="est-gateway RA")
+        write_pem(self.ca_bundle, self.management.cert)
+        write_pem(self.client_cert_file, self.client_cert)
+        write_pem(self.client_key_file, self.client_key)
+
+    @property
+    def ca_bundle(self) -> Path:
+        return self.folder / "upstream-ca.pem"
+
+    @property
+    def client_cert_file(self) -> Path:
+        return self.folder / "ra-client.pem"
+
+    @property
+    def client_key_file(self) -> Path:
+        return self.folder / "ra-client.key"
+
+    def server_context(self, *, untrusted: bool = False) -> ssl.SSLContext:
+        """TLS server context that requires a client certificate from the management CA."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        if untrusted:  # a certificate from a CA the gateway does not trust
+            other = CA.create("Somebody Else's CA")
+            key = rsa_key()
+            cert = other.issue(key, cn="127.0.0.1", eku=("serverAuth",),
+                               sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+            write_pem(self.folder / "untrusted.pem", cert)
+            write_pem(self.folder / "untrusted.key", key)
+            context.load_cert_chain(self.folder / "untrusted.pem", self.folder / "untrusted.key")
+        else:
+            context.load_cert_chain(self.folder / "upstream-server.pem", self.folder / "upstream-server.key")
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=str(self.ca_bundle))
+        return context
+
+
+class StandinServer:
+    """Runs :class:`StandinEjbca` behind HTTPS with required client certificates."""
+
+    def __init__(self, standin: StandinEjbca, context: ssl.SSLContext) -> None:
+        self.standin = standin
+        self.httpd = _Server(("127.0.0.1", 0), _Handler)
+        self.httpd.standin = standin
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True,
+                                                do_handshake_on_connect=False)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    @property
+    def rest_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}{REST}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}{WS}"
+
+    def __enter__(self) -> StandinServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
+    try:
+        return list(csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return []
+
+
+def _b64der(cert: x509.Certificate) -> str:
+    return base64.b64encode(cert.public_bytes(Encoding.DER)).decode()
+
+
+def _double_b64(cert: x509.Certificate) -> str:
+    return base64.b64encode(_b64der(cert).encode()).decode()
+
+
+def _json(status: int, data: dict[str, Any]) -> tuple[int, str, bytes]:
+    return status, "application/json", json.dumps(data).encode()
+
+
+def _envelope(inner: str) -> bytes:
+    return (f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body>{inner}</soap:Body>'
+            "</soap:Envelope>").encode()
+
+
+def _fault_envelope(f: Fault) -> bytes:
+    if f.bean == "WaitingForApprovalException":
+        fields = f"<requestId>{escape(f.code)}</requestId><message>{escape(f.message)}</message>"
+    elif f.code or f.bean in ("EjbcaException", "NotFoundException", "CADoesntExistsException"):
+        fields = (f"<errorCode><internalErrorCode>{escape(f.code)}</internalErrorCode></errorCode>"
+                  f"<message>{escape(f.message)}</message>")
+    else:
+        fields = f"<message>{escape(f.message)}</message>"
+    return _envelope(f"<soap:Fault><faultcode>soap:Server</faultcode><faultstring>{escape(f.message)}"
+                     f"</faultstring><detail><ns2:{f.bean} xmlns:ns2=\"{NS}\">{fields}</ns2:{f.bean}>"
+                     "</detail></soap:Fault>")
+
+
+# -- building adapters against the stand-in ---------------------------------------------------
+
+def upstream_options(pki: UpstreamPKI, url: str, **more: Any) -> dict[str, Any]:
+    """``[backends.<name>]`` settings pointing at the stand-in (short timeouts for tests)."""
+    return {"url": url, "client_cert": str(pki.client_cert_file),
+            "client_key": str(pki.client_key_file), "ca_bundle": str(pki.ca_bundle),
+            "connect_timeout_s": 2, "read_timeout_s": 2, "retries": 1, "retry_backoff_s": 0.01,
+            **more}
+
+
+def make_backend(type_name: str, options: dict[str, Any], base_dir: Path) -> Any:
+    """Build a backend through the entry-point registry, as the configuration loader does."""
+    from est_gateway.backends.registry import BackendRegistry
+    from est_gateway.config.reader import Problems, Section
+
+    problems = Problems()
+    cls = BackendRegistry().load(type_name)
+    backend = cls.from_options("ejbca", Section({"type": type_name, **options}, "backends.ejbca",
+                                                problems, base_dir))
+    problems.raise_if_any()
+    backend.start()
+    return backend

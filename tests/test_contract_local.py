@@ -1,0 +1,42 @@
+"""The backend contract (est_gateway.testing.contract) run against the built-in local CA."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from est_gateway.backends.base import CABackend
+from est_gateway.backends.local import LocalCABackend
+from est_gateway.backends.local.authority import utcnow
+from est_gateway.backends.local.store import serial_hex
+from est_gateway.config.model import CATarget
+from est_gateway.config.reader import Problems, Section
+from est_gateway.testing.contract import BackendContract
+
+OPTIONS = {
+    "type": "local",
+    "state_dir": "state",
+    "cas": {"Contract CA": {"hierarchy": "root+issuing", "key_type": "ec-p256"}},
+}
+
+
+class TestLocalContract(BackendContract):
+    @pytest.fixture
+    def backend(self, tmp_path: Path) -> Iterator[CABackend]:
+        problems = Problems()
+        backend = LocalCABackend.from_options("local", Section(OPTIONS, "backends.local", problems, tmp_path))
+        problems.raise_if_any()
+        backend.start()
+        yield backend
+        backend.close()
+
+    @pytest.fixture
+    def target(self) -> CATarget:
+        return CATarget(ca="Contract CA", certificate_profile="default", end_entity_profile="default")
+
+    def revoke(self, backend: CABackend, certificate: x509.Certificate) -> None:
+        assert isinstance(backend, LocalCABackend)
+        backend.store.revoke(serial_hex(certificate.serial_number), "keyCompromise", utcnow())
