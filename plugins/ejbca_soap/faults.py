@@ -57,6 +57,10 @@ def invoke(backend: EjbcaSoapBackend, call: Callable[[], Any], meaning: Meaning)
 
 
 def _fault(backend: EjbcaSoapBackend, fault: Fault, meaning: Meaning) -> Any:
+    if fault.code is None and not isinstance(fault.detail, etree._Element):
+        # zeep's "Unknown fault": an HTTP error status whose body is XML but no SOAP Fault
+        log.warning("backend %s: EjbcaWS answered an HTTP error without a SOAP fault", backend.name)
+        raise UpstreamUnavailable("the upstream CA is unavailable (HTTP error)")
     kind, code, message, request_id = _detail(fault)
     reason = clip(message or fault.message)
     if kind == "WaitingForApprovalException" and meaning.pending_allowed:
@@ -85,9 +89,10 @@ def _fault(backend: EjbcaSoapBackend, fault: Fault, meaning: Meaning) -> Any:
 def _detail(fault: Fault) -> tuple[str, str, str, str]:
     """The fault bean's name, ``internalErrorCode``, ``message`` and ``requestId``."""
     detail = fault.detail
-    if detail is None or len(detail) == 0:
+    beans = [c for c in detail if isinstance(c.tag, str)] if isinstance(detail, etree._Element) else []
+    if not beans:
         return "", "", "", ""
-    bean = detail[0]
-    kind = etree.QName(bean).localname if isinstance(bean.tag, str) else ""
+    bean = beans[0]
+    kind = etree.QName(bean).localname
     return (kind, (bean.findtext("errorCode/internalErrorCode") or "").strip(),
             bean.findtext("message") or "", (bean.findtext("requestId") or "").strip())

@@ -26,7 +26,7 @@ from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, Encoding, PrivateFormat
 from lxml import etree
 
 from est_gateway.backends.local import authority
@@ -348,6 +348,14 @@ class UpstreamPKI:
     @property
     def client_key_file(self) -> Path:
         return self.folder / "ra-client.key"
+
+    def encrypted_key(self, passphrase: str) -> Path:
+        """The RA client key again, encrypted with ``passphrase`` (mode 0600)."""
+        path = self.folder / "ra-client-encrypted.key"
+        path.write_bytes(self.client_key.private_bytes(
+            Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(passphrase.encode())))
+        path.chmod(0o600)
+        return path
 
     def server_context(self, *, untrusted: bool = False) -> ssl.SSLContext:
         """TLS server context that requires a client certificate from the management CA."""

@@ -1,0 +1,232 @@
+"""End to end: curl/openssl → real gateway process → stand-in EJBCA over mutual TLS.
+
+One gateway serves four aliases: ``est`` (REST adapter, passphrase-protected client key
+from the environment), ``soap`` (SOAP adapter), ``refused`` (nothing listens upstream) and
+``untrusted`` (the upstream presents a certificate from a CA the gateway does not trust).
+Faults are switched on the stand-in while the gateway runs; after each, the gateway must
+still serve.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from est_gateway import localmode
+from tests.support.ejbca_standin import CA_NAME, StandinEjbca, StandinServer, UpstreamPKI
+from tests.support.gateway import GatewayProcess, curl, free_port
+
+pytestmark = pytest.mark.e2e
+
+PASSPHRASE = "correct horse battery staple"
+
+CONFIG = """\
+[server]
+listen = "127.0.0.1:{port}"
+tls_cert = "tls/server.pem"
+tls_key = "tls/server.key"
+workers = 1
+
+[backends.rest]
+type = "ejbca-rest"
+url = "{rest_url}"
+client_cert = "{pki}/ra-client.pem"
+client_key = "{encrypted_key}"
+client_key_passphrase_env = "EJBCA_CLIENT_KEY_PASSPHRASE"
+ca_bundle = "{pki}/upstream-ca.pem"
+connect_timeout_s = 1
+read_timeout_s = 1
+retries = 0
+pending_retry_after_s = 120
+
+[backends.soap]
+type = "ejbca-soap"
+url = "{ws_url}"
+client_cert = "{pki}/ra-client.pem"
+client_key = "{pki}/ra-client.key"
+ca_bundle = "{pki}/upstream-ca.pem"
+read_timeout_s = 1
+retries = 0
+
+[backends.refused]
+type = "ejbca-rest"
+url = "https://127.0.0.1:{closed_port}/ejbca/ejbca-rest-api"
+client_cert = "{pki}/ra-client.pem"
+client_key = "{pki}/ra-client.key"
+ca_bundle = "{pki}/upstream-ca.pem"
+retries = 1
+retry_backoff_s = 0.05
+
+[backends.untrusted]
+type = "ejbca-rest"
+url = "{untrusted_url}"
+client_cert = "{pki}/ra-client.pem"
+client_key = "{pki}/ra-client.key"
+ca_bundle = "{pki}/upstream-ca.pem"
+
+{aliases}
+"""
+
+ALIAS = """\
+[aliases.{name}]
+backend = "{backend}"
+ca = "{ca}"
+certificate_profile = "ENDUSER"
+end_entity_profile = "EMPTY"
+username = "estuser"
+password_file = "secrets/est.password"
+
+[aliases.{name}.upstream]
+username_from = "CN"
+username_prefix = "est-"
+"""
+
+
+@dataclass
+class Setup:
+    gateway: GatewayProcess
+    folder: Path
+    trust_anchor: Path
+    password: str
+    standin: StandinEjbca
+
+    def post(self, alias: str, operation: str, body: bytes, *extra: str):  # type: ignore[no-untyped-def]
+        path = self.folder / "request.b64"
+        path.write_bytes(body)
+        return curl("-H", "Content-Type: application/pkcs10", "--data-binary", f"@{path}", *extra,
+                    f"{self.gateway.url}/{alias}/{operation}", cacert=self.trust_anchor)
+
+    def enroll(self, alias: str, body: bytes):  # type: ignore[no-untyped-def]
+        return self.post(alias, "simpleenroll", body, "-u", f"estuser:{self.password}")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    folder = tmp_path_factory.mktemp("ejbca-e2e")
+    pki = UpstreamPKI(folder / "upstream")
+    encrypted = pki.encrypted_key(PASSPHRASE)
+    standin = StandinEjbca()
+    with StandinServer(standin, pki.server_context()) as server, \
+            StandinServer(StandinEjbca(), pki.server_context(untrusted=True)) as untrusted:
+        port = free_port()
+        instance, _ = localmode.prepare(folder / "gateway", port=port)
+        aliases = "\n".join(ALIAS.format(name=n, backend=b, ca=CA_NAME) for n, b in
+                            (("est", "rest"), ("soap", "soap"), ("refused", "refused"),
+                             ("untrusted", "untrusted")))
+        config = instance.folder / "ejbca.toml"
+        config.write_text(CONFIG.format(port=port, rest_url=server.rest_url, ws_url=server.ws_url,
+                                        pki=pki.folder, encrypted_key=encrypted,
+                                        closed_port=free_port(), untrusted_url=untrusted.rest_url,
+                                        aliases=aliases), encoding="utf-8")
+        gateway = GatewayProcess(config, port, folder / "gateway.log",
+                                 env={"EJBCA_CLIENT_KEY_PASSPHRASE": PASSPHRASE})
+        gateway.start()
+        try:
+            yield Setup(gateway, instance.folder, instance.trust_anchor, instance.password(), standin)
+        finally:
+            gateway.stop()
+            assert PASSPHRASE not in gateway.output()
+
+
+def new_csr(folder: Path, cn: str, name: str) -> bytes:
+    """openssl makes the key and the CSR, the way an operator's device would."""
+    key, der = folder / f"{name}.key", folder / f"{name}.csr.der"
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", str(key), "-subj", f"/CN={cn}", "-outform", "DER",
+                    "-out", str(der)], check=True, capture_output=True)
+    return base64.encodebytes(der.read_bytes())
+
+
+def certificates(body: bytes) -> list[x509.Certificate]:
+    return pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))
+
+
+def leaf(body: bytes) -> x509.Certificate:
+    found = [c for c in certificates(body)
+             if not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca]
+    assert len(found) == 1
+    return found[0]
+
+
+@pytest.mark.parametrize("alias", ["est", "soap"])
+def test_cacerts_enroll_reenroll_and_revoked_renewal(setup: Setup, alias: str) -> None:
+    cn = f"device-{alias}"
+    answer = curl(f"{setup.gateway.url}/{alias}/cacerts", cacert=setup.trust_anchor)
+    assert answer.status == 200, answer.body
+    assert {c.subject for c in certificates(answer.body)} == \
+        {c.subject for c in setup.standin.chain}
+
+    enrolled = setup.enroll(alias, new_csr(setup.folder, cn, f"{alias}-1"))
+    assert enrolled.status == 200, enrolled.body
+    first = leaf(enrolled.body)
+    assert first.issuer == setup.standin.ca_cert.subject
+    assert f"est-{cn}" in setup.standin.end_entities  # username = prefix + CN
+
+    (setup.folder / f"{alias}-1.pem").write_bytes(first.public_bytes(pkcs7.serialization.Encoding.PEM))
+    tls = ("--cert", str(setup.folder / f"{alias}-1.pem"), "--key", str(setup.folder / f"{alias}-1.key"))
+    renewed = setup.post(alias, "simplereenroll", new_csr(setup.folder, cn, f"{alias}-2"), *tls)
+    assert renewed.status == 200, renewed.body
+    second = leaf(renewed.body)
+    assert second.subject == first.subject and second.serial_number != first.serial_number
+    # the renewal updated the same end entity: one entity for the subject
+    assert [u for u in setup.standin.end_entities if cn in u] == [f"est-{cn}"]
+
+    setup.standin.revoke(first)
+    refused = setup.post(alias, "simplereenroll", new_csr(setup.folder, cn, f"{alias}-3"), *tls)
+    assert refused.status == 403, refused.body
+    assert b"revoked" in refused.body
+
+
+def test_mutual_tls_reached_the_upstream(setup: Setup) -> None:
+    setup.enroll("est", new_csr(setup.folder, "device-mtls", "mtls"))
+    peers = [call["peer"] for call in setup.standin.calls if call["peer"]]
+    assert peers, "the stand-in saw no client certificate"
+    subjects = {dict(x[0] for x in peer["subject"])["commonName"] for peer in peers}
+    assert subjects == {"est-gateway RA"}
+
+
+def test_approval_pending_is_202_with_retry_after(setup: Setup) -> None:
+    setup.standin.approval = True
+    try:
+        for alias in ("est", "soap"):
+            answer = setup.enroll(alias, new_csr(setup.folder, f"device-approval-{alias}", "approval"))
+            assert answer.status == 202, answer.body
+            assert answer.headers["retry-after"].isdigit()
+    finally:
+        setup.standin.approval = False
+
+
+@pytest.mark.parametrize(("fault", "status"), [
+    ("500", 503), ("garbage", 502), ("truncated", 502), ("hang", 504),
+])
+@pytest.mark.parametrize("alias", ["est", "soap"])
+def test_upstream_faults_map_and_the_gateway_keeps_serving(setup: Setup, alias: str, fault: str,
+                                                          status: int) -> None:
+    setup.standin.fault, setup.standin.hang_s = fault, 2.5
+    try:
+        answer = setup.enroll(alias, new_csr(setup.folder, f"device-{fault}", "fault"))
+    finally:
+        setup.standin.fault = None
+    assert answer.status == status, answer.body
+    assert answer.headers["content-type"].startswith("text/plain")
+    if status == 503:
+        assert answer.headers["retry-after"].isdigit()
+    assert b"Traceback" not in answer.body
+    assert setup.enroll(alias, new_csr(setup.folder, f"device-after-{fault}", "after")).status == 200
+
+
+@pytest.mark.parametrize("alias", ["refused", "untrusted"])
+def test_unreachable_or_untrusted_upstream_is_503(setup: Setup, alias: str) -> None:
+    answer = setup.enroll(alias, new_csr(setup.folder, f"device-{alias}", alias))
+    assert answer.status == 503, answer.body
+    assert answer.headers["retry-after"].isdigit()
+    assert setup.enroll("est", new_csr(setup.folder, f"device-after-{alias}", "after")).status == 200
+    if alias == "untrusted":
+        assert "TLS with the upstream CA" in setup.gateway.output()
