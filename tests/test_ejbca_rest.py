@@ -1,0 +1,313 @@
+"""EJBCA REST adapter against `responses`: request and response bodies use EJBCA's field names
+(EnrollCertificateRestRequest, CertificateRestResponse, RevokeStatusRestResponse,
+ExceptionErrorRestResponse, ExceptionInfoRestResponse; EJBCA CE 8.0 / Keyfactor ejbca-ce)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import responses
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from est_gateway.backends.base import EnrollRequest, Issued, Pending, ReenrollRequest, Requester
+from est_gateway.config.model import CATarget
+from est_gateway.errors import BadRequest, Forbidden, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from tests.support.ejbca_standin import (
+    EndEntity,
+    StandinEjbca,
+    UpstreamPKI,
+    make_backend,
+    upstream_options,
+)
+from tests.support.pki import make_csr, p256_key
+
+BASE = "https://ejbca.test:8443/ejbca/ejbca-rest-api"
+ENROLL = f"{BASE}/v1/certificate/pkcs10enroll"
+CERTREQ = f"{BASE}/v1/certificate/certificaterequest"
+TARGET = CATarget(ca="EST Sub CA", certificate_profile="ENDUSER", end_entity_profile="EMPTY")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> UpstreamPKI:
+    return UpstreamPKI(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def ca() -> StandinEjbca:
+    return StandinEjbca()
+
+
+@pytest.fixture
+def backend(pki: UpstreamPKI, tmp_path: Path) -> Any:
+    return make_backend("ejbca-rest", upstream_options(pki, BASE, retry_backoff_s=0.001), tmp_path)
+
+
+def der64(cert: x509.Certificate) -> str:
+    return base64.b64encode(cert.public_bytes(Encoding.DER)).decode()
+
+
+def certificate_response(ca: StandinEjbca, csr: x509.CertificateSigningRequest) -> dict[str, Any]:
+    """A 201 ``CertificateRestResponse`` for ``csr``, signed by the stand-in CA."""
+    cert = _sign(ca, csr)
+    return {"certificate": der64(cert), "serial_number": f"{cert.serial_number:X}",
+            "response_format": "DER", "certificate_chain": [der64(c) for c in ca.chain]}
+
+
+def _sign(ca: StandinEjbca, csr: x509.CertificateSigningRequest) -> x509.Certificate:
+    """Issue through the stand-in's CA model (one end entity per subject, reset to NEW)."""
+    username = csr.subject.rfc4514_string()
+    ca.end_entities[username] = EndEntity(username, "pw", csr.subject.rfc4514_string(), "EST Sub CA")
+    return ca.process(username, "pw", csr)
+
+
+def enroll_request(csr: x509.CertificateSigningRequest, target: CATarget = TARGET) -> EnrollRequest:
+    return EnrollRequest(csr=csr, alias="est", target=target, requester=Requester(username="u"),
+                         request_id="r1")
+
+
+def body_of(call: Any) -> dict[str, Any]:
+    return json.loads(call.request.body)
+
+
+# -- simpleenroll → pkcs10enroll ---------------------------------------------------------------
+
+@responses.activate
+def test_enroll_posts_pkcs10enroll_with_ejbca_field_names(backend: Any, ca: StandinEjbca) -> None:
+    csr = make_csr(p256_key(), cn="device-7")
+    responses.post(ENROLL, json=certificate_response(ca, csr), status=201)
+    issued = backend.enroll(enroll_request(csr))
+    assert isinstance(issued, Issued)
+    assert issued.certificate.public_key() == csr.public_key()
+    assert [c.subject for c in issued.chain] == [c.subject for c in ca.chain]
+    sent = body_of(responses.calls[0])
+    assert set(sent) == {"certificate_request", "certificate_profile_name", "end_entity_profile_name",
+                         "certificate_authority_name", "username", "password", "include_chain"}
+    assert sent["certificate_profile_name"] == "ENDUSER"
+    assert sent["end_entity_profile_name"] == "EMPTY"
+    assert sent["certificate_authority_name"] == "EST Sub CA"
+    assert sent["username"] == "device-7"
+    assert sent["include_chain"] is True
+    assert x509.load_pem_x509_csr(sent["certificate_request"].encode()).subject == csr.subject
+    assert len(sent["password"]) >= 20
+
+
+@responses.activate
+def test_each_enrollment_gets_a_fresh_password_but_the_same_username(backend: Any, ca: StandinEjbca) -> None:
+    csr = make_csr(p256_key(), cn="device-8")
+    responses.post(ENROLL, json=certificate_response(ca, csr), status=201)
+    backend.enroll(enroll_request(csr))
+    current = backend.enroll(enroll_request(csr))
+    assert isinstance(current, Issued)
+    backend.reenroll(ReenrollRequest(csr=csr, alias="est", target=TARGET, requester=Requester(),
+                                     request_id="r2", current=current.certificate))
+    sent = [body_of(c) for c in responses.calls]
+    assert len({s["password"] for s in sent}) == 3
+    assert {s["username"] for s in sent} == {"device-8"}
+
+
+@pytest.mark.parametrize(("extra", "attrs", "expected"), [
+    ({"username_from": "UID"}, [("USER_ID", "u-42")], "u-42"),
+    ({"username_from": "serialNumber", "username_prefix": "dev-"}, [("SERIAL_NUMBER", "SN1")], "dev-SN1"),
+    ({"username_from": "DN", "username_suffix": "@est"}, [("ORGANIZATION_NAME", "Acme")], "CN=box,O=Acme@est"),
+    ({"username_prefix": "est-", "username_suffix": "-x"}, [], "est-box-x"),
+])
+@responses.activate
+def test_username_derivation(backend: Any, ca: StandinEjbca, extra: dict[str, str],
+                             attrs: list[tuple[str, str]], expected: str) -> None:
+    target = CATarget(ca="EST Sub CA", certificate_profile="ENDUSER", end_entity_profile="EMPTY", extra=extra)
+    assert backend.check_target(target, "aliases.est") == []
+    csr = make_csr(p256_key(), cn="box", attrs=attrs)
+    responses.post(ENROLL, json=certificate_response(ca, csr), status=201)
+    backend.enroll(enroll_request(csr, target))
+    assert body_of(responses.calls[0])["username"] == expected
+
+
+def test_subject_without_the_username_part_is_400(backend: Any) -> None:
+    target = CATarget(ca="X", certificate_profile="P", end_entity_profile="E", extra={"username_from": "UID"})
+    backend.check_target(target, "aliases.est")
+    with pytest.raises(BadRequest, match="no UID"):
+        backend.enroll(enroll_request(make_csr(p256_key(), cn="box"), target))
+
+
+@responses.activate
+def test_approval_202_is_pending(backend: Any) -> None:
+    responses.post(ENROLL, status=202, json={"status_code": 202, "info_message": "Waiting for approval",
+                                             "link": "/v1/approval/17"})
+    outcome = backend.enroll(enroll_request(make_csr(p256_key())))
+    assert outcome == Pending(retry_after=300, reference="Waiting for approval")
+
+
+@pytest.mark.parametrize(("status", "message", "error", "detail"), [
+    (400, "Wrong number of CN fields", BadRequest, "Wrong number of CN fields"),
+    (422, "Subject DN field 'OU' must exist.", BadRequest, "must exist"),
+    (409, "CERTIFICATE_FOR_THIS_KEY_ALREADY_EXISTS_FOR_ANOTHER_USER", BadRequest, "ALREADY_EXISTS"),
+    (404, "CA with name EST Sub CA doesn't exist.", BadRequest, "does not know the CA or profile"),
+    (401, "Not authorized", UpstreamError, "refused the gateway's credentials"),
+    (403, "Authorization Denied", UpstreamError, "refused the gateway's credentials"),
+    (500, "Internal server error", UpstreamUnavailable, "HTTP 500"),
+    (503, "CA is offline", UpstreamUnavailable, "HTTP 503"),
+    (302, "", UpstreamError, "unexpected HTTP 302"),
+])
+@responses.activate
+def test_enroll_error_rows(backend: Any, caplog: pytest.LogCaptureFixture, status: int, message: str,
+                           error: type[Exception], detail: str) -> None:
+    responses.post(ENROLL, status=status, json={"error_code": status, "error_message": message})
+    with caplog.at_level(logging.INFO), pytest.raises(error, match=detail) as raised:
+        backend.enroll(enroll_request(make_csr(p256_key())))
+    if status in (401, 403):
+        assert "RA administrator" in caplog.text  # an operator-facing line
+    if isinstance(raised.value, UpstreamUnavailable):
+        assert raised.value.headers()["Retry-After"].isdigit()
+    assert len(responses.calls) == 1  # enrollment is never retried
+
+
+@pytest.mark.parametrize(("body", "ctype"), [(b"<html>oops</html>", "text/html"), (b"[1, 2]", "application/json"),
+                                            (b'{"certificate": "not base64!"}', "application/json")])
+@responses.activate
+def test_unusable_success_bodies_are_502(backend: Any, body: bytes, ctype: str) -> None:
+    responses.post(ENROLL, status=201, body=body, content_type=ctype)
+    with pytest.raises(UpstreamError):
+        backend.enroll(enroll_request(make_csr(p256_key())))
+
+
+@responses.activate
+def test_certificate_for_another_key_is_refused(backend: Any, ca: StandinEjbca) -> None:
+    responses.post(ENROLL, json=certificate_response(ca, make_csr(p256_key())), status=201)
+    with pytest.raises(UpstreamError, match="another key"):
+        backend.enroll(enroll_request(make_csr(p256_key())))
+
+
+@responses.activate
+def test_timeout_is_504(backend: Any) -> None:
+    import requests
+    responses.post(ENROLL, body=requests.exceptions.ReadTimeout("slow"))
+    with pytest.raises(UpstreamTimeout):
+        backend.enroll(enroll_request(make_csr(p256_key())))
+
+
+# -- client mode → certificaterequest -----------------------------------------------------------
+
+CLIENT = CATarget(ca="EST Sub CA", certificate_profile="ENDUSER", end_entity_profile="EMPTY",
+                  extra={"mode": "client"})
+
+
+@responses.activate
+def test_client_mode_posts_certificaterequest_with_the_enrollment_code(backend: Any, ca: StandinEjbca) -> None:
+    assert backend.check_target(CLIENT, "aliases.est") == []
+    csr = make_csr(p256_key(), cn="meter-1", challenge_password="one-time-code")
+    responses.post(CERTREQ, json=certificate_response(ca, csr), status=201)
+    assert isinstance(backend.enroll(enroll_request(csr, CLIENT)), Issued)
+    sent = body_of(responses.calls[0])
+    assert sent == {"certificate_request": sent["certificate_request"], "certificate_request_type": "PKCS10",
+                    "username": "meter-1", "password": "one-time-code", "include_chain": True,
+                    "certificate_authority_name": "EST Sub CA"}
+
+
+@pytest.mark.parametrize(("status", "error"), [(404, Forbidden), (403, Forbidden), (400, BadRequest)])
+@responses.activate
+def test_client_mode_refusals(backend: Any, status: int, error: type[Exception]) -> None:
+    backend.check_target(CLIENT, "aliases.est")
+    responses.post(CERTREQ, status=status, json={"error_code": status, "error_message": "Invalid username"})
+    with pytest.raises(error):
+        backend.enroll(enroll_request(make_csr(p256_key(), challenge_password="x"), CLIENT))
+
+
+def test_client_mode_without_challenge_password_is_400(backend: Any) -> None:
+    backend.check_target(CLIENT, "aliases.est")
+    with pytest.raises(BadRequest, match="challengePassword"):
+        backend.enroll(enroll_request(make_csr(p256_key()), CLIENT))
+
+
+# -- revocation status, cacerts -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def client_cert(ca: StandinEjbca) -> x509.Certificate:
+    return _sign(ca, make_csr(p256_key(), cn="client-1"))
+
+
+def status_url(cert: x509.Certificate) -> str:
+    return (f"{BASE}/v1/certificate/{quote(cert.issuer.rfc4514_string(), safe='')}/"
+            f"{cert.serial_number:X}/revocationstatus")
+
+
+@responses.activate
+def test_revocation_status_revoked(backend: Any, client_cert: x509.Certificate) -> None:
+    responses.get(status_url(client_cert), json={
+        "issuer_dn": client_cert.issuer.rfc4514_string(), "serial_number": f"{client_cert.serial_number:X}",
+        "revoked": True, "revocation_reason": "KEY_COMPROMISE", "revocation_date": "2024-05-01T10:00:00Z"})
+    status = backend.revocation_status(client_cert, TARGET)
+    assert status.known and status.revoked and status.reason == "KEY_COMPROMISE"
+    assert status.revoked_at is not None and status.revoked_at.year == 2024
+    assert "%2C" in responses.calls[0].request.url  # the issuer DN is URL-encoded
+
+
+@responses.activate
+def test_revocation_status_unknown_certificate(backend: Any, client_cert: x509.Certificate) -> None:
+    responses.get(status_url(client_cert), status=404, json={"error_code": 404, "error_message": "not found"})
+    status = backend.revocation_status(client_cert, TARGET)
+    assert (status.known, status.revoked) == (False, False)
+
+
+@responses.activate
+def test_idempotent_calls_are_retried_enrollment_is_not(backend: Any, client_cert: x509.Certificate) -> None:
+    url = status_url(client_cert)
+    responses.get(url, status=503, json={"error_code": 503, "error_message": "CA offline"})
+    responses.get(url, json={"issuer_dn": "x", "serial_number": "1", "revoked": False,
+                             "revocation_reason": "NOT_REVOKED"})
+    assert backend.revocation_status(client_cert, TARGET).known
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_cacerts_resolve_the_ca_download_the_chain_and_cache_it(backend: Any, ca: StandinEjbca) -> None:
+    dn = ca.ca_cert.subject.rfc4514_string()
+    responses.get(f"{BASE}/v1/ca", json={"certificate_authorities": [
+        {"id": 1, "name": "Other CA", "subject_dn": "CN=Other", "issuer_dn": "CN=Other",
+         "expiration_date": "2030-01-01T00:00:00Z"},
+        {"id": 2, "name": "EST Sub CA", "subject_dn": dn, "issuer_dn": "CN=Root",
+         "expiration_date": "2030-01-01T00:00:00Z"}]})
+    pem = b"".join(c.public_bytes(Encoding.PEM) for c in ca.chain)
+    responses.get(f"{BASE}/v1/ca/{quote(dn, safe='')}/certificate/download", body=pem,
+                  content_type="application/octet-stream")
+    assert backend.ca_certs(TARGET) == ca.chain
+    assert backend.ca_certs(TARGET) == ca.chain
+    assert len(responses.calls) == 2  # the second answer came from the cache
+    clock = backend._chains._clock
+    backend._chains._clock = lambda: clock() + 301  # past cacerts_cache_s
+    assert backend.ca_certs(TARGET) == ca.chain
+    assert len(responses.calls) == 4
+
+
+@responses.activate
+def test_cacerts_for_a_ca_the_upstream_does_not_list_is_502(backend: Any) -> None:
+    responses.get(f"{BASE}/v1/ca", json={"certificate_authorities": []})
+    with pytest.raises(UpstreamError, match="no CA named"):
+        backend.ca_certs(TARGET)
+
+
+@responses.activate
+def test_cacerts_learnt_from_enrollment_for_ejbca_before_8_1(pki: UpstreamPKI, tmp_path: Path,
+                                                             ca: StandinEjbca) -> None:
+    backend = make_backend("ejbca-rest", upstream_options(pki, BASE, cacerts_source="enrollment"), tmp_path)
+    with pytest.raises(UpstreamUnavailable, match="ca_chain_file"):
+        backend.ca_certs(TARGET)
+    csr = make_csr(p256_key())
+    responses.post(ENROLL, json=certificate_response(ca, csr), status=201)
+    backend.enroll(enroll_request(csr))
+    assert backend.ca_certs(TARGET) == ca.chain
+
+
+def test_cacerts_from_a_configured_chain_file(backend: Any, ca: StandinEjbca, tmp_path: Path) -> None:
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in ca.chain))
+    target = CATarget(ca="EST Sub CA", certificate_profile="P", end_entity_profile="E",
+                      extra={"ca_chain_file": str(chain)})
+    assert backend.check_target(target, "aliases.est") == []
+    assert backend.ca_certs(target) == ca.chain  # no HTTP call: responses is not active
