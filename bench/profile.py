@@ -1,0 +1,64 @@
+"""Where the gateway's time goes: py-spy samples of the worker processes under load."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+#: (category, substrings of a frame); the innermost matching frame of a stack decides.
+CATEGORIES = [
+    ("password hash (scrypt)", ("_scrypt (", "passwords.py")),
+    ("TLS handshake", ("do_handshake (",)),
+    ("certificate signing", ("build_leaf (",)),
+    ("CSR parse + signature check", ("parse_csr (",)),
+    ("client certificate verification", ("verify_client_certificate (",)),
+    ("SQLite store (connect, pragmas, insert+commit, lookup)", ("store.py",)),
+    ("TLS record I/O", ("est_gateway/server/tls.py",)),
+    ("PKCS#7 / base64 encoding", ("wire.py",)),
+    ("HTTP parsing, WSGI, Flask", ("gunicorn/", "flask/", "werkzeug/")),
+]
+
+
+def py_spy() -> str | None:
+    found = Path(sys.executable).parent / "py-spy"
+    return str(found) if found.exists() else shutil.which("py-spy")
+
+
+def start(pid: int, out: Path, duration: float, rate: int = 200) -> subprocess.Popen[bytes]:
+    exe = py_spy()
+    if exe is None:
+        raise RuntimeError("py-spy is not installed (.venv/bin/pip install py-spy)")
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--subprocesses", "--format", "raw",
+                             "--rate", str(rate), "--duration", str(int(duration)), "--nonblocking",
+                             "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def categorise(raw: Path) -> dict[str, Any]:
+    """Collapsed stacks → share of samples per category and the top innermost frames."""
+    cats: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        leaves[frames[-1]] += n
+        for frame in reversed(frames):
+            hit = next((name for name, keys in CATEGORIES if any(k in frame for k in keys)), None)
+            if hit:
+                cats[hit] += n
+                break
+        else:
+            cats["other"] += n
+    return {
+        "samples": total,
+        "categories": {k: v / total for k, v in cats.most_common()} if total else {},
+        "top_frames": [(f, n / total) for f, n in leaves.most_common(12)] if total else [],
+    }

@@ -1,0 +1,50 @@
+"""The benchmark harness in a tiny configuration: it runs and writes well-formed results.
+
+A smoke test of bench/, never a performance test: no timing is asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import scale
+from bench.__main__ import main
+
+
+@pytest.mark.e2e
+def test_tiny_benchmark_writes_well_formed_results(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    assert main(["--tiny", "--no-scale", "--scenarios", "reenroll-mtls,cacerts", "--out", str(out)]) == 0
+    data = json.loads((out / "latest.json").read_text())
+    assert data["machine"]["nproc"] >= 1
+    assert set(data["ceiling"]["ceilings"]) >= {"enroll-rsa", "enroll-p256", "reenroll-mtls", "cacerts"}
+    assert all(v > 0 for v in data["ceiling"]["costs_ms"].values())
+    assert isinstance(data["keep_alive_probe"]["available"], bool)
+    runs = data["runs"]
+    assert {(r["scenario"], r["mode"]) for r in runs} >= {("reenroll-mtls", "new"), ("cacerts", "new")}
+    for r in runs:
+        assert r["errors"] == 0, r["statuses"]
+        assert r["requests"] > 0 and set(r["statuses"]) == {"200"}
+        assert r["p50_ms"] <= r["p99_ms"]
+        assert r["handshakes_per_request"] >= 1.0 or r["mode"] == "keepalive"
+    assert data["upstream"]["measured"] is False
+    assert (out / "latest.png").stat().st_size > 0 or not _has_matplotlib()
+
+
+def test_store_filler_writes_lookup_able_records(tmp_path: Path) -> None:
+    info = scale.fill(tmp_path, 500, issuer="CN=Test", batch=200)
+    assert info["records"] == 500 and info["sample_serials"]
+    costs = scale.lookup_costs(tmp_path / scale.STORE_NAME, info["sample_serials"], rounds=20)
+    assert costs["records"] == 500
+    assert "USING INDEX" in costs["query_plan"] or "PRIMARY KEY" in costs["query_plan"]
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
