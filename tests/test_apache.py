@@ -22,9 +22,9 @@ from cryptography import x509
 
 from est_gateway import localmode, wire
 from est_gateway.backends.local import authority
+from tests.conftest import Gateway
 from tests.support import openssl, pki
 from tests.support.apache import ApacheProcess, missing_apache, proxy_gateway_config
-from tests.conftest import Gateway
 from tests.support.gateway import CurlResult, GatewayProcess, free_port, local_instance
 
 pytestmark = pytest.mark.e2e
@@ -78,7 +78,7 @@ def apache_for(folder: Path, instance: localmode.LocalInstance, *, gateway: str 
 
 
 @pytest.fixture(scope="module")
-def partner(tmp_path_factory: pytest.TempPathFactory) -> tuple[pki.CA, pki.CA]:
+def partner() -> tuple[pki.CA, pki.CA]:
     """A partner root and its issuing CA (only the root is configured at the gateway)."""
     root = pki.CA.create("Partner Root")
     key = pki.rsa_key()

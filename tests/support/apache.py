@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from est_gateway import localmode
@@ -68,7 +68,6 @@ class ApacheProcess:
     balancer: bool = False
     proc: subprocess.Popen[bytes] | None = None
     pid: int | None = None
-    includes: list[Path] = field(default_factory=list)
 
     @property
     def conf(self) -> Path:
