@@ -51,7 +51,8 @@ def invoke(backend: EjbcaSoapBackend, call: Callable[[], Any], meaning: Meaning)
             raise UpstreamUnavailable(f"the upstream CA is unavailable (HTTP {status})") from None
         raise UpstreamError(f"the upstream CA answered HTTP {status} with no usable SOAP "
                             "message") from None
-    except (ZeepError, etree.LxmlError, ValueError) as exc:
+    except (ZeepError, etree.LxmlError, ValueError, AttributeError, TypeError) as exc:
+        # zeep's recovering parser (strict=False) fails with AttributeError on non-XML bodies
         log.warning("backend %s: unreadable EjbcaWS answer: %s", backend.name, type(exc).__name__)
         raise UpstreamError("the upstream CA answered with an unreadable SOAP message") from None
 

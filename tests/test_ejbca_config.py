@@ -1,0 +1,143 @@
+"""Operator-configured upstream credentials: start-up checks with key paths, the
+REQUESTS_CA_BUNDLE trap, the loud ``insecure`` switch, per-alias upstream settings."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from est_gateway.config.load import parse_config
+from est_gateway.config.model import CATarget
+from est_gateway.errors import ConfigError, UpstreamUnavailable
+from tests.support.ejbca_standin import (
+    CA_NAME,
+    StandinEjbca,
+    StandinServer,
+    UpstreamPKI,
+    make_backend,
+    upstream_options,
+)
+from tests.support.pki import CA, write_pem
+
+URL = "https://ejbca.test:8443/ejbca/ejbca-rest-api"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> UpstreamPKI:
+    return UpstreamPKI(tmp_path_factory.mktemp("pki"))
+
+
+def config(pki: UpstreamPKI, tmp_path: Path, *, type_name: str = "ejbca-rest",
+           upstream: dict[str, Any] | None = None, **backend: Any) -> dict[str, Any]:
+    options = {**upstream_options(pki, URL), **backend}
+    options = {k: v for k, v in options.items() if v is not None}
+    alias: dict[str, Any] = {"backend": "ejbca", "ca": CA_NAME, "require_client_cert": True}
+    if upstream is not None:
+        alias["upstream"] = upstream
+    return {"server": {"tls": False, "trusted_proxies": ["127.0.0.1"]}, "backends": {"ejbca": {"type": type_name, **options}},
+            "aliases": {"est": alias}}
+
+
+def problems(data: dict[str, Any], tmp_path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(data, base_dir=tmp_path)
+    return raised.value.problems
+
+
+@pytest.mark.parametrize("type_name", ["ejbca-rest", "ejbca-soap"])
+def test_valid_configuration_loads(pki: UpstreamPKI, tmp_path: Path, type_name: str) -> None:
+    loaded = parse_config(config(pki, tmp_path, type_name=type_name), base_dir=tmp_path)
+    facts = loaded.backends["ejbca"].describe_state()
+    assert facts["upstream"] == URL
+    assert "PRIVATE" not in "".join(facts.values())
+
+
+@pytest.mark.parametrize(("backend", "expected"), [
+    ({"url": "http://ejbca.test/api"}, "backends.ejbca.url: \"http://ejbca.test/api\" must be an https:// URL"),
+    ({"url": None}, "backends.ejbca.url: is required"),
+    ({"client_key": "missing.key"}, "backends.ejbca.client_key: file"),
+    ({"ca_bundle": None}, "backends.ejbca.ca_bundle: is required"),
+    ({"client_key_passphrase": "hunter2"}, "backends.ejbca.client_key_passphrase: inline secrets are not accepted"),
+    ({"read_timeout_s": 0}, "backends.ejbca.read_timeout_s: must be greater than 0"),
+    ({"retries": 99}, "backends.ejbca.retries: must be at most 10"),
+    ({"retry": 1}, "backends.ejbca.retry: unknown setting; did you mean \"retries\"?"),
+])
+def test_backend_problems_carry_key_paths(pki: UpstreamPKI, tmp_path: Path, backend: dict[str, Any],
+                                          expected: str) -> None:
+    found = problems(config(pki, tmp_path, **backend), tmp_path)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_world_readable_key_is_refused(pki: UpstreamPKI, tmp_path: Path) -> None:
+    key = tmp_path / "open.key"
+    key.write_bytes(pki.client_key_file.read_bytes())
+    key.chmod(0o644)
+    found = problems(config(pki, tmp_path, client_key=str(key)), tmp_path)
+    assert found[0] == f"backends.ejbca.client_key: {key} is readable by every user (mode 644); chmod 600 it"
+
+
+def test_key_that_does_not_match_the_certificate_is_refused(pki: UpstreamPKI, tmp_path: Path) -> None:
+    other = write_pem(tmp_path / "other.key", CA.create().key)
+    found = problems(config(pki, tmp_path, client_key=str(other)), tmp_path)
+    assert found[0] == (f"backends.ejbca.client_key: {other} does not belong to the certificate in "
+                        f"{pki.client_cert_file}")
+
+
+def test_encrypted_key_needs_its_passphrase(pki: UpstreamPKI, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    key = pki.encrypted_key("s3cret")
+    found = problems(config(pki, tmp_path, client_key=str(key)), tmp_path)
+    assert "is encrypted; set client_key_passphrase_file or client_key_passphrase_env" in found[0]
+    monkeypatch.setenv("RA_KEY_PASS", "wrong")
+    found = problems(config(pki, tmp_path, client_key=str(key), client_key_passphrase_env="RA_KEY_PASS"), tmp_path)
+    assert "passphrase is wrong" in found[0] and "wrong" not in found[0].replace("is wrong", "")
+    monkeypatch.setenv("RA_KEY_PASS", "s3cret")
+    parse_config(config(pki, tmp_path, client_key=str(key), client_key_passphrase_env="RA_KEY_PASS"),
+                 base_dir=tmp_path)
+
+
+def test_insecure_is_explicit_and_loud(pki: UpstreamPKI, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        loaded = parse_config(config(pki, tmp_path, ca_bundle=None, insecure=True), base_dir=tmp_path)
+    assert "is NOT verified" in caplog.text
+    assert "NOT VERIFIED" in loaded.backends["ejbca"].describe_state()["upstream trust"]
+
+
+@pytest.mark.parametrize(("upstream", "expected"), [
+    ({"username_from": "email"}, 'aliases.est.upstream.username_from: "email" is not one of: CN, UID, serialNumber, DN'),
+    ({"usernme_from": "CN"}, 'aliases.est.upstream.usernme_from: unknown setting; did you mean "username_from"?'),
+    ({"mode": "enterprise"}, 'aliases.est.upstream.mode: "enterprise" is not one of: ra, client'),
+    ({"ca_chain_file": "nope.pem"}, "aliases.est.upstream.ca_chain_file: file"),
+])
+def test_alias_upstream_problems_carry_key_paths(pki: UpstreamPKI, tmp_path: Path, upstream: dict[str, Any],
+                                                 expected: str) -> None:
+    found = problems(config(pki, tmp_path, upstream=upstream), tmp_path)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_soap_takes_no_ca_subject_dn(pki: UpstreamPKI, tmp_path: Path) -> None:
+    found = problems(config(pki, tmp_path, type_name="ejbca-soap", upstream={"ca_subject_dn": "CN=x"}), tmp_path)
+    assert found == ["aliases.est.upstream.ca_subject_dn: unknown setting"]
+
+
+# -- the REQUESTS_CA_BUNDLE trap (psf/requests#3829), against a real mutual-TLS server ------------
+
+@pytest.mark.parametrize("type_name", ["ejbca-rest", "ejbca-soap"])
+def test_environment_ca_bundles_do_not_replace_the_configured_one(
+        pki: UpstreamPKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, type_name: str) -> None:
+    elsewhere = write_pem(tmp_path / "elsewhere.pem", CA.create("Unrelated CA").cert)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(elsewhere))
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(elsewhere))
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # must not be used either
+    target = CATarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY")
+    with StandinServer(StandinEjbca(), pki.server_context()) as server:
+        url = server.rest_url if type_name == "ejbca-rest" else server.ws_url
+        good = make_backend(type_name, upstream_options(pki, url), tmp_path)
+        assert good.ca_certs(target) == server.standin.chain
+        # and the configured bundle really is what verifies: a wrong one fails the handshake
+        wrong = make_backend(type_name, upstream_options(pki, url, ca_bundle=str(elsewhere)), tmp_path)
+        with pytest.raises(UpstreamUnavailable, match="TLS handshake"):
+            wrong.ca_certs(target)

@@ -1,0 +1,195 @@
+"""EJBCA SOAP adapter: zeep builds real EjbcaWS envelopes from the bundled WSDL; `responses`
+answers with real SOAP responses and faults (document/literal, arg0..argN, double base64)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from lxml import etree
+
+from est_gateway.backends.base import EnrollRequest, Issued, Pending, Requester
+from est_gateway.config.model import CATarget
+from est_gateway.errors import BadRequest, Forbidden, UpstreamError, UpstreamUnavailable
+from tests.support.ejbca_standin import (
+    NS,
+    EndEntity,
+    SOAP_ENV,
+    Fault,
+    StandinEjbca,
+    UpstreamPKI,
+    _fault_envelope,
+    make_backend,
+    upstream_options,
+)
+from tests.support.pki import make_csr, p256_key
+
+URL = "https://ejbca.test:8443/ejbca/ejbcaws/ejbcaws"
+TARGET = CATarget(ca="EST Sub CA", certificate_profile="ENDUSER", end_entity_profile="EMPTY")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> UpstreamPKI:
+    return UpstreamPKI(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def ca() -> StandinEjbca:
+    return StandinEjbca()
+
+
+@pytest.fixture
+def backend(pki: UpstreamPKI, tmp_path: Path) -> Any:
+    return make_backend("ejbca-soap", upstream_options(pki, URL, retry_backoff_s=0.001), tmp_path)
+
+
+def request_for(csr: x509.CertificateSigningRequest, target: CATarget = TARGET) -> EnrollRequest:
+    return EnrollRequest(csr=csr, alias="est", target=target, requester=Requester(), request_id="r")
+
+
+def sent(call: Any) -> etree._Element:
+    """The operation element of a SOAP request zeep sent."""
+    envelope = etree.fromstring(call.request.body)
+    return envelope.find(f"{{{SOAP_ENV}}}Body")[0]
+
+
+def answer_with(ca: StandinEjbca):  # type: ignore[no-untyped-def]
+    """A `responses` callback that lets the stand-in's EjbcaWS model answer."""
+    def callback(request: Any) -> tuple[int, dict[str, str], bytes]:
+        status, ctype, body = ca.soap(request.body)
+        return status, {"Content-Type": ctype}, body
+    return callback
+
+
+@responses.activate
+def test_enroll_is_edituser_then_pkcs10request(backend: Any, ca: StandinEjbca) -> None:
+    responses.add_callback(responses.POST, URL, callback=answer_with(ca))
+    csr = make_csr(p256_key(), cn="device-1", sans=[x509.DNSName("device-1.example")])
+    issued = backend.enroll(request_for(csr))
+    assert isinstance(issued, Issued)
+    assert issued.certificate.public_key() == csr.public_key()
+    ops = [etree.QName(sent(c)).localname for c in responses.calls]
+    assert ops == ["editUser", "pkcs10Request", "getLastCAChain"]
+    assert all(etree.QName(sent(c)).namespace == NS for c in responses.calls)
+    user = {child.tag: child.text for child in sent(responses.calls[0]).find("arg0")}
+    assert user["username"] == "device-1"
+    assert user["clearPwd"] == "false"
+    assert user["subjectDN"] == "CN=device-1"
+    assert user["subjectAltName"] == "dNSName=device-1.example"
+    assert user["caName"] == "EST Sub CA"
+    assert user["endEntityProfileName"] == "EMPTY"
+    assert user["certificateProfileName"] == "ENDUSER"
+    assert user["status"] == "10"
+    assert user["tokenType"] == "USERGENERATED"
+    pkcs10 = {child.tag: child.text for child in sent(responses.calls[1])}
+    assert pkcs10["arg0"] == "device-1" and pkcs10["arg1"] == user["password"]
+    assert x509.load_der_x509_csr(base64.b64decode(pkcs10["arg2"])).subject == csr.subject
+    assert pkcs10.get("arg3") is None and pkcs10["arg4"] == "CERTIFICATE"
+    assert [c.subject for c in issued.chain] == [c.subject for c in ca.chain]
+
+
+@responses.activate
+def test_double_base64_certificate_data(backend: Any, ca: StandinEjbca) -> None:
+    responses.add_callback(responses.POST, URL, callback=answer_with(ca))
+    chain = backend.ca_certs(TARGET)
+    assert chain == ca.chain
+    body = responses.calls[0].response.content
+    data = etree.fromstring(body).findtext(".//certificateData")
+    assert base64.b64decode(base64.b64decode(data)) == ca.ca_cert.public_bytes(Encoding.DER)
+
+
+@responses.activate
+def test_revocation_status_not_revoked_revoked_and_unknown(backend: Any, ca: StandinEjbca) -> None:
+    responses.add_callback(responses.POST, URL, callback=answer_with(ca))
+    issued = backend.enroll(request_for(make_csr(p256_key(), cn="rev-1")))
+    cert = issued.certificate
+    assert backend.revocation_status(cert, TARGET).revoked is False
+    ca.revoke(cert, reason=1)
+    status = backend.revocation_status(cert, TARGET)
+    assert (status.known, status.revoked, status.reason) == (True, True, "KEY_COMPROMISE")
+    assert status.revoked_at is not None
+    args = {c.tag: c.text for c in sent(responses.calls[-1])}
+    assert args == {"arg0": cert.issuer.rfc4514_string(), "arg1": f"{cert.serial_number:X}"}
+    foreign = StandinEjbca().ca_cert
+    assert backend.revocation_status(foreign, TARGET).known is False
+
+
+@responses.activate
+def test_waiting_for_approval_is_pending(backend: Any, ca: StandinEjbca) -> None:
+    ca.approval = True
+    responses.add_callback(responses.POST, URL, callback=answer_with(ca))
+    outcome = backend.enroll(request_for(make_csr(p256_key())))
+    assert outcome == Pending(retry_after=300, reference="approval request 4711")
+
+
+@pytest.mark.parametrize(("bean", "code", "error", "detail"), [
+    ("UserDoesntFullfillEndEntityProfile", "", BadRequest, "Subject DN"),
+    ("CADoesntExistsException", "", BadRequest, "does not know the CA or profile"),
+    ("EjbcaException", "EE_PROFILE_NOT_EXISTS", BadRequest, "does not know the CA or profile"),
+    ("EjbcaException", "CERTIFICATE_WITH_THIS_SUBJECTDN_ALREADY_EXISTS_FOR_ANOTHER_USER", BadRequest, "refused"),
+    ("EjbcaException", "CA_OFFLINE", UpstreamUnavailable, "offline"),
+    ("EjbcaException", "INTERNAL_ERROR", UpstreamError, "failed to process"),
+    ("EjbcaException", "LOGIN_ERROR", Forbidden, "Subject DN"),
+    ("CesecoreException", "NOT_SPECIFIED", BadRequest, "refused"),
+    ("ApprovalException", "", BadRequest, "refused"),
+    ("AuthorizationDeniedException", "", UpstreamError, "refused the gateway's credentials"),
+    ("NotFoundException", "", BadRequest, "does not know"),
+])
+@responses.activate
+def test_fault_rows(backend: Any, bean: str, code: str, error: type[Exception], detail: str) -> None:
+    fault = _fault_envelope(Fault(500, "Subject DN field missing", bean, code))
+    responses.post(URL, status=500, body=fault, content_type="text/xml; charset=utf-8")
+    with pytest.raises(error, match=detail):
+        backend.enroll(request_for(make_csr(p256_key())))
+
+
+@responses.activate
+def test_client_mode_is_pkcs10request_alone(backend: Any, ca: StandinEjbca) -> None:
+    target = CATarget(ca="EST Sub CA", certificate_profile="ENDUSER", end_entity_profile="EMPTY",
+                      extra={"mode": "client"})
+    assert backend.check_target(target, "aliases.est") == []
+    responses.add_callback(responses.POST, URL, callback=answer_with(ca))
+    with pytest.raises(Forbidden, match="no end entity is registered"):
+        backend.enroll(request_for(make_csr(p256_key(), cn="meter-9", challenge_password="c0de"), target))
+    args = {c.tag: c.text for c in sent(responses.calls[0])}
+    assert (args["arg0"], args["arg1"]) == ("meter-9", "c0de")
+    ca.end_entities["meter-9"] = EndEntity("meter-9", "other", "CN=meter-9", "EST Sub CA")
+    with pytest.raises(Forbidden, match="enrollment code"):
+        backend.enroll(request_for(make_csr(p256_key(), cn="meter-9", challenge_password="c0de"), target))
+    ca.end_entities["meter-9"].password = "c0de"
+    assert isinstance(backend.enroll(request_for(make_csr(p256_key(), cn="meter-9",
+                                                          challenge_password="c0de"), target)), Issued)
+
+
+@pytest.mark.parametrize(("status", "body", "error"), [
+    (503, b"", UpstreamUnavailable),
+    (500, b"<html><body>Internal Server Error</body></html>", UpstreamUnavailable),
+    (403, b"Forbidden", UpstreamError),
+    (200, b"not xml at all", UpstreamError),
+    (200, b"<notsoap/>", UpstreamError),
+])
+@responses.activate
+def test_http_level_failures(backend: Any, status: int, body: bytes, error: type[Exception]) -> None:
+    responses.post(URL, status=status, body=body, content_type="text/html")
+    with pytest.raises(error):
+        backend.enroll(request_for(make_csr(p256_key())))
+    assert len(responses.calls) == 1  # editUser is not idempotent: no retry
+
+
+@responses.activate
+def test_idempotent_operations_are_retried(backend: Any, ca: StandinEjbca) -> None:
+    responses.post(URL, status=503, body=b"")
+    responses.add_callback(responses.POST, URL, callback=answer_with(ca))
+    assert backend.ca_certs(TARGET) == ca.chain
+    assert len(responses.calls) == 2
+
+
+def test_unsupported_san_type_is_400(backend: Any) -> None:
+    csr = make_csr(p256_key(), sans=[x509.RegisteredID(x509.ObjectIdentifier("1.2.3.4"))])
+    with pytest.raises(BadRequest, match="subjectAltName"):
+        backend.enroll(request_for(csr))
