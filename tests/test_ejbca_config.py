@@ -37,8 +37,8 @@ def config(pki: UpstreamPKI, tmp_path: Path, *, type_name: str = "ejbca-rest",
     alias: dict[str, Any] = {"backend": "ejbca", "ca": CA_NAME, "require_client_cert": True}
     if upstream is not None:
         alias["upstream"] = upstream
-    return {"server": {"tls": False, "trusted_proxies": ["127.0.0.1"]}, "backends": {"ejbca": {"type": type_name, **options}},
-            "aliases": {"est": alias}}
+    return {"server": {"tls": False, "trusted_proxies": ["127.0.0.1"]},
+            "backends": {"ejbca": {"type": type_name, **options}}, "aliases": {"est": alias}}
 
 
 def problems(data: dict[str, Any], tmp_path: Path) -> list[str]:
@@ -107,7 +107,8 @@ def test_insecure_is_explicit_and_loud(pki: UpstreamPKI, tmp_path: Path, caplog:
 
 
 @pytest.mark.parametrize(("upstream", "expected"), [
-    ({"username_from": "email"}, 'aliases.est.upstream.username_from: "email" is not one of: CN, UID, serialNumber, DN'),
+    ({"username_from": "email"},
+     'aliases.est.upstream.username_from: "email" is not one of: CN, UID, serialNumber, DN'),
     ({"usernme_from": "CN"}, 'aliases.est.upstream.usernme_from: unknown setting; did you mean "username_from"?'),
     ({"mode": "enterprise"}, 'aliases.est.upstream.mode: "enterprise" is not one of: ra, client'),
     ({"ca_chain_file": "nope.pem"}, "aliases.est.upstream.ca_chain_file: file"),

@@ -18,8 +18,8 @@ from est_gateway.config.model import CATarget
 from est_gateway.errors import BadRequest, Forbidden, UpstreamError, UpstreamUnavailable
 from tests.support.ejbca_standin import (
     NS,
-    EndEntity,
     SOAP_ENV,
+    EndEntity,
     Fault,
     StandinEjbca,
     UpstreamPKI,

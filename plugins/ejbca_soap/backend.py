@@ -45,7 +45,7 @@ BINDING = f"{{{NAMESPACE}}}EjbcaWSServiceSoapBinding"
 #: EndEntityConstants.STATUS_NEW
 STATUS_NEW = 10
 #: EJBCA's subjectAltName keywords (``DnComponents``)
-SAN_KEYWORDS = {x509.DNSName: "dNSName", x509.IPAddress: "iPAddress",
+SAN_KEYWORDS: dict[type, str] = {x509.DNSName: "dNSName", x509.IPAddress: "iPAddress",
                 x509.RFC822Name: "rfc822Name", x509.UniformResourceIdentifier: "uniformResourceIdentifier"}
 
 
@@ -54,12 +54,13 @@ def bundled_wsdl() -> Path:
     return Path(str(resources.files("plugins.ejbca_soap") / "wsdl" / "ejbcaws.wsdl"))
 
 
-class _UpstreamTransport(Transport):  # type: ignore[misc]
+class _UpstreamTransport(Transport):
     """Sends SOAP POSTs through :class:`UpstreamClient`: explicit verify/timeouts, retries of
     idempotent operations, and no message logging (``editUser`` carries a password)."""
 
     def __init__(self, client: UpstreamClient) -> None:
-        super().__init__(session=client.session(), timeout=client.settings.read_timeout_s)
+        super().__init__(session=client.session(),  # type: ignore[no-untyped-call]
+                         timeout=client.settings.read_timeout_s)
         self.upstream = client
         self.idempotent = False
 
@@ -101,13 +102,13 @@ class EjbcaSoapBackend(EjbcaBackend):
         if getattr(local, "session", None) is not session:
             transport = _UpstreamTransport(self.http)
             try:
-                client = Client(self._wsdl_location(), transport=transport,
+                client = Client(self._wsdl_location(), transport=transport,  # type: ignore[no-untyped-call]
                                 settings=Settings(strict=False))
             except ESTError:
                 raise
             except Exception as exc:  # the WSDL is unreadable: an operator problem
                 raise UpstreamError(f"cannot load the EjbcaWS WSDL: {type(exc).__name__}") from None
-            local.service = client.create_service(BINDING, self.upstream.url)
+            local.service = client.create_service(BINDING, self.upstream.url)  # type: ignore[no-untyped-call]
             local.client, local.transport, local.session = client, transport, session
         local.transport.idempotent = idempotent
         return local.service
@@ -211,6 +212,8 @@ def subject_alt_name(csr: x509.CertificateSigningRequest) -> str | None:
 def _double_base64_certificate(data: object) -> x509.Certificate:
     """zeep decoded the ``xs:base64Binary`` once; EJBCA put base64 text inside it."""
     try:
-        return x509.load_der_x509_certificate(base64.b64decode(bytes(data), validate=False))  # type: ignore[arg-type]
+        if not isinstance(data, (bytes, str)):
+            raise TypeError("no certificate data")
+        return x509.load_der_x509_certificate(base64.b64decode(data))
     except (TypeError, binascii.Error, ValueError):
         raise UpstreamError("the upstream CA returned an unreadable certificate") from None

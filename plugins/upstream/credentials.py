@@ -43,7 +43,8 @@ def check_key_file_mode(path: Path) -> None:
 
 def spki(public_key: object) -> bytes:
     """DER SubjectPublicKeyInfo, to compare keys."""
-    return public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined]
+    der: bytes = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined]
+    return der
 
 
 def client_tls_context(cert_path: Path, key_path: Path, passphrase: str | None,

@@ -10,9 +10,9 @@ from __future__ import annotations
 import abc
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
@@ -160,6 +160,10 @@ class EjbcaBackend(CABackend):
 
     def check_target(self, target: CATarget, path: str) -> list[str]:
         return self.aliases.check(target.extra, path)
+
+    def accepts_enrollment_code(self, target: CATarget) -> bool:
+        """Client mode checks the CSR's challengePassword as the end entity's enrollment code."""
+        return self.aliases.get(target.extra).mode == "client"
 
     def describe_state(self) -> dict[str, str]:
         return self.upstream.describe() if self.options.upstream is not None else {}
