@@ -10,7 +10,7 @@ import click
 
 from est_gateway.backends.local import LocalCABackend
 from est_gateway.backends.local.authority import utcnow
-from est_gateway.backends.local.store import REVOCATION_REASONS, Record
+from est_gateway.backends.local.store import REVOCATION_REASONS, PendingRecord, Record
 from est_gateway.config import GatewayConfig, load_config
 from est_gateway.errors import ConfigError
 from est_gateway.passwords import PasswordHash
@@ -122,7 +122,7 @@ def local_ca(ctx: click.Context, config_path: Path, backend_name: str | None) ->
 @click.pass_obj
 def ca_list(backend: LocalCABackend, status: str | None, limit: int) -> None:
     """List issued certificates, newest first."""
-    records = backend.store.list(limit=limit, status=status)
+    records = backend.store.records(limit=limit, status=status)
     click.echo(f"{'SERIAL':<42} {'STATUS':<8} {'NOT AFTER':<20} SUBJECT")
     for r in records:
         click.echo(f"{r.serial:<42} {r.status:<8} {r.not_after[:19]:<20} {r.subject}")
@@ -157,6 +157,44 @@ def ca_revoke(backend: LocalCABackend, serial: str, reason: str) -> None:
     except (LookupError, ValueError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
     click.echo(f"revoked {record.serial} ({record.subject}) at {record.revoked_at}, reason {reason}")
+
+
+@local_ca.command("pending")
+@click.option("--all", "show_all", is_flag=True, help="Include decided requests.")
+@click.pass_obj
+def ca_pending(backend: LocalCABackend, show_all: bool) -> None:
+    """List requests waiting for approval (backends with approval = "manual")."""
+    records = backend.store.pending_list(status=None if show_all else "pending")
+    click.echo(f"{'ID':<18} {'STATUS':<9} {'CREATED':<20} {'ALIAS':<12} SUBJECT / REQUESTER")
+    for r in records:
+        click.echo(f"{r.id:<18} {r.status:<9} {r.created_at[:19]:<20} {r.alias:<12} {r.subject} / {r.requester}")
+    click.echo(f"({len(records)} shown)")
+
+
+@local_ca.command("approve")
+@click.argument("request_id")
+@click.pass_obj
+def ca_approve(backend: LocalCABackend, request_id: str) -> None:
+    """Approve a pending request: the client's next retry receives its certificate."""
+    record = _decide(backend, request_id, "approved", None)
+    click.echo(f"approved {record.id} ({record.subject}); issued when the client retries")
+
+
+@local_ca.command("reject")
+@click.argument("request_id")
+@click.option("--reason", default=None, help="Told to the client in the 403 reason.")
+@click.pass_obj
+def ca_reject(backend: LocalCABackend, request_id: str, reason: str | None) -> None:
+    """Reject a pending request: the client's next retry gets 403."""
+    record = _decide(backend, request_id, "rejected", reason)
+    click.echo(f"rejected {record.id} ({record.subject})")
+
+
+def _decide(backend: LocalCABackend, request_id: str, decision: str, reason: str | None) -> PendingRecord:
+    try:
+        return backend.store.pending_decide(request_id, decision, utcnow(), reason)
+    except (LookupError, ValueError) as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
 
 
 def _record(backend: LocalCABackend, serial: str) -> Record:

@@ -61,6 +61,12 @@ class UntrustedCertificate(Exception):
     """The presented client certificate cannot authenticate anyone; ``str()`` says why."""
 
 
+def tls_info(environ: Mapping[str, Any]) -> TLSInfo | None:
+    """What our own TLS endpoint recorded for this request's connection (None behind a proxy)."""
+    info = environ.get(TLS_ENVIRON_KEY)
+    return info if isinstance(info, TLSInfo) else None
+
+
 def presented_certificate(environ: Mapping[str, Any], server: ServerSettings) -> PresentedCertificate | None:
     """The client certificate of this request, or None.
 

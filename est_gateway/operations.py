@@ -6,15 +6,19 @@ backend receives has already passed these checks.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from est_gateway import wire
+from est_gateway import channel_binding, keygen, wire
 from est_gateway.backends.base import (
     CABackend,
     EnrollRequest,
@@ -24,15 +28,18 @@ from est_gateway.backends.base import (
     Requester,
 )
 from est_gateway.config.model import AliasSettings, GatewayConfig
-from est_gateway.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from est_gateway.errors import BadRequest, Forbidden, NotFound, NotSupported, Unauthorized
 from est_gateway.identity import (
     BasicCredentials,
     PresentedCertificate,
+    TLSInfo,
     UntrustedCertificate,
     verify_client_certificate,
 )
+from est_gateway.keys import PrivateKey
 
 log = logging.getLogger(__name__)
+R = TypeVar("R", bound=EnrollRequest)
 
 #: The alias that is also served without a label, at /.well-known/est/<operation>.
 DEFAULT_ALIAS = "est"
@@ -46,6 +53,15 @@ class Caller:
     certificate: PresentedCertificate | None
     address: str | None
     request_id: str
+    tls: TLSInfo | None = None
+
+
+@dataclass(frozen=True)
+class ServerGeneratedKey:
+    """The answer of serverkeygen: the new private key and its certificate."""
+
+    key: PrivateKey
+    certificate: x509.Certificate
 
 
 class ESTService:
@@ -72,23 +88,62 @@ class ESTService:
         """RFC 7030 §4.1: the CA chain as certs-only PKCS#7 (DER)."""
         return wire.certs_only(self.backend(alias).ca_certs(alias.target))
 
+    def csrattrs(self, alias: AliasSettings) -> bytes | None:
+        """RFC 7030 §4.5: DER CsrAttrs, or None when the alias asks for nothing (→ 204)."""
+        return None if alias.csrattrs.empty else alias.csrattrs.encode()
+
     def simpleenroll(self, alias: AliasSettings, body: bytes, caller: Caller) -> Issued | Pending:
         """RFC 7030 §4.2.1: authenticate by the alias policy, verify the CSR, issue."""
         requester = self._authenticate_enroll(alias, caller)
         csr = parse_csr_body(body)
-        request = EnrollRequest(csr=csr, alias=alias.name, target=alias.target,
-                                requester=requester, request_id=caller.request_id)
-        return self.backend(alias).enroll(request)
+        alias.csrattrs.check(csr)
+        self._check_binding(alias, csr, caller, requester.certificate)
+        return self.backend(alias).enroll(self._request(EnrollRequest, "simpleenroll", alias, csr,
+                                                        requester, caller, csr))
 
     def simplereenroll(self, alias: AliasSettings, body: bytes, caller: Caller) -> Issued | Pending:
         """RFC 7030 §4.2.2: the current, valid, unrevoked certificate authenticates; no password."""
         current = self._current_certificate(alias, caller)
         csr = parse_csr_body(body)
         check_renewal_matches(csr, current, allow_same_key=alias.allow_same_key_renewal)
+        alias.csrattrs.check(csr)
+        self._check_binding(alias, csr, caller, current)
         requester = Requester(certificate=current, address=caller.address)
-        request = ReenrollRequest(csr=csr, alias=alias.name, target=alias.target,
-                                  requester=requester, request_id=caller.request_id, current=current)
-        return self.backend(alias).reenroll(request)
+        request = self._request(ReenrollRequest, "simplereenroll", alias, csr, requester, caller, csr)
+        return self.backend(alias).reenroll(dataclasses.replace(request, current=current))
+
+    def serverkeygen(self, alias: AliasSettings, body: bytes, caller: Caller) -> ServerGeneratedKey | Pending:
+        """RFC 7030 §4.4: generate the key here, have the backend issue for it, return both."""
+        if not alias.serverkeygen:
+            raise NotSupported("serverkeygen is disabled for this EST label")
+        requester = self._authenticate_enroll(alias, caller)
+        client_csr = parse_csr_body(body)
+        self._check_binding(alias, client_csr, caller, requester.certificate)
+        if keygen.asks_for_encryption(client_csr):
+            raise NotSupported("encrypted private-key delivery (RFC 7030 §4.4.2) is not supported; "
+                               "send the CSR without DecryptKeyIdentifier/AsymmetricDecryptKeyIdentifier")
+        key, csr = keygen.generate(client_csr, keygen.choose_key_type(client_csr, alias.serverkeygen_key_type))
+        request = self._request(EnrollRequest, "serverkeygen", alias, csr, requester, caller, client_csr)
+        result = self.backend(alias).enroll(request)
+        if isinstance(result, Pending):
+            return result
+        if _spki(result.certificate.public_key()) != _spki(key.public_key()):
+            # A repeat of a request that was already answered: the key went with that answer.
+            raise Forbidden("this serverkeygen request was already answered; send a new CSR")
+        return ServerGeneratedKey(key, result.certificate)
+
+    def _request(self, kind: type[R], operation: str, alias: AliasSettings,
+                 csr: x509.CertificateSigningRequest, requester: Requester, caller: Caller,
+                 client_csr: x509.CertificateSigningRequest) -> R:
+        return kind(csr=csr, alias=alias.name, target=alias.target, requester=requester,
+                    request_id=caller.request_id,
+                    retry_key=retry_key(operation, alias.name, requester, client_csr))
+
+    def _check_binding(self, alias: AliasSettings, csr: x509.CertificateSigningRequest, caller: Caller,
+                       verified: x509.Certificate | None) -> None:
+        if alias.challenge_password == "channel-binding":
+            channel_binding.check(csr, caller.tls, verified,
+                                  realm=alias.realm if alias.password is not None else None)
 
     # -- authentication ------------------------------------------------------------------
 
@@ -110,6 +165,13 @@ class ESTService:
     def _authenticate_enroll(self, alias: AliasSettings, caller: Caller) -> Requester:
         realm = alias.realm if alias.password is not None else None
         cert = None
+        if caller.certificate is not None and not alias.require_client_cert:
+            # Not needed to authenticate here, but a valid one identifies the caller (audit,
+            # and the RA exemption from channel binding).
+            try:
+                cert = self._verified(alias, caller.certificate)
+            except (UntrustedCertificate, Forbidden):
+                cert = None
         if alias.require_client_cert:
             if caller.certificate is None:
                 raise Unauthorized("this EST label requires a TLS client certificate", realm=realm)
@@ -136,6 +198,17 @@ class ESTService:
             return self._verified(alias, caller.certificate)
         except UntrustedCertificate as exc:
             raise Forbidden(str(exc)) from None
+
+
+def retry_key(operation: str, alias: str, requester: Requester,
+              csr: x509.CertificateSigningRequest) -> str:
+    """Same operation, alias, identity and CSR → same key (how a 202'd client is recognised)."""
+    identity = requester.username or ""
+    if requester.certificate is not None:
+        identity += "|" + requester.certificate.fingerprint(hashes.SHA256()).hex()
+    digest = hashlib.sha256(f"{operation}|{alias}|{identity}|".encode())
+    digest.update(csr.public_bytes(Encoding.DER))
+    return digest.hexdigest()
 
 
 def parse_csr_body(body: bytes) -> x509.CertificateSigningRequest:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,45 @@ EXTRA_ALIASES = """
 backend = "local"
 ca = "EST CA"
 require_client_cert = true
+username = "estuser"
+password_file = "secrets/est.password"
+
+# csrattrs as in the RFC 7030 §4.5.2 example, enforced; serverkeygen switched off.
+[aliases.attrs]
+backend = "local"
+ca = "EST CA"
+username = "estuser"
+password_file = "secrets/est.password"
+serverkeygen = false
+
+[aliases.attrs.csrattrs]
+attributes = ["challengePassword"]
+extension_requests = ["macAddress"]
+key_type = "ec-p384"
+signature_hash = "sha384"
+enforce = true
+
+# The CSR's challengePassword must carry this TLS session's channel binding.
+[aliases.bound]
+backend = "local"
+ca = "EST CA"
+username = "estuser"
+password_file = "secrets/est.password"
+challenge_password = "channel-binding"
+
+# A second built-in CA whose requests wait for the operator.
+[backends.approvals]
+type = "local"
+state_dir = "approvals-ca"
+approval = "manual"
+retry_after_s = 7
+
+[backends.approvals.cas."Approval CA"]
+key_type = "ec-p256"
+
+[aliases.manual]
+backend = "approvals"
+ca = "Approval CA"
 username = "estuser"
 password_file = "secrets/est.password"
 """
@@ -55,12 +95,14 @@ class Gateway:
         chain = x509.load_pem_x509_certificates((folder / "chain.pem").read_bytes())
         return authority.load_key(folder / "signing.key"), chain[0]
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        import sys
+    def cli(self, *args: str, backend: str = "local") -> subprocess.CompletedProcess[str]:
+        return local_ca_cli(self.instance.config, *args, backend=backend)
 
-        return subprocess.run([sys.executable, "-m", "est_gateway.cli", "local-ca", "--config",
-                               str(self.instance.config), *args], capture_output=True, text=True,
-                              timeout=60)
+
+def local_ca_cli(config: Path, *args: str, backend: str = "local") -> subprocess.CompletedProcess[str]:
+    """Run `est-gateway local-ca` as an operator would."""
+    return subprocess.run([sys.executable, "-m", "est_gateway.cli", "local-ca", "--config", str(config),
+                           "--backend", backend, *args], capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture(scope="session")

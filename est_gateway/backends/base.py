@@ -51,6 +51,9 @@ class EnrollRequest:
     target: CATarget
     requester: Requester
     request_id: str
+    #: identical for a repeated request (same operation, alias, identity and client CSR):
+    #: how a backend recognises the client polling after a 202 (RFC 7030 §4.2.3)
+    retry_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,12 @@ class CABackend(abc.ABC):
     def check_target(self, target: CATarget, path: str) -> list[str]:
         """Problems with an alias's CA/profile names, as ``"<key path>: <message>"``."""
         return []
+
+    def accepts_enrollment_code(self, target: CATarget) -> bool:
+        """Whether the CSR's challengePassword is an enrollment code this CA checks for
+        ``target`` (EJBCA client mode); aliases with ``challenge_password =
+        "enrollment-code"`` need it."""
+        return False
 
     def start(self) -> None:
         """Prepare for service (create a local CA, open pools). Called once, before forking."""

@@ -8,17 +8,21 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from est_gateway import csrattrs as csrattrs_mod
 from est_gateway.backends.base import CABackend
 from est_gateway.backends.registry import BackendRegistry
 from est_gateway.config.model import AliasSettings, CATarget, GatewayConfig, ServerSettings
 from est_gateway.config.reader import Problems, Section
+from est_gateway.csrattrs import CsrAttrsPolicy
 from est_gateway.errors import ConfigError
+from est_gateway.keys import KEY_TYPES
 from est_gateway.passwords import PasswordHash
 
 #: EST operation names; an alias may not be called like one (the path would be ambiguous).
 OPERATIONS = ("cacerts", "simpleenroll", "simplereenroll", "csrattrs", "serverkeygen", "fullcmc")
 ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HEADER_RE = re.compile(r"^[A-Za-z0-9-]+$")
+CHALLENGE_PASSWORD_MEANINGS = ("none", "channel-binding", "enrollment-code")
 
 
 def load_config(path: str | Path, *, registry: BackendRegistry | None = None) -> GatewayConfig:
@@ -50,6 +54,11 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = 
                 problems.add(f"aliases.{alias.name}.require_client_cert",
                              "client certificates cannot reach a plain-HTTP gateway without "
                              "server.trusted_proxies (the proxy that forwards them)")
+            if alias.challenge_password == "channel-binding":
+                problems.add(f"aliases.{alias.name}.challenge_password",
+                             "channel binding can only be checked where TLS terminates; this gateway "
+                             "serves plain HTTP behind a proxy (server.tls = false), so this alias "
+                             "cannot be served here")
     problems.raise_if_any()
     return GatewayConfig(server=server, backends=backends, aliases=aliases, source=source)
 
@@ -161,18 +170,45 @@ def _alias(name: str, sec: Section, backends: dict[str, CABackend]) -> AliasSett
                               "otherwise anyone could enroll")
     trusted = sec.path_value("trusted_client_cas_file", None, must_exist=True)
     cas = (trusted,) if trusted is not None else ()
+    csrattrs = _csrattrs(sec.table("csrattrs"))
+    challenge = sec.str("challenge_password", "none", choices=CHALLENGE_PASSWORD_MEANINGS)
+    keygen = sec.bool("serverkeygen", True)
+    keygen_type = sec.str("serverkeygen_key_type", "csr", choices=("csr", *KEY_TYPES))
     same_key = sec.bool("allow_same_key_renewal", True)
     sec.check_unknown()
     if backend is not None and isinstance(target.ca, str):
         for problem in backend.check_target(target, sec.path):
             sec.problems.items.append(problem)
+        if challenge == "enrollment-code" and not backend.accepts_enrollment_code(target):
+            sec.error("challenge_password", f'backend "{backend_name}" does not take enrollment codes '
+                                            "for this alias (EJBCA client mode does)")
     if len(sec.problems.items) != before:
         return None
     return AliasSettings(
         name=name, backend=backend_name, target=target, require_client_cert=require_cert,
         username=username, password=password, allow_same_key_renewal=same_key,
-        trusted_client_cas=cas,
+        trusted_client_cas=cas, csrattrs=csrattrs, challenge_password=challenge,
+        serverkeygen=keygen, serverkeygen_key_type=keygen_type,
     )
+
+
+def _csrattrs(sec: Section) -> CsrAttrsPolicy:
+    oids: dict[str, list[str]] = {}
+    for key in ("attributes", "extension_requests"):
+        oids[key] = []
+        for i, name in enumerate(sec.str_list(key, [])):
+            try:
+                oids[key].append(csrattrs_mod.resolve_oid(name))
+            except ValueError as exc:
+                sec.problems.add(f"{sec.key(key)}[{i}]", str(exc))
+    policy = CsrAttrsPolicy(
+        attributes=tuple(oids["attributes"]), extension_requests=tuple(oids["extension_requests"]),
+        key_type=sec.str("key_type", None, choices=KEY_TYPES),
+        signature_hash=sec.str("signature_hash", None, choices=csrattrs_mod.HASHES),
+        enforce=sec.bool("enforce", False),
+    )
+    sec.check_unknown()
+    return policy
 
 
 def _password(sec: Section) -> PasswordHash | None:

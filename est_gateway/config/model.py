@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from est_gateway.csrattrs import CsrAttrsPolicy
 from est_gateway.passwords import PasswordHash
 
 if TYPE_CHECKING:
@@ -57,6 +58,13 @@ class AliasSettings:
     password: PasswordHash | None
     allow_same_key_renewal: bool
     trusted_client_cas: tuple[Path, ...] = ()
+    csrattrs: CsrAttrsPolicy = field(default_factory=CsrAttrsPolicy)
+    #: what a CSR's challengePassword means: "none" (ignored), "channel-binding"
+    #: (RFC 7030 §3.5, required) or "enrollment-code" (passed to the CA, EJBCA client mode)
+    challenge_password: str = "none"
+    serverkeygen: bool = True
+    #: key type for serverkeygen: "csr" (follow the CSR's key) or a fixed type
+    serverkeygen_key_type: str = "csr"
 
     @property
     def realm(self) -> str:

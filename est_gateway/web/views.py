@@ -8,7 +8,7 @@ import uuid
 
 from flask import Blueprint, Response, current_app, request
 
-from est_gateway import wire
+from est_gateway import keygen, wire
 from est_gateway.backends.base import Issued, Pending
 from est_gateway.errors import (
     BadRequest,
@@ -24,8 +24,9 @@ from est_gateway.identity import (
     basic_credentials,
     client_address,
     presented_certificate,
+    tls_info,
 )
-from est_gateway.operations import Caller, ESTService
+from est_gateway.operations import Caller, ESTService, ServerGeneratedKey
 
 blueprint = Blueprint("est", __name__)
 audit = logging.getLogger("est_gateway.audit")
@@ -76,9 +77,16 @@ def est(rest: str) -> Response:
 def _dispatch(service: ESTService, alias: object, operation: str, request_id: str) -> Response:
     if operation == "cacerts":
         return _base64_response(service.cacerts(alias), wire.CT_PKCS7)  # type: ignore[arg-type]
-    if operation in ("simpleenroll", "simplereenroll"):
+    if operation == "csrattrs":
+        der = service.csrattrs(alias)  # type: ignore[arg-type]
+        if der is None:
+            return Response(b"", status=204)  # libest's provisioning flow expects 204, not 404
+        return _base64_response(der, wire.CT_CSRATTRS)
+    if operation in ("simpleenroll", "simplereenroll", "serverkeygen"):
         body = _pkcs10_body()
-        caller = _caller(service, request_id, read_basic=operation == "simpleenroll")
+        caller = _caller(service, request_id, read_basic=operation != "simplereenroll")
+        if operation == "serverkeygen":
+            return _keygen_response(service.serverkeygen(alias, body, caller))  # type: ignore[arg-type]
         handler = service.simpleenroll if operation == "simpleenroll" else service.simplereenroll
         return _issued_response(handler(alias, body, caller))  # type: ignore[arg-type]
     raise NotSupported(f"{operation} is not supported for this EST label")
@@ -115,6 +123,7 @@ def _caller(service: ESTService, request_id: str, *, read_basic: bool) -> Caller
         certificate=presented_certificate(request.environ, service.config.server),
         address=client_address(request.environ, service.config.server),
         request_id=request_id,
+        tls=tls_info(request.environ),
     )
 
 
@@ -124,10 +133,22 @@ def _base64_response(der: bytes, content_type: str) -> Response:
     return response
 
 
+def _pending_response(result: Pending) -> Response:
+    """RFC 7030 §4.2.3: 202 with Retry-After in seconds and no body."""
+    response = Response(b"", status=202)
+    response.headers["Retry-After"] = str(int(result.retry_after))
+    response.headers.remove("Content-Type")
+    return response
+
+
 def _issued_response(result: Issued | Pending) -> Response:
     if isinstance(result, Pending):
-        response = Response(b"", status=202)
-        response.headers["Retry-After"] = str(int(result.retry_after))
-        response.headers.remove("Content-Type")
-        return response
+        return _pending_response(result)
     return _base64_response(wire.certs_only([result.certificate]), wire.CT_CERTS_ONLY)
+
+
+def _keygen_response(result: ServerGeneratedKey | Pending) -> Response:
+    if isinstance(result, Pending):
+        return _pending_response(result)
+    body, content_type = keygen.multipart(result.key, result.certificate)
+    return Response(body, status=200, content_type=content_type)

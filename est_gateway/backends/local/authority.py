@@ -9,15 +9,17 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-Clock = Callable[[], dt.datetime]
+from est_gateway.keys import KEY_TYPES as KEY_TYPES  # re-exported for callers of this module
+from est_gateway.keys import PrivateKey as PrivateKey
+from est_gateway.keys import new_key as new_key
+from est_gateway.keys import signature_hash as signature_hash
 
-KEY_TYPES = ("rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384")
+Clock = Callable[[], dt.datetime]
 
 KEY_USAGES = ("digitalSignature", "nonRepudiation", "keyEncipherment", "dataEncipherment",
               "keyAgreement")
@@ -34,21 +36,6 @@ BACKDATE = dt.timedelta(minutes=5)
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def new_key(key_type: str) -> PrivateKey:
-    """A fresh private key of one of :data:`KEY_TYPES`."""
-    if key_type.startswith("rsa-"):
-        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
-    curve = {"ec-p256": ec.SECP256R1(), "ec-p384": ec.SECP384R1()}[key_type]
-    return ec.generate_private_key(curve)
-
-
-def signature_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384:
-    """SHA-384 for P-384 keys, SHA-256 otherwise."""
-    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
-        return hashes.SHA384()
-    return hashes.SHA256()
 
 
 def random_serial() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import re
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from est_gateway.backends.base import (
     CABackend,
@@ -39,7 +41,7 @@ from est_gateway.backends.local.store import (
 )
 from est_gateway.config.model import CATarget
 from est_gateway.config.reader import Section
-from est_gateway.errors import BadRequest, ESTError
+from est_gateway.errors import BadRequest, ESTError, Forbidden
 
 _SAN_KIND: dict[type, str] = {x509.DNSName: "dns", x509.IPAddress: "ip", x509.RFC822Name: "email",
              x509.UniformResourceIdentifier: "uri"}
@@ -143,10 +145,41 @@ class LocalCABackend(CABackend):
         return list(self._ca(target.ca).chain)
 
     def enroll(self, request: EnrollRequest) -> Issued | Pending:
-        return self.issue(request)
+        return self._approved_or_queued(request)
 
     def reenroll(self, request: ReenrollRequest) -> Issued | Pending:
-        return self.issue(request)
+        return self._approved_or_queued(request)
+
+    def _approved_or_queued(self, request: EnrollRequest) -> Issued | Pending:
+        """With approval = "manual", a request waits for the operator (RFC 7030 §4.2.3); the
+        client's repeat of the same request finds the decision."""
+        if self.options.approval == "auto":
+            return self.issue(request)
+        # Profile violations are refused at once rather than queued for a human.
+        self._check_profiles(request)
+        retry = self.options.retry_after_s
+        queued = self.store.pending_lookup(request.retry_key)
+        if queued is None:
+            queued = self.store.pending_add(
+                secrets.token_hex(8), request.retry_key, alias=request.alias,
+                subject=request.csr.subject.rfc4514_string(), requester=request.requester.describe(),
+                csr=request.csr.public_bytes(Encoding.DER), at=self.clock())
+        if queued.status == "rejected":
+            raise Forbidden(f"request {queued.id} was rejected by the CA operator"
+                            + (f": {queued.reason}" if queued.reason else ""))
+        if queued.status == "issued" and queued.serial:
+            record = self.store.get(queued.serial)
+            if record is not None:
+                return Issued(record.certificate(), tuple(self._ca(request.target.ca).chain))
+        if queued.status == "approved" and self.store.pending_claim(queued.id):
+            try:
+                issued = self.issue(request)
+            except BaseException:
+                self.store.pending_finish(queued.id, None)
+                raise
+            self.store.pending_finish(queued.id, serial_hex(issued.certificate.serial_number))
+            return issued
+        return Pending(retry_after=retry, reference=queued.id)
 
     def revocation_status(self, certificate: x509.Certificate, target: CATarget) -> RevocationStatus:
         record = self.store.get(serial_hex(certificate.serial_number))
@@ -162,12 +195,8 @@ class LocalCABackend(CABackend):
         target = request.target
         ca = self._ca(target.ca)
         cert_profile = self.options.certificate_profiles[target.certificate_profile]
-        ee_profile = self.options.end_entity_profiles[target.end_entity_profile]
         csr = request.csr
-        check_subject(csr.subject, ee_profile)
-        sans = allowed_sans(csr, cert_profile)
-        if len(csr.subject) == 0 and not sans:
-            raise BadRequest("CSR has neither a subject nor a subjectAltName")
+        sans = self._check_profiles(request)
         now = self.clock()
         not_after = min(now + dt.timedelta(days=cert_profile.validity_days), ca.certificate.not_valid_after_utc)
         for _attempt in range(5):
@@ -187,6 +216,15 @@ class LocalCABackend(CABackend):
                 continue
             return Issued(cert, tuple(ca.chain))
         raise ESTError("could not allocate a unique serial number")
+
+    def _check_profiles(self, request: EnrollRequest) -> list[x509.GeneralName]:
+        """Refuse (400) a CSR its profiles do not allow; return the SANs to copy."""
+        target, csr = request.target, request.csr
+        check_subject(csr.subject, self.options.end_entity_profiles[target.end_entity_profile])
+        sans = allowed_sans(csr, self.options.certificate_profiles[target.certificate_profile])
+        if len(csr.subject) == 0 and not sans:
+            raise BadRequest("CSR has neither a subject nor a subjectAltName")
+        return sans
 
 
 def check_subject(subject: x509.Name, profile: EndEntityProfile) -> None:

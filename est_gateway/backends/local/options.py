@@ -51,6 +51,9 @@ class LocalOptions:
     cas: dict[str, CASettings]
     certificate_profiles: dict[str, CertificateProfile] = field(default_factory=dict)
     end_entity_profiles: dict[str, EndEntityProfile] = field(default_factory=dict)
+    #: "auto" issues at once; "manual" queues every request for the operator (202 + Retry-After)
+    approval: str = "auto"
+    retry_after_s: int = 60
 
 
 def parse_options(sec: Section) -> LocalOptions:
@@ -64,7 +67,9 @@ def parse_options(sec: Section) -> LocalOptions:
     cps.setdefault("default", CertificateProfile())
     eeps.setdefault("default", EndEntityProfile())
     return LocalOptions(state_dir=state_dir or Path("."), cas=cas,
-                        certificate_profiles=cps, end_entity_profiles=eeps)
+                        certificate_profiles=cps, end_entity_profiles=eeps,
+                        approval=sec.str("approval", "auto", choices=("auto", "manual")),
+                        retry_after_s=sec.int("retry_after_s", 60, minimum=1, maximum=172800))
 
 
 def _ca(name: str, sec: Section) -> CASettings:

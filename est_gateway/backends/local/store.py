@@ -41,6 +41,19 @@ CREATE TABLE IF NOT EXISTS certificates (
     der               BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS certificates_subject ON certificates(subject);
+CREATE TABLE IF NOT EXISTS pending (
+    id          TEXT PRIMARY KEY,
+    retry_key   TEXT NOT NULL UNIQUE,              -- same CSR + same identity + same operation
+    alias       TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    requester   TEXT NOT NULL,
+    csr         BLOB NOT NULL,
+    created_at  TEXT NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'pending',   -- pending, approved, rejected, issuing, issued
+    decided_at  TEXT,
+    reason      TEXT,
+    serial      TEXT
+);
 """
 
 
@@ -120,7 +133,7 @@ class CertificateStore:
             found = cur.fetchone()
         return _record(found) if found else None
 
-    def list(self, *, limit: int = 1000, status: str | None = None) -> list[Record]:
+    def records(self, *, limit: int = 1000, status: str | None = None) -> list[Record]:
         query = f"SELECT {_COLUMNS} FROM certificates"
         args: tuple[object, ...] = ()
         if status:
@@ -156,6 +169,83 @@ class CertificateStore:
         record = self.get(key)
         assert record is not None
         return record
+
+
+    # -- approval queue (approval = "manual") ----------------------------------------------
+
+    def pending_lookup(self, retry_key: str) -> PendingRecord | None:
+        with self._connect() as conn:
+            row = conn.execute(f"SELECT {_PENDING_COLUMNS} FROM pending WHERE retry_key = ?",
+                               (retry_key,)).fetchone()
+        return PendingRecord(*row) if row else None
+
+    def pending_add(self, record_id: str, retry_key: str, *, alias: str, subject: str, requester: str,
+                    csr: bytes, at: dt.datetime) -> PendingRecord:
+        """Queue a request; if the same request is already queued, return that one."""
+        with self._connect() as conn:
+            conn.execute("INSERT OR IGNORE INTO pending (id, retry_key, alias, subject, requester, csr,"
+                         " created_at) VALUES (?,?,?,?,?,?,?)",
+                         (record_id, retry_key, alias, subject, requester, csr, at.isoformat()))
+        found = self.pending_lookup(retry_key)
+        assert found is not None
+        return found
+
+    def pending_list(self, *, status: str | None = "pending") -> list[PendingRecord]:
+        query = f"SELECT {_PENDING_COLUMNS} FROM pending"
+        args: tuple[str, ...] = ()
+        if status:
+            query, args = query + " WHERE status = ?", (status,)
+        with self._connect() as conn:
+            return [PendingRecord(*r) for r in conn.execute(query + " ORDER BY created_at", args)]
+
+    def pending_decide(self, record_id: str, decision: str, at: dt.datetime, reason: str | None = None
+                       ) -> PendingRecord:
+        """Approve or reject a pending request; raises LookupError / ValueError with a reason."""
+        with self._connect() as conn:
+            cur = conn.execute("UPDATE pending SET status=?, decided_at=?, reason=? WHERE id=? AND status='pending'",
+                               (decision, at.isoformat(), reason, record_id))
+            if cur.rowcount == 0:
+                row = conn.execute("SELECT status FROM pending WHERE id=?", (record_id,)).fetchone()
+                if row is None:
+                    raise LookupError(f"no pending request {record_id}")
+                raise ValueError(f"request {record_id} is already {row[0]}")
+            row = conn.execute(f"SELECT {_PENDING_COLUMNS} FROM pending WHERE id=?", (record_id,)).fetchone()
+        return PendingRecord(*row)
+
+    def pending_claim(self, record_id: str) -> bool:
+        """Move an approved request to 'issuing'; only one concurrent poll wins."""
+        with self._connect() as conn:
+            cur = conn.execute("UPDATE pending SET status='issuing' WHERE id=? AND status='approved'",
+                               (record_id,))
+            return cur.rowcount == 1
+
+    def pending_finish(self, record_id: str, serial: str | None) -> None:
+        """Record the issued serial, or (None) hand the request back to 'approved'."""
+        with self._connect() as conn:
+            if serial is None:
+                conn.execute("UPDATE pending SET status='approved' WHERE id=? AND status='issuing'", (record_id,))
+            else:
+                conn.execute("UPDATE pending SET status='issued', serial=? WHERE id=?", (serial, record_id))
+
+
+_PENDING_COLUMNS = "id, retry_key, alias, subject, requester, csr, created_at, status, decided_at, reason, serial"
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    """A request waiting for (or decided by) the operator."""
+
+    id: str
+    retry_key: str
+    alias: str
+    subject: str
+    requester: str
+    csr: bytes
+    created_at: str
+    status: str
+    decided_at: str | None
+    reason: str | None
+    serial: str | None
 
 
 _COLUMNS = ("serial, issuer, subject, sans, not_before, not_after, ca, alias, certificate_profile,"
