@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                            "config": str(gw.process.config)}
         data["ceiling"] = measure_ceiling(args, gw, bench, ids)
         log(report.ceiling_table(data["ceiling"]))
+        data["durability"] = scale.commit_costs(tmp / "commit-cost")
+        log(f"durability floor: {data['durability']}")
         data["keep_alive_probe"] = probe_keep_alive(
             scenario_target(gw, "cacerts", pools=bench.pools, identities=ids, keep_alive=True))
         log(f"keep-alive probe: {data['keep_alive_probe']}")
@@ -172,6 +174,10 @@ def load_runs(args: argparse.Namespace, bench: Bench, gw: Gateway, ids: list[Any
                 ceiling = data["ceiling"]["ceilings"][scenario]["keepalive" if keep_alive else "new"]
                 r["ceiling"] = ceiling
                 r["ratio"] = r["throughput"] / ceiling if ceiling else None
+                # Load-independent view: the share of the server's CPU that is the unavoidable crypto.
+                crypto_ms = data["ceiling"]["ceilings"][scenario]["crypto_ms_keepalive" if keep_alive_ok and keep_alive
+                                                                  else "crypto_ms_new"]
+                r["cpu_efficiency"] = crypto_ms / r["server_cpu_ms_per_req"] if r["server_cpu_ms_per_req"] else None
                 with_pw = data["ceiling"]["ceilings"][scenario].get("new_with_password_hash")
                 r["ratio_incl_password_hash"] = r["throughput"] / with_pw if with_pw and not keep_alive else None
                 if keep_alive and not keep_alive_ok:

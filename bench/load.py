@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import os
 import socket
 import ssl
 import statistics
@@ -104,6 +105,8 @@ class RunResult:
     server_cpu_ms_per_req: float
     client_cpu_ms_per_req: float
     peak_rss_mib: float
+    #: share of all cores busy with processes other than this gateway and this load generator
+    foreign_load: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
     ceiling: float | None = None
     ratio: float | None = None
@@ -192,6 +195,8 @@ def run_load(target: Target, *, scenario: str, clients: int, keep_alive: bool, d
         server_cpu_ms_per_req=(after.cpu_s - before.cpu_s) * 1000 / n if n else 0.0,
         client_cpu_ms_per_req=(c1 - c0) * 1000 / n if n else 0.0,
         peak_rss_mib=max(after.peak_rss_mib.values(), default=0.0),
+        foreign_load=max(0.0, (after.machine_busy_s - before.machine_busy_s) - (after.cpu_s - before.cpu_s)
+                         - (c1 - c0)) / (span * (os.cpu_count() or 1)) if span else 0.0,
         statuses=statuses,
     )
 

@@ -39,10 +39,18 @@ def status_kib(pid: int, key: str) -> int:
     return 0
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot (/proc/stat), to see foreign load."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+
 @dataclass
 class TreeSnapshot:
     cpu_s: float
     peak_rss_mib: dict[int, float]  # worker pid -> VmHWM
+    machine_busy_s: float = 0.0
 
 
 class ProcessTree:
@@ -60,4 +68,4 @@ class ProcessTree:
         for pid in pids:
             self.seen[pid] = cpu_seconds(pid) or self.seen.get(pid, 0.0)
         peak = {pid: status_kib(pid, "VmHWM") / 1024 for pid in pids[1:]}
-        return TreeSnapshot(sum(self.seen.values()), peak)
+        return TreeSnapshot(sum(self.seen.values()), peak, machine_busy_seconds())

@@ -10,7 +10,7 @@ COLUMNS = [("scenario", "{}"), ("mode", "{}"), ("N", "{}"), ("req/s", "{:.1f}"),
            ("p99 ms", "{:.1f}"), ("p99/p50", "{:.1f}"), ("srv CPU ms/req", "{:.2f}"),
            ("client CPU ms/req", "{:.2f}"), ("handshakes/req", "{:.2f}"), ("peak RSS MiB/worker", "{:.1f}"),
            ("ceiling/s", "{}"), ("ratio", "{}"),
-           ("ratio incl. scrypt", "{}"), ("errors", "{}")]
+           ("ratio incl. scrypt", "{}"), ("crypto/CPU", "{}"), ("errors", "{}"), ("foreign load", "{:.0%}")]
 
 
 def row(r: dict[str, Any]) -> list[str]:
@@ -18,10 +18,12 @@ def row(r: dict[str, Any]) -> list[str]:
     ceiling = "n/a" if r["ceiling"] is None else f"{r['ceiling']:.0f}"
     with_pw = r.get("ratio_incl_password_hash")
     ratio_pw = "n/a" if with_pw is None else f"{with_pw * 100:.0f}%"
+    eff = r.get("cpu_efficiency")
+    efficiency = "n/a" if eff is None else f"{eff * 100:.0f}%"
     values = [r["scenario"], r["mode"], r["clients"], r["throughput"], r["p50_ms"], r["p99_ms"],
               r["p99_ms"] / r["p50_ms"] if r["p50_ms"] else 0.0, r["server_cpu_ms_per_req"],
               r["client_cpu_ms_per_req"], r["handshakes_per_request"], r["peak_rss_mib"], ceiling, ratio,
-              ratio_pw, r["errors"]]
+              ratio_pw, efficiency, r["errors"], r.get("foreign_load", 0.0)]
     return [fmt.format(v) for (_, fmt), v in zip(COLUMNS, values, strict=True)]
 
 

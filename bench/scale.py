@@ -84,6 +84,40 @@ def fill(state_dir: Path, records: int, *, issuer: str, batch: int = 50_000, rev
             "db_mib": size / 2**20, "sample_serials": serials}
 
 
+def commit_costs(folder: Path, *, rounds: int = 60) -> dict[str, float]:
+    """The durability floor on this disk: one record committed through the gateway's store
+    (connection per call, WAL, synchronous=FULL), and the bare insert+commit on one connection."""
+    folder.mkdir(parents=True, exist_ok=True)
+    store = CertificateStore(folder / STORE_NAME)
+    store.initialise()
+    from cryptography import x509
+
+    cert = x509.load_der_x509_certificate(sample_certificates(1)[0])
+    now = dt.datetime.now(dt.UTC)
+    times = []
+    for i in range(rounds):
+        t = time.perf_counter()
+        try:
+            store.add(cert, ca="EST CA", alias="est", certificate_profile="default", requester="bench",
+                      request_id=str(i), issued_at=now)
+        except Exception:  # DuplicateSerial after the first: the commit path is what is timed
+            pass
+        times.append(time.perf_counter() - t)
+    conn = sqlite3.connect(folder / "bare.sqlite3", isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v BLOB)")
+        bare = []
+        for i in range(rounds):
+            t = time.perf_counter()
+            conn.execute("INSERT INTO t VALUES (?, ?)", (str(i), b"x" * 900))
+            bare.append(time.perf_counter() - t)
+    finally:
+        conn.close()
+    return {"store_add_ms": statistics.median(times) * 1000, "bare_commit_ms": statistics.median(bare) * 1000}
+
+
 def lookup_costs(db: Path, serials: list[str], *, rounds: int = 2000) -> dict[str, Any]:
     """Revocation lookup by serial: through the gateway's store (a connection per call, as in
     a request) and as the bare indexed query on one open connection."""
