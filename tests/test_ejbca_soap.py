@@ -124,7 +124,7 @@ def test_waiting_for_approval_is_pending(backend: Any, ca: StandinEjbca) -> None
     ca.approval = True
     responses.add_callback(responses.POST, URL, callback=answer_with(ca))
     outcome = backend.enroll(request_for(make_csr(p256_key())))
-    assert outcome == Pending(retry_after=300, reference="approval request 4711")
+    assert outcome == Pending(retry_after=300, reference="approval request 1000")
 
 
 @pytest.mark.parametrize(("bean", "code", "error", "detail"), [

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from est_gateway.backends.base import EnrollRequest, Issued, Pending, RevocationStatus
 from est_gateway.config.model import CATarget
 from est_gateway.config.reader import Section
-from est_gateway.errors import UpstreamError
+from est_gateway.errors import UpstreamError, UpstreamUnavailable
 from plugins.ejbca_rest.faults import interpret
 from plugins.upstream.alias import AliasUpstream
 from plugins.upstream.ejbca import (
@@ -28,8 +28,8 @@ from plugins.upstream.ejbca import (
     EjbcaOptions,
     Meaning,
     ca_missing,
+    clip,
     enrollment_refused,
-    new_password,
     not_registered,
     unknown_ca_or_profile,
 )
@@ -37,6 +37,7 @@ from plugins.upstream.ejbca import (
 ENROLL = "/v1/certificate/pkcs10enroll"
 CERTIFICATE_REQUEST = "/v1/certificate/certificaterequest"
 CA_LIST = "/v1/ca"
+STATUS = "/v1/certificate/status"
 CACERTS_SOURCES = ("download", "enrollment")
 
 
@@ -65,7 +66,7 @@ class EjbcaRestBackend(EjbcaBackend):
 
     # -- issuing --------------------------------------------------------------------------
 
-    def issue(self, request: EnrollRequest, username: str) -> Issued | Pending:
+    def submit(self, request: EnrollRequest, username: str, password: str) -> Issued | Pending:
         """``POST /v1/certificate/pkcs10enroll``: creates or edits the end entity, then issues."""
         target = request.target
         body = {
@@ -74,29 +75,42 @@ class EjbcaRestBackend(EjbcaBackend):
             "end_entity_profile_name": target.end_entity_profile,
             "certificate_authority_name": target.ca,
             "username": username,
-            "password": new_password(),
+            "password": password,
             "include_chain": True,
         }
         meaning = Meaning(not_found=unknown_ca_or_profile, pending_allowed=True)
         return self._issued(request, self._call("POST", ENROLL, meaning, idempotent=False, json=body))
 
+    def collect(self, request: EnrollRequest, username: str, password: str) -> Issued | None:
+        """``certificaterequest`` for the end entity an approved request created."""
+        meaning = Meaning(not_found=None, login_refused_is_none=True)
+        data = self._certificate_request(request, username, password, meaning)
+        return None if data is None else self._certificate(request, data)
+
     def issue_registered(self, request: EnrollRequest, username: str, code: str) -> Issued | Pending:
         """``POST /v1/certificate/certificaterequest`` for a pre-registered end entity."""
+        meaning = Meaning(not_found=not_registered, refused=enrollment_refused, pending_allowed=True)
+        return self._issued(request, self._certificate_request(request, username, code, meaning))
+
+    def _certificate_request(self, request: EnrollRequest, username: str, password: str,
+                             meaning: Meaning) -> Any:
         body = {
             "certificate_request": _csr_pem(request),
             "certificate_request_type": "PKCS10",
             "username": username,
-            "password": code,
+            "password": password,
             "include_chain": True,
             "certificate_authority_name": request.target.ca,
         }
-        meaning = Meaning(not_found=not_registered, refused=enrollment_refused, pending_allowed=True)
-        return self._issued(request, self._call("POST", CERTIFICATE_REQUEST, meaning,
-                                                idempotent=False, json=body))
+        return self._call("POST", CERTIFICATE_REQUEST, meaning, idempotent=False, json=body)
 
     def _issued(self, request: EnrollRequest, data: dict[str, Any] | Pending) -> Issued | Pending:
         if isinstance(data, Pending):
             return data
+        return self._certificate(request, data)
+
+    def _certificate(self, request: EnrollRequest, data: dict[str, Any]) -> Issued:
+        """A ``CertificateRestResponse``/``CertificateEnrollmentRestResponse`` → :class:`Issued`."""
         certificate = _der_certificate(data.get("certificate"))
         chain = data.get("certificate_chain") or []
         if not isinstance(chain, list):
@@ -145,8 +159,15 @@ class EjbcaRestBackend(EjbcaBackend):
         raise UpstreamError(f'the upstream CA lists no CA named "{ca_name}"')
 
     def health(self) -> None:
-        """``GET /v1/certificate/status``."""
-        self._call("GET", "/v1/certificate/status", Meaning(not_found=ca_missing), idempotent=True)
+        """``GET /v1/certificate/status`` over the mutual-TLS session: reachable, TLS trusted
+        both ways, REST protocol enabled; ``{"status": "OK", ...}`` or an ``ESTError``."""
+        data = self._call("GET", STATUS, Meaning(not_found=_no_rest_api), idempotent=True)
+        if data.get("status") != "OK":
+            raise UpstreamUnavailable(f"the upstream CA reports status {clip(data.get('status'), 40)!r}")
+
+
+def _no_rest_api(reason: str) -> UpstreamError:
+    return UpstreamError(f"the upstream CA does not offer the REST certificate API: {reason}")
 
 
 def _csr_pem(request: EnrollRequest) -> str:

@@ -11,18 +11,27 @@ validation failures, 503 for an offline CA or crypto token, 500 for anything els
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import requests
 
 from est_gateway.backends.base import Pending
 from est_gateway.errors import BadRequest, UpstreamError, UpstreamUnavailable
-from plugins.upstream.ejbca import Meaning, clip, credentials_refused
+from plugins.upstream.ejbca import ApprovalAlreadyExists, Meaning, clip, credentials_refused
 
 if TYPE_CHECKING:
     from plugins.ejbca_rest.backend import EjbcaRestBackend
 
 log = logging.getLogger(__name__)
+
+#: ``ApprovalException`` with ``APPROVAL_ALREADY_EXISTS`` (HTTP 400): EJBCA's message is
+#: "Approval request with id <approvalId> already exists" (intresources
+#: ``approval.alreadyexists``); the REST body carries no EJBCA error code, only the text
+APPROVAL_EXISTS = re.compile(r"approval.*already exists|APPROVAL_ALREADY_EXISTS", re.IGNORECASE)
+#: a 404 from the servlet container's router, not from EJBCA: the URL is wrong or the
+#: REST protocol is not deployed (``{"error_code":404,"error_message":"RESTEASY003210: ..."}``)
+ROUTING_404 = re.compile(r"^RESTEASY\d+")
 
 
 def interpret(response: requests.Response, backend: EjbcaRestBackend, meaning: Meaning, *,
@@ -35,14 +44,24 @@ def interpret(response: requests.Response, backend: EjbcaRestBackend, meaning: M
         info = _json_or_empty(response)
         return Pending(retry_after=backend.options.pending_retry_after_s,
                        reference=clip(info.get("info_message") or info.get("link") or "", 120))
-    reason = clip(_json_or_empty(response).get("error_message") or "")
+    error = _json_or_empty(response)
+    reason = clip(error.get("error_message") or "")
+    if status in (400, 409) and meaning.pending_allowed and APPROVAL_EXISTS.search(reason):
+        raise ApprovalAlreadyExists(reason)
     if status in (400, 409, 413, 422):
         raise BadRequest(f"the CA refused the request: {reason or f'HTTP {status}'}")
     if status == 404:
+        if "error_message" not in error or ROUTING_404.match(reason):
+            log.error("backend %s: %s answered HTTP 404 (%s): check url (EJBCA's REST base is "
+                      "/ejbca/ejbca-rest-api) and that the REST protocol is enabled", backend.name,
+                      backend.upstream.url, reason or "not an EJBCA error body")
+            raise UpstreamError("the upstream CA does not offer this REST resource (HTTP 404)")
         if meaning.not_found is None:
             return None
         raise meaning.not_found(reason)
     if status in (401, 403):
+        if meaning.login_refused_is_none and status == 403:
+            return None  # AuthLoginException/AuthStatusException: not this end entity's password
         if meaning.refused is not None:
             log.warning("backend %s: EJBCA answered %s (%s); if every request fails so, check the "
                         "gateway's own credentials", backend.name, status, reason)

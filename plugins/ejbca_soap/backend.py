@@ -34,7 +34,6 @@ from plugins.upstream.ejbca import (
     Meaning,
     ca_missing,
     enrollment_refused,
-    new_password,
     not_registered,
     unknown_ca_or_profile,
 )
@@ -133,28 +132,35 @@ class EjbcaSoapBackend(EjbcaBackend):
 
     # -- issuing --------------------------------------------------------------------------
 
-    def issue(self, request: EnrollRequest, username: str) -> Issued | Pending:
+    def submit(self, request: EnrollRequest, username: str, password: str) -> Issued | Pending:
         """``editUser`` (add or overwrite, status NEW) then ``pkcs10Request``."""
-        password = new_password()
         edited = self._call("editUser", self._user(request, username, password),
                             meaning=Meaning(not_found=unknown_ca_or_profile, pending_allowed=True))
         if isinstance(edited, Pending):
             return edited
-        return self._pkcs10(request, username, password,
-                            Meaning(not_found=unknown_ca_or_profile, pending_allowed=True))
+        return _answered(self._pkcs10(request, username, password,
+                                      Meaning(not_found=unknown_ca_or_profile, pending_allowed=True)))
+
+    def collect(self, request: EnrollRequest, username: str, password: str) -> Issued | None:
+        """``pkcs10Request`` for the end entity an approved ``editUser`` created."""
+        issued = self._pkcs10(request, username, password,
+                              Meaning(not_found=None, login_refused_is_none=True))
+        if isinstance(issued, Pending):  # not allowed by the meaning; never returned
+            raise UpstreamError("the upstream CA answered pkcs10Request with an approval")
+        return issued
 
     def issue_registered(self, request: EnrollRequest, username: str, code: str) -> Issued | Pending:
         """``pkcs10Request`` for an end entity registered in status NEW with ``code``."""
-        return self._pkcs10(request, username, code,
-                            Meaning(not_found=not_registered, refused=enrollment_refused,
-                                    pending_allowed=True))
+        return _answered(self._pkcs10(request, username, code,
+                                      Meaning(not_found=not_registered, refused=enrollment_refused,
+                                              pending_allowed=True)))
 
     def _pkcs10(self, request: EnrollRequest, username: str, password: str,
-                meaning: Meaning) -> Issued | Pending:
+                meaning: Meaning) -> Issued | Pending | None:
         csr_b64 = base64.b64encode(request.csr.public_bytes(Encoding.DER)).decode("ascii")
         response = self._call("pkcs10Request", username, password, csr_b64, None, "CERTIFICATE",
                               meaning=meaning)
-        if isinstance(response, Pending):
+        if response is None or isinstance(response, Pending):
             return response
         certificate = _double_base64_certificate(getattr(response, "data", None))
         try:
@@ -190,8 +196,19 @@ class EjbcaSoapBackend(EjbcaBackend):
         return [_double_base64_certificate(getattr(c, "certificateData", None)) for c in found]
 
     def health(self) -> None:
-        """``getEjbcaVersion``."""
-        self._call("getEjbcaVersion", meaning=Meaning(not_found=ca_missing), idempotent=True)
+        """``getEjbcaVersion`` over the mutual-TLS session: reachable, TLS trusted both ways,
+        EjbcaWS enabled and answering SOAP; a version string or an ``ESTError``."""
+        version = self._call("getEjbcaVersion", meaning=Meaning(not_found=ca_missing), idempotent=True)
+        if not isinstance(version, str) or not version.strip():
+            raise UpstreamError("the upstream CA answered getEjbcaVersion without a version")
+
+
+def _answered(result: Issued | Pending | None) -> Issued | Pending:
+    """``None`` only comes from a meaning that allows "not found"; callers that do not allow
+    it never see one, but the type says so."""
+    if result is None:
+        raise UpstreamError("the upstream CA answered pkcs10Request without a certificate")
+    return result
 
 
 def subject_alt_name(csr: x509.CertificateSigningRequest) -> str | None:

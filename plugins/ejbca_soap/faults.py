@@ -19,7 +19,7 @@ from zeep.exceptions import Fault, TransportError
 
 from est_gateway.backends.base import Pending
 from est_gateway.errors import BadRequest, Forbidden, UpstreamError, UpstreamUnavailable
-from plugins.upstream.ejbca import Meaning, clip, credentials_refused
+from plugins.upstream.ejbca import ApprovalAlreadyExists, Meaning, clip, credentials_refused
 
 if TYPE_CHECKING:
     from plugins.ejbca_soap.backend import EjbcaSoapBackend
@@ -77,7 +77,11 @@ def _fault(backend: EjbcaSoapBackend, fault: Fault, meaning: Meaning) -> Any:
             return None
         raise meaning.not_found(reason)
     if code in LOGIN_CODES:
+        if meaning.login_refused_is_none:
+            return None
         raise (meaning.refused or Forbidden)(reason)
+    if code == "APPROVAL_ALREADY_EXISTS" and meaning.pending_allowed:
+        raise ApprovalAlreadyExists(reason)
     if kind in ("UserDoesntFullfillEndEntityProfile", "ApprovalException", "WaitingForApprovalException"):
         raise BadRequest(f"the CA refused the request: {reason}")
     if kind in ("EjbcaException", "CesecoreException") and code != "INTERNAL_ERROR":

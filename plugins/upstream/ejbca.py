@@ -8,10 +8,13 @@ Subclasses implement the four CA calls (:meth:`EjbcaBackend.issue`,
 from __future__ import annotations
 
 import abc
+import base64
+import hashlib
+import hmac
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,8 @@ class Meaning:
     not_found: Callable[[str], ESTError] | None
     refused: Callable[[str], ESTError] | None = None
     pending_allowed: bool = False
+    #: a refused login (wrong password, end entity not NEW) is a normal answer (``None``)
+    login_refused_is_none: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,11 +69,32 @@ class EjbcaOptions:
     base_dir: Path
     cacerts_cache_s: float = 300.0
     pending_retry_after_s: int = 300
+    #: ``approval_secret_file``/``_env``: makes end-entity passwords derivable (see
+    #: :func:`derived_password`), so a client polling after a 202 is recognised by EJBCA
+    approval_secret: bytes | None = field(default=None, repr=False)
+
+
+#: shortest accepted ``approval_secret`` (characters): it is the key of every derived password
+MIN_SECRET_CHARS = 32
 
 
 def new_password() -> str:
     """A fresh one-time end-entity password (never logged, never reused)."""
     return secrets.token_urlsafe(24)
+
+
+def derived_password(secret: bytes, retry_key: str) -> str:
+    """The end-entity password for one EST request: HMAC-SHA256(secret, retry_key).
+
+    The core gives a client's repeat of the same request (operation, alias, identity,
+    CSR) the same ``retry_key``, so every replica sharing the secret computes the same
+    password, across restarts, without storing anything; without the secret nobody can.
+    """
+    mac = hmac.new(secret, b"est-gateway/ejbca-end-entity-password/v1|" + retry_key.encode(),
+                   hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()).decode("ascii").rstrip("=")
+
+
 
 
 def enrollment_code(csr: x509.CertificateSigningRequest) -> str:
@@ -117,6 +143,27 @@ def ca_missing(reason: str) -> UpstreamError:
     return UpstreamError(f"the upstream CA does not know the configured CA: {reason}")
 
 
+def _approval_secret(options: Section) -> bytes | None:
+    secret = options.secret("approval_secret", required=False)
+    if secret is None:
+        return None
+    if len(secret) < MIN_SECRET_CHARS:
+        key = "approval_secret_file" if options.has("approval_secret_file") else "approval_secret_env"
+        options.error(key, f"must be at least {MIN_SECRET_CHARS} characters (e.g. the output of "
+                           "`openssl rand -base64 48`)")
+        return None
+    return secret.encode("utf-8")
+
+
+class ApprovalAlreadyExists(Exception):
+    """EJBCA refused to open a second approval request for the same action on an end
+    entity (``ApprovalException``, ``APPROVAL_ALREADY_EXISTS``): one is still open."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class EjbcaBackend(CABackend):
     """The EST flow over EJBCA: RA mode (create/edit the end entity) or client mode."""
 
@@ -138,6 +185,7 @@ class EjbcaBackend(CABackend):
             upstream=upstream, base_dir=options.base_dir,
             cacerts_cache_s=options.number("cacerts_cache_s", 300.0),
             pending_retry_after_s=options.int("pending_retry_after_s", 300, minimum=1, maximum=86400),
+            approval_secret=_approval_secret(options),
         )
         return cls.build(name, common, options)
 
@@ -209,9 +257,46 @@ class EjbcaBackend(CABackend):
         alias = self.aliases.get(request.target.extra)
         return self.issue(request, alias.username.derive(request.csr.subject))
 
-    @abc.abstractmethod
     def issue(self, request: EnrollRequest, username: str) -> Issued | Pending:
-        """Create or update end entity ``username`` and issue for the CSR (RA mode)."""
+        """RA mode: create or update end entity ``username`` and issue for the CSR.
+
+        Without ``approval_secret`` every request gets a fresh random password. With it,
+        the password is derived from the request, which makes a client's repeat after a
+        202 idempotent without gateway state:
+
+        1. ``collect``: issue for the end entity with that password. This only succeeds
+           when EJBCA executed an approved add/edit of *this* request (status NEW, this
+           password); editing it again would open a second approval.
+        2. otherwise ``submit`` the add/edit and issue. EJBCA answers "waiting for
+           approval" (a new approval request) or APPROVAL_ALREADY_EXISTS (one is still
+           open for this end entity): both are 202 again.
+        """
+        secret = self.options.approval_secret
+        if secret is None or not request.retry_key:
+            try:
+                return self.submit(request, username, new_password())
+            except ApprovalAlreadyExists as exc:  # a repeat cannot be recognised without the secret
+                raise BadRequest(f"the CA refused the request: {exc.reason}") from None
+        password = derived_password(secret, request.retry_key)
+        issued = self.collect(request, username, password)
+        if issued is not None:
+            return issued
+        try:
+            return self.submit(request, username, password)
+        except ApprovalAlreadyExists as exc:
+            log.info("backend %s: an approval request for end entity %r is still open (%s)",
+                     self.name, username, exc.reason)
+            return self.pending(f"approval pending for end entity {username}")
+
+    @abc.abstractmethod
+    def submit(self, request: EnrollRequest, username: str, password: str) -> Issued | Pending:
+        """Create or update the end entity with ``password`` and issue for the CSR; raise
+        :class:`ApprovalAlreadyExists` when EJBCA says an approval request is still open."""
+
+    @abc.abstractmethod
+    def collect(self, request: EnrollRequest, username: str, password: str) -> Issued | None:
+        """Issue for an existing end entity in status NEW with ``password``; ``None`` when
+        it does not exist, has another status or another password."""
 
     @abc.abstractmethod
     def issue_registered(self, request: EnrollRequest, username: str, code: str) -> Issued | Pending:

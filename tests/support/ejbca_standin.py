@@ -51,6 +51,33 @@ class EndEntity:
     end_entity_profile: str = "EMPTY"
 
 
+#: ApprovalDataVO statuses and approval types (EJBCA ``ApprovalDataVO``)
+WAITING, APPROVED, REJECTED, EXPIRED, EXECUTED, EXECUTION_DENIED = -1, 0, -2, -3, -5, -7
+ADD_END_ENTITY, EDIT_END_ENTITY = 1, 2
+APPROVAL_PROFILE = "EST approvals"
+
+
+def java_hash(text: str) -> int:
+    """``String.hashCode()``: how EJBCA derives an approval ID from the action's data."""
+    h = 0
+    for ch in text:
+        h = (31 * h + ord(ch)) & 0xFFFFFFFF
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+@dataclass
+class ApprovalRequest:
+    """One row of EJBCA's ApprovalData: ``request_id`` is what ``WaitingForApprovalException``
+    carries; ``approval_id`` = hash(type;username;approval profile) is what EJBCA checks
+    for duplicates (``AddEndEntityApprovalRequest.generateApprovalId``)."""
+
+    request_id: int
+    approval_id: int
+    approval_type: int
+    end_entity: EndEntity
+    status: int = WAITING
+
+
 @dataclass
 class Issuance:
     certificate: x509.Certificate
@@ -75,6 +102,7 @@ class StandinEjbca:
     fault: str | None = None
     hang_s: float = 4.0
     end_entities: dict[str, EndEntity] = field(default_factory=dict)
+    approvals: dict[int, ApprovalRequest] = field(default_factory=dict)
     issued: dict[tuple[str, str], Issuance] = field(default_factory=dict)
     calls: list[dict[str, Any]] = field(default_factory=list)
 
@@ -103,9 +131,47 @@ class StandinEjbca:
             raise Fault(422, "Wrong number of CN fields in Subject DN.",
                         "UserDoesntFullfillEndEntityProfile")
         if self.approval:
-            raise Fault(202, "Request is waiting for approval", "WaitingForApprovalException", "4711")
+            self._request_approval(ee)
         with self.lock:
             self.end_entities[ee.username] = ee
+
+    def _request_approval(self, ee: EndEntity) -> None:
+        """EJBCA with an approval profile on add/edit end entity: never changes the end
+        entity itself; opens an approval request (``WaitingForApprovalException``) unless a
+        non-expired one with the same approval ID is waiting, approved or rejected
+        (``ApprovalSessionBean.addApprovalRequest`` → ``APPROVAL_ALREADY_EXISTS``)."""
+        with self.lock:
+            kind = EDIT_END_ENTITY if ee.username in self.end_entities else ADD_END_ENTITY
+            approval_id = java_hash(f"{kind};{ee.username};{APPROVAL_PROFILE}")
+            for existing in self.approvals.values():
+                if existing.approval_id == approval_id and existing.status in (WAITING, APPROVED, REJECTED):
+                    raise Fault(400, f"Approval request with id {approval_id} already exists",
+                                "ApprovalException", "APPROVAL_ALREADY_EXISTS")
+            request_id = 1000 + len(self.approvals)
+            self.approvals[request_id] = ApprovalRequest(request_id, approval_id, kind, ee)
+        action = "Edit" if kind == EDIT_END_ENTITY else "Add"
+        raise Fault(202, f"{action} End Entity Action have been added for approval by authorizer.",
+                    "WaitingForApprovalException", str(request_id))
+
+    def open_approvals(self, username: str) -> list[ApprovalRequest]:
+        return [a for a in self.approvals.values()
+                if a.end_entity.username == username and a.status == WAITING]
+
+    def approve(self, request_id: int) -> None:
+        """An approver approves: the add/edit is executed at once (status EXECUTED)."""
+        with self.lock:
+            request = self.approvals[request_id]
+            assert request.status == WAITING
+            self.end_entities[request.end_entity.username] = request.end_entity
+            request.status = EXECUTED
+
+    def reject(self, request_id: int) -> None:
+        """An approver rejects: an executable request becomes EXECUTIONDENIED and expires at
+        once (``ApprovalData.reject``), so it no longer blocks a new request."""
+        with self.lock:
+            request = self.approvals[request_id]
+            assert request.status == WAITING
+            request.status = EXECUTION_DENIED
 
     def process(self, username: str, password: str, csr: x509.CertificateSigningRequest) -> x509.Certificate:
         """``processCertificateRequest``: the end entity must be NEW with this password."""
@@ -240,6 +306,8 @@ class StandinEjbca:
             cert = self.process(text["arg0"], text["arg1"], csr)
             return f"<return><data>{_double_b64(cert)}</data><responseType>CERTIFICATE</responseType></return>"
         if op == "checkRevokationStatus":
+            if text["arg0"] != self.ca_cert.subject.rfc4514_string():  # caSession.verifyExistenceOfCA
+                raise Fault(404, f"CA with DN {text['arg0']} doesn't exist.", "CADoesntExistsException")
             found = self.lookup(text["arg0"], text["arg1"])
             if found is None:
                 return ""  # JAX-WS leaves out a null return
