@@ -1,0 +1,163 @@
+"""``health()`` of both adapters (what /healthz will call) and the "unknown certificate"
+rule: ``known=False`` only when EJBCA itself says it does not know the certificate."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import responses
+
+from est_gateway.config.model import CATarget
+from est_gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from tests.support.ejbca_standin import (
+    CA_NAME,
+    StandinEjbca,
+    StandinServer,
+    UpstreamPKI,
+    make_backend,
+    upstream_options,
+)
+from tests.support.gateway import free_port
+from tests.support.pki import make_csr, p256_key
+
+TARGET = CATarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY")
+REST = "https://ejbca.test:8443/ejbca/ejbca-rest-api"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> UpstreamPKI:
+    return UpstreamPKI(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def server(pki: UpstreamPKI) -> Iterator[StandinServer]:
+    with StandinServer(StandinEjbca(), pki.server_context()) as running:
+        yield running
+
+
+@pytest.fixture(params=["ejbca-rest", "ejbca-soap"])
+def type_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def url_of(server: StandinServer, type_name: str) -> str:
+    return server.rest_url if type_name == "ejbca-rest" else server.ws_url
+
+
+def fast(pki: UpstreamPKI, url: str, tmp_path: Path, type_name: str) -> Any:
+    return make_backend(type_name, upstream_options(pki, url, read_timeout_s=0.5, connect_timeout_s=0.5,
+                                                    retries=0), tmp_path)
+
+
+def test_health_ok_over_mutual_tls(type_name: str, pki: UpstreamPKI, server: StandinServer,
+                                   tmp_path: Path) -> None:
+    before = len(server.standin.calls)
+    assert fast(pki, url_of(server, type_name), tmp_path, type_name).health() is None
+    call = server.standin.calls[before]
+    assert call["peer"], "health() must authenticate with the client certificate"
+    if type_name == "ejbca-rest":
+        assert call["method"] == "GET" and call["path"].endswith("/v1/certificate/status")
+    else:
+        assert b"getEjbcaVersion" in call["body"]
+
+
+@pytest.mark.parametrize(("fault", "error"), [
+    ("500", UpstreamUnavailable), ("garbage", UpstreamError), ("hang", UpstreamTimeout),
+])
+def test_health_failures_map_into_the_error_tree(type_name: str, pki: UpstreamPKI, server: StandinServer,
+                                                 tmp_path: Path, fault: str, error: type[Exception]) -> None:
+    backend = fast(pki, url_of(server, type_name), tmp_path, type_name)
+    server.standin.fault, server.standin.hang_s = fault, 1.0
+    try:
+        with pytest.raises(error):
+            backend.health()
+    finally:
+        server.standin.fault = None
+    backend.health()  # and it recovers
+
+
+def test_health_when_nothing_listens(type_name: str, pki: UpstreamPKI, tmp_path: Path) -> None:
+    url = f"https://127.0.0.1:{free_port()}/ejbca/whatever"
+    with pytest.raises(UpstreamUnavailable, match="cannot connect"):
+        fast(pki, url, tmp_path, type_name).health()
+
+
+def test_health_with_an_untrusted_upstream(type_name: str, pki: UpstreamPKI, tmp_path: Path) -> None:
+    with StandinServer(StandinEjbca(), pki.server_context(untrusted=True)) as other:
+        with pytest.raises(UpstreamUnavailable, match="TLS handshake"):
+            fast(pki, url_of(other, type_name), tmp_path, type_name).health()
+
+
+@pytest.mark.parametrize(("status", "body", "error", "match"), [
+    (403, {"error_code": 403, "error_message": "Not authorized"}, UpstreamError, "credentials"),
+    (404, {"error_code": 404, "error_message": "RESTEASY003210: Could not find resource for full path"},
+     UpstreamError, "does not offer"),
+    (200, {"status": "DOWN", "version": "1.0"}, UpstreamUnavailable, "DOWN"),
+    (503, {"error_code": 503, "error_message": "CA offline"}, UpstreamUnavailable, "HTTP 503"),
+])
+@responses.activate
+def test_rest_health_rows(pki: UpstreamPKI, tmp_path: Path, caplog: pytest.LogCaptureFixture, status: int,
+                          body: dict[str, Any], error: type[Exception], match: str) -> None:
+    responses.get(f"{REST}/v1/certificate/status", status=status, json=body)
+    backend = make_backend("ejbca-rest", upstream_options(pki, REST, retries=0), tmp_path)
+    with caplog.at_level(logging.INFO), pytest.raises(error, match=match):
+        backend.health()
+    if status in (403, 404):
+        assert "backend ejbca" in caplog.text  # an operator-facing line
+
+
+# -- unknown certificate: only EJBCA's own "not found" ------------------------------------------
+
+def _status_url(cert: Any) -> str:
+    return (f"{REST}/v1/certificate/{quote(cert.issuer.rfc4514_string(), safe='')}/"
+            f"{cert.serial_number:X}/revocationstatus")
+
+
+@pytest.mark.parametrize(("status", "body", "ctype"), [
+    (404, b'{"error_code":404,"error_message":"RESTEASY003210: Could not find resource for full path"}',
+     "application/json"),
+    (404, b"<html><body>404 Not Found</body></html>", "text/html"),
+])
+@responses.activate
+def test_rest_404_that_is_not_ejbca_saying_unknown_is_an_error(pki: UpstreamPKI, tmp_path: Path, status: int,
+                                                                body: bytes, ctype: str) -> None:
+    ca = StandinEjbca()
+    cert = ca.chain[0]
+    responses.get(_status_url(cert), status=status, body=body, content_type=ctype)
+    backend = make_backend("ejbca-rest", upstream_options(pki, REST, retries=0), tmp_path)
+    with pytest.raises(UpstreamError, match="does not offer"):
+        backend.revocation_status(cert, TARGET)
+
+
+def test_known_and_unknown_against_the_stand_in(type_name: str, pki: UpstreamPKI, server: StandinServer,
+                                                tmp_path: Path) -> None:
+    from est_gateway.backends.base import EnrollRequest, Issued, Requester
+
+    backend = fast(pki, url_of(server, type_name), tmp_path, type_name)
+    csr = make_csr(p256_key(), cn=f"known-{type_name}")
+    issued = backend.enroll(EnrollRequest(csr=csr, alias="est", target=TARGET, requester=Requester(),
+                                          request_id="r"))
+    assert isinstance(issued, Issued)
+    status = backend.revocation_status(issued.certificate, TARGET)
+    assert (status.known, status.revoked) == (True, False)
+    # same issuer, a serial EJBCA has no record of: REST 404 / SOAP empty <return/>
+    issued_elsewhere = backend.enroll(EnrollRequest(csr=make_csr(p256_key(), cn=f"gone-{type_name}"),
+                                                    alias="est", target=TARGET, requester=Requester(),
+                                                    request_id="r"))
+    assert isinstance(issued_elsewhere, Issued)
+    cert = issued_elsewhere.certificate
+    del server.standin.issued[(cert.issuer.rfc4514_string(), f"{cert.serial_number:X}")]
+    assert backend.revocation_status(cert, TARGET).known is False
+    # another CA entirely: REST 404 / SOAP CADoesntExistsException
+    assert backend.revocation_status(StandinEjbca().ca_cert, TARGET).known is False
+    server.standin.fault = "500"
+    try:
+        with pytest.raises(UpstreamUnavailable):  # a failure is never "unknown"
+            backend.revocation_status(issued.certificate, TARGET)
+    finally:
+        server.standin.fault = None
