@@ -67,10 +67,16 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    import subprocess
+
     import cryptography
     import OpenSSL
 
-    return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+    root = Path(__file__).resolve().parent.parent
+    git = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
+    return {"git_head": git("rev-parse", "--short", "HEAD"),
+            "uncommitted_core_files": len(git("status", "--porcelain", "est_gateway", "plugins").splitlines()),
+            "nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
             "kernel": platform.release(), "openssl": OpenSSL.SSL.OpenSSL_version(OpenSSL.SSL.OPENSSL_VERSION).decode(),
             "pyopenssl": OpenSSL.__version__, "cryptography": cryptography.__version__,
             "client_ssl": ssl.OPENSSL_VERSION}
