@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -35,11 +38,17 @@ def _start(config: GatewayConfig) -> None:
 
 
 def _serve(config: GatewayConfig, *, banner: str | None = None) -> None:
+    # Before prometheus_client is first imported: every worker process writes its samples
+    # to this folder and /metrics aggregates them (est_gateway.metrics).
+    metrics_dir = tempfile.mkdtemp(prefix="est-gateway-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from est_gateway import audit
     from est_gateway.server.runner import GatewayServer
     from est_gateway.web.app import create_app
 
     logging.basicConfig(level=config.server.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    audit.configure()
     _start(config)
     if banner:
         click.echo(banner)
@@ -51,7 +60,10 @@ def _serve(config: GatewayConfig, *, banner: str | None = None) -> None:
     click.echo(f"serving EST on {scheme}://{server.host}:{server.port}/.well-known/est "
                f"({server.workers} worker processes); Ctrl-C or SIGTERM stops", err=False)
     sys.stdout.flush()
-    GatewayServer(config, create_app(config)).run()
+    try:
+        GatewayServer(config, create_app(config)).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @click.group()

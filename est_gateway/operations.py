@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from est_gateway import channel_binding, keygen, wire
+from est_gateway.audit import AuditEvent
 from est_gateway.backends.base import (
     CABackend,
     EnrollRequest,
@@ -28,7 +30,7 @@ from est_gateway.backends.base import (
     Requester,
 )
 from est_gateway.config.model import AliasSettings, GatewayConfig
-from est_gateway.errors import BadRequest, Forbidden, NotFound, NotSupported, Unauthorized
+from est_gateway.errors import BadRequest, ESTError, Forbidden, NotFound, NotSupported, Unauthorized
 from est_gateway.identity import (
     BasicCredentials,
     PresentedCertificate,
@@ -37,9 +39,12 @@ from est_gateway.identity import (
     verify_client_certificate,
 )
 from est_gateway.keys import PrivateKey
+from est_gateway.limits import FailureThrottle, Limits
+from est_gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=EnrollRequest)
+T = TypeVar("T")
 
 #: The alias that is also served without a label, at /.well-known/est/<operation>.
 DEFAULT_ALIAS = "est"
@@ -54,6 +59,7 @@ class Caller:
     address: str | None
     request_id: str
     tls: TLSInfo | None = None
+    audit: AuditEvent = dataclasses.field(default_factory=lambda: AuditEvent("", "", "", ""))
 
 
 @dataclass(frozen=True)
@@ -67,9 +73,11 @@ class ServerGeneratedKey:
 class ESTService:
     """One instance per application; stateless apart from its configuration."""
 
-    def __init__(self, config: GatewayConfig, clock: Callable[[], object]) -> None:
+    def __init__(self, config: GatewayConfig, clock: Callable[[], object], metrics: Metrics | None = None) -> None:
         self.config = config
         self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.throttle = FailureThrottle(config.limits.auth_failures_per_minute)
 
     # -- lookup --------------------------------------------------------------------------
 
@@ -86,7 +94,7 @@ class ESTService:
 
     def cacerts(self, alias: AliasSettings) -> bytes:
         """RFC 7030 §4.1: the CA chain as certs-only PKCS#7 (DER)."""
-        return wire.certs_only(self.backend(alias).ca_certs(alias.target))
+        return wire.certs_only(self._call(alias, "ca_certs", lambda b: b.ca_certs(alias.target)))
 
     def csrattrs(self, alias: AliasSettings) -> bytes | None:
         """RFC 7030 §4.5: DER CsrAttrs, or None when the alias asks for nothing (→ 204)."""
@@ -95,42 +103,68 @@ class ESTService:
     def simpleenroll(self, alias: AliasSettings, body: bytes, caller: Caller) -> Issued | Pending:
         """RFC 7030 §4.2.1: authenticate by the alias policy, verify the CSR, issue."""
         requester = self._authenticate_enroll(alias, caller)
-        csr = parse_csr_body(body)
+        csr = parse_csr_body(body, self.config.limits)
+        caller.audit.csr_subject = csr.subject.rfc4514_string()
         alias.csrattrs.check(csr)
         self._check_binding(alias, csr, caller, requester.certificate)
-        return self.backend(alias).enroll(self._request(EnrollRequest, "simpleenroll", alias, csr,
-                                                        requester, caller, csr))
+        request = self._request(EnrollRequest, "simpleenroll", alias, csr, requester, caller, csr)
+        return self._call(alias, "enroll", lambda b: b.enroll(request))
 
     def simplereenroll(self, alias: AliasSettings, body: bytes, caller: Caller) -> Issued | Pending:
         """RFC 7030 §4.2.2: the current, valid, unrevoked certificate authenticates; no password."""
         current = self._current_certificate(alias, caller)
-        csr = parse_csr_body(body)
+        csr = parse_csr_body(body, self.config.limits)
+        caller.audit.csr_subject = csr.subject.rfc4514_string()
         check_renewal_matches(csr, current, allow_same_key=alias.allow_same_key_renewal)
         alias.csrattrs.check(csr)
         self._check_binding(alias, csr, caller, current)
         requester = Requester(certificate=current, address=caller.address)
         request = self._request(ReenrollRequest, "simplereenroll", alias, csr, requester, caller, csr)
-        return self.backend(alias).reenroll(dataclasses.replace(request, current=current))
+        request = dataclasses.replace(request, current=current)
+        return self._call(alias, "reenroll", lambda b: b.reenroll(request))
 
     def serverkeygen(self, alias: AliasSettings, body: bytes, caller: Caller) -> ServerGeneratedKey | Pending:
         """RFC 7030 §4.4: generate the key here, have the backend issue for it, return both."""
         if not alias.serverkeygen:
             raise NotSupported("serverkeygen is disabled for this EST label")
         requester = self._authenticate_enroll(alias, caller)
-        client_csr = parse_csr_body(body)
+        client_csr = parse_csr_body(body, self.config.limits)
+        caller.audit.csr_subject = client_csr.subject.rfc4514_string()
         self._check_binding(alias, client_csr, caller, requester.certificate)
         if keygen.asks_for_encryption(client_csr):
             raise NotSupported("encrypted private-key delivery (RFC 7030 §4.4.2) is not supported; "
                                "send the CSR without DecryptKeyIdentifier/AsymmetricDecryptKeyIdentifier")
         key, csr = keygen.generate(client_csr, keygen.choose_key_type(client_csr, alias.serverkeygen_key_type))
         request = self._request(EnrollRequest, "serverkeygen", alias, csr, requester, caller, client_csr)
-        result = self.backend(alias).enroll(request)
+        result = self._call(alias, "enroll", lambda b: b.enroll(request))
         if isinstance(result, Pending):
             return result
         if _spki(result.certificate.public_key()) != _spki(key.public_key()):
             # A repeat of a request that was already answered: the key went with that answer.
             raise Forbidden("this serverkeygen request was already answered; send a new CSR")
         return ServerGeneratedKey(key, result.certificate)
+
+    def _call(self, alias: AliasSettings, call: str, fn: Callable[[CABackend], T]) -> T:
+        """Every backend call, timed and its failures counted for /metrics."""
+        started = time.monotonic()
+        try:
+            return fn(self.backend(alias))
+        except ESTError as exc:
+            self.metrics.upstream_errors.labels(alias.backend, call, str(exc.status)).inc()
+            raise
+        finally:
+            self.metrics.upstream_latency.labels(alias.backend, call).observe(time.monotonic() - started)
+
+    def health(self) -> dict[str, str | None]:
+        """Each backend an alias uses: None when healthy, else the reason (for /healthz)."""
+        report: dict[str, str | None] = {}
+        for name in sorted({a.backend for a in self.config.aliases.values()}):
+            try:
+                self.config.backends[name].health()
+                report[name] = None
+            except ESTError as exc:
+                report[name] = f"{exc.status} {exc.detail}"
+        return report
 
     def _request(self, kind: type[R], operation: str, alias: AliasSettings,
                  csr: x509.CertificateSigningRequest, requester: Requester, caller: Caller,
@@ -150,19 +184,36 @@ class ESTService:
     def trust_anchors(self, alias: AliasSettings) -> list[x509.Certificate]:
         """CAs whose certificates authenticate on this alias: its own CA chain plus any
         extra client CAs the operator configured."""
-        anchors = list(self.backend(alias).ca_certs(alias.target))
+        anchors = list(self._call(alias, "ca_certs", lambda b: b.ca_certs(alias.target)))
         for path in alias.trusted_client_cas:
             anchors += wire.read_pem_chain(path.read_bytes())
         return anchors
 
-    def _verified(self, alias: AliasSettings, presented: PresentedCertificate) -> x509.Certificate:
+    def _verified(self, alias: AliasSettings, presented: PresentedCertificate, *,
+                  must_be_known: bool = False) -> x509.Certificate:
+        """Chain, validity, clientAuth, then revocation as the backend knows it. A certificate
+        being renewed must be one the CA issued (``must_be_known``); one from an extra trusted
+        client CA (a device maker's) can authenticate simpleenroll but not renew."""
         cert = verify_client_certificate(presented, self.trust_anchors(alias), self.clock())  # type: ignore[arg-type]
-        status = self.backend(alias).revocation_status(cert, alias.target)
+        status = self._call(alias, "revocation_status", lambda b: b.revocation_status(cert, alias.target))
         if status.revoked:
             raise Forbidden("client certificate is revoked")
+        if must_be_known and not status.known:
+            raise Forbidden("client certificate was not issued by this EST label's CA; it cannot be renewed here")
         return cert
 
     def _authenticate_enroll(self, alias: AliasSettings, caller: Caller) -> Requester:
+        """simpleenroll/serverkeygen authentication; failures count towards the throttle."""
+        self.throttle.check(caller.address)
+        try:
+            return self._check_enroll_credentials(alias, caller)
+        except Unauthorized:
+            # libest's first request carries no credentials by design: that is no failure.
+            if caller.credentials is not None or caller.certificate is not None:
+                self.throttle.failed(caller.address)
+            raise
+
+    def _check_enroll_credentials(self, alias: AliasSettings, caller: Caller) -> Requester:
         realm = alias.realm if alias.password is not None else None
         cert = None
         if caller.certificate is not None and not alias.require_client_cert:
@@ -181,6 +232,8 @@ class ESTService:
                 raise Unauthorized(str(exc), realm=realm) from None
         if alias.password is not None:
             creds = caller.credentials
+            if creds is not None:
+                caller.audit.username = creds.username
             if creds is None:
                 raise Unauthorized("HTTP Basic credentials are required", realm=realm)
             # Always run the hash, so a wrong username costs the same time as a wrong password.
@@ -188,6 +241,7 @@ class ESTService:
             if not (password_ok and creds.username == alias.username):
                 log.info("rejected credentials for user %r on alias %s", creds.username, alias.name)
                 raise Unauthorized("invalid username or password", realm=realm)
+        caller.audit.client_certificate(cert)
         return Requester(username=alias.username if alias.password else None, certificate=cert,
                          address=caller.address)
 
@@ -195,9 +249,11 @@ class ESTService:
         if caller.certificate is None:
             raise Forbidden("simplereenroll needs the certificate being renewed as TLS client certificate")
         try:
-            return self._verified(alias, caller.certificate)
+            current = self._verified(alias, caller.certificate, must_be_known=True)
         except UntrustedCertificate as exc:
             raise Forbidden(str(exc)) from None
+        caller.audit.client_certificate(current)
+        return current
 
 
 def retry_key(operation: str, alias: str, requester: Requester,
@@ -211,12 +267,16 @@ def retry_key(operation: str, alias: str, requester: Requester,
     return digest.hexdigest()
 
 
-def parse_csr_body(body: bytes) -> x509.CertificateSigningRequest:
-    """base64 → DER → verified PKCS#10, each failure a 400 with its reason."""
+def parse_csr_body(body: bytes, limits: Limits) -> x509.CertificateSigningRequest:
+    """base64 → DER → PKCS#10 within the limits → verified signature; each failure a 400."""
     try:
-        return wire.parse_csr(wire.decode_base64_body(body))
+        csr = wire.load_csr(wire.decode_base64_body(body))
+        limits.check_csr_key(csr)        # before the signature: no 16k-bit RSA verification
+        limits.check_csr_names(csr)
+        wire.verify_csr_signature(csr)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
+    return csr
 
 
 def check_renewal_matches(csr: x509.CertificateSigningRequest, current: x509.Certificate, *,

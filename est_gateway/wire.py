@@ -44,17 +44,27 @@ def encode_base64_body(der: bytes) -> bytes:
 
 def parse_csr(der: bytes) -> x509.CertificateSigningRequest:
     """Parse a DER PKCS#10 request and verify its self-signature (proof of possession)."""
+    csr = load_csr(der)
+    verify_csr_signature(csr)
+    return csr
+
+
+def load_csr(der: bytes) -> x509.CertificateSigningRequest:
+    """Parse a DER PKCS#10 request without verifying it (check limits first, then verify)."""
     try:
-        csr = x509.load_der_x509_csr(der)
+        return x509.load_der_x509_csr(der)
     except ValueError:
         raise ValueError("body is base64 but not a DER PKCS#10 certificate request") from None
+
+
+def verify_csr_signature(csr: x509.CertificateSigningRequest) -> None:
+    """Proof of possession: the CSR's self-signature verifies."""
     try:
         valid = csr.is_signature_valid
     except Exception:  # unsupported algorithms surface here
         raise ValueError("CSR signature algorithm is not supported") from None
     if not valid:
         raise ValueError("CSR signature does not verify")
-    return csr
 
 
 def certs_only(certificates: list[x509.Certificate]) -> bytes:

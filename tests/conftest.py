@@ -16,6 +16,11 @@ from est_gateway.backends.local import authority
 from tests.support.gateway import CurlResult, GatewayProcess, curl, local_instance
 
 EXTRA_ALIASES = """
+# Many tests share this gateway from 127.0.0.1 and some fail authentication on purpose;
+# the throttle itself is tested on a gateway of its own (tests/test_e2e_hardening.py).
+[limits]
+auth_failures_per_minute = 1000
+
 # Added by the tests: simpleenroll needs a client certificate as well as the password.
 [aliases.certauth]
 backend = "local"

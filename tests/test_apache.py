@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import json
 import os
 import sqlite3
 import time
@@ -217,7 +218,13 @@ def test_header_straight_to_the_gateway_counts_only_from_the_proxy(
 
 
 def _enrollments_served(gateway: GatewayProcess) -> int:
-    return gateway.output().count("operation=simpleenroll status=200")
+    """Successful enrollments in the gateway's JSON audit log."""
+    served = 0
+    for line in gateway.output().splitlines():
+        if line.startswith("{") and '"request_id"' in line:
+            event = json.loads(line)
+            served += event["operation"] == "simpleenroll" and event["status"] == 200
+    return served
 
 
 def test_balancer_two_instances_share_one_local_ca(site: Site, tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -16,6 +16,7 @@ from est_gateway.config.reader import Problems, Section
 from est_gateway.csrattrs import CsrAttrsPolicy
 from est_gateway.errors import ConfigError
 from est_gateway.keys import KEY_TYPES
+from est_gateway.limits import CURVES, Limits
 from est_gateway.passwords import PasswordHash
 
 #: EST operation names; an alias may not be called like one (the path would be ambiguous).
@@ -45,6 +46,7 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = 
     problems = Problems()
     root = Section(data, "", problems, base_dir)
     server = _server(root.table("server"))
+    limits = _limits(root.table("limits"))
     backends = _backends(root.table("backends", required=True), registry or BackendRegistry())
     aliases = _aliases(root.table("aliases", required=True), backends)
     root.check_unknown()
@@ -60,7 +62,26 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = 
                              "serves plain HTTP behind a proxy (server.tls = false), so this alias "
                              "cannot be served here")
     problems.raise_if_any()
-    return GatewayConfig(server=server, backends=backends, aliases=aliases, source=source)
+    return GatewayConfig(server=server, backends=backends, aliases=aliases, source=source, limits=limits)
+
+
+def _limits(sec: Section) -> Limits:
+    d = Limits()
+    limits = Limits(
+        min_rsa_bits=sec.int("min_rsa_bits", d.min_rsa_bits, minimum=1024, maximum=16384),
+        max_rsa_bits=sec.int("max_rsa_bits", d.max_rsa_bits, minimum=2048, maximum=16384),
+        allowed_curves=tuple(sec.str_list("allowed_curves", list(d.allowed_curves), choices=CURVES)),
+        max_subject_attributes=sec.int("max_subject_attributes", d.max_subject_attributes, minimum=1, maximum=256),
+        max_sans=sec.int("max_sans", d.max_sans, minimum=0, maximum=1000),
+        max_value_length=sec.int("max_value_length", d.max_value_length, minimum=16, maximum=4096),
+        auth_failures_per_minute=sec.int("auth_failures_per_minute", d.auth_failures_per_minute,
+                                         minimum=0, maximum=100_000),
+    )
+    if isinstance(limits.min_rsa_bits, int) and isinstance(limits.max_rsa_bits, int) \
+            and limits.min_rsa_bits > limits.max_rsa_bits:
+        sec.error("min_rsa_bits", "must not exceed max_rsa_bits")
+    sec.check_unknown()
+    return limits
 
 
 def _server(sec: Section) -> ServerSettings:

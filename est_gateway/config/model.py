@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from est_gateway.csrattrs import CsrAttrsPolicy
+from est_gateway.limits import Limits
 from est_gateway.passwords import PasswordHash
 
 if TYPE_CHECKING:
@@ -79,3 +80,4 @@ class GatewayConfig:
     backends: Mapping[str, CABackend]
     aliases: Mapping[str, AliasSettings]
     source: Path | None = None
+    limits: Limits = field(default_factory=Limits)

@@ -26,6 +26,13 @@ def with_tls_info(app: WSGIApp) -> WSGIApp:
     return wrapped
 
 
+def _child_exit(server: object, worker: Any) -> None:
+    """A worker died: its live metric samples must not linger in /metrics."""
+    from est_gateway.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)
+
+
 class GatewayServer(BaseApplication):  # type: ignore[misc]
     """gunicorn application: the app is built once in the arbiter and inherited by workers."""
 
@@ -58,6 +65,7 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             "forwarded_allow_ips": "",
             # No control socket in $HOME: two instances would fight over it.
             "control_socket_disable": True,
+            "child_exit": _child_exit,
         }
         for key, value in settings.items():
             if key in self.cfg.settings:  # settings differ between gunicorn releases

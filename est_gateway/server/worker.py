@@ -12,9 +12,11 @@ from __future__ import annotations
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn import util
+from gunicorn.http import errors
 from gunicorn.workers.sync import SyncWorker
 from OpenSSL import SSL
 
@@ -56,6 +58,22 @@ class ESTWorker(SyncWorker):  # type: ignore[misc]
         util.close_on_exec(client)
         self.pool.submit(self._serve, listener, client, addr)
 
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """HTTP framing errors gunicorn detects before the application: answered, like every
+        error of the gateway, with a short text/plain reason instead of gunicorn's HTML page."""
+        status, reason = _framing_error(exc)
+        if status >= 500 and status != 501:
+            self.log.exception("error handling request")
+        else:
+            self.log.warning("invalid request from %s: %s", addr[0] if addr else "?", reason)
+        body = (reason + "\n").encode()
+        head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nConnection: close\r\n"
+                f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n")
+        try:
+            client.sendall(head.encode("latin-1") + body)
+        except Exception:
+            self.log.debug("failed to send the error answer")
+
     def _serve(self, listener: socket.socket, client: socket.socket, addr: Any) -> None:
         try:
             timeout = self.server_settings.request_timeout_s
@@ -74,3 +92,20 @@ class ESTWorker(SyncWorker):  # type: ignore[misc]
             self.log.exception("error serving a connection")
         finally:
             self.slots.release()
+
+
+def _framing_error(exc: BaseException) -> tuple[int, str]:
+    """Status and reason for an exception raised while parsing the HTTP request."""
+    if isinstance(exc, (errors.InvalidResponseHeader, errors.InvalidResponseHeaderName)):
+        return 500, "internal error; the gateway's log has the details"
+    if isinstance(exc, errors.LimitRequestLine):
+        return 414, "request line too long"
+    if isinstance(exc, errors.LimitRequestHeaders):
+        return 431, "request header fields too large or too many"
+    if isinstance(exc, errors.UnsupportedTransferCoding):
+        return 501, "unsupported transfer coding"
+    if isinstance(exc, errors.ExpectationFailed):
+        return 417, "expectation failed"
+    if isinstance(exc, errors.ParseException):
+        return 400, "malformed HTTP request"
+    return 500, "internal error; the gateway's log has the details"

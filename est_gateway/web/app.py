@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from est_gateway.backends.local.authority import utcnow
 from est_gateway.config.model import GatewayConfig
 from est_gateway.errors import ESTError
+from est_gateway.metrics import Metrics
 from est_gateway.operations import ESTService
 from est_gateway.web import views
 from est_gateway.wire import CT_TEXT
@@ -23,8 +24,11 @@ SERVICE_KEY = "est_gateway.service"
 def create_app(config: GatewayConfig, *, clock: Callable[[], object] = utcnow) -> Flask:
     """Build the WSGI application for a validated (and started) configuration."""
     app = Flask("est_gateway")
+    # No redirects to "canonical" paths (an HTML 308): every odd path gets a plain 404.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
-    app.extensions[SERVICE_KEY] = ESTService(config, clock)
+    app.extensions[SERVICE_KEY] = ESTService(config, clock, Metrics())
     app.register_blueprint(views.blueprint)
     app.register_error_handler(ESTError, render_est_error)
     app.register_error_handler(HTTPException, render_http_exception)

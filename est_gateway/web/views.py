@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 
 from flask import Blueprint, Response, current_app, request
 
 from est_gateway import keygen, wire
+from est_gateway.audit import AuditEvent
 from est_gateway.backends.base import Issued, Pending
+from est_gateway.config.model import AliasSettings
 from est_gateway.errors import (
     BadRequest,
     ESTError,
@@ -26,10 +27,10 @@ from est_gateway.identity import (
     presented_certificate,
     tls_info,
 )
-from est_gateway.operations import Caller, ESTService, ServerGeneratedKey
+from est_gateway.metrics import CONTENT_TYPE
+from est_gateway.operations import DEFAULT_ALIAS, Caller, ESTService, ServerGeneratedKey
 
 blueprint = Blueprint("est", __name__)
-audit = logging.getLogger("est_gateway.audit")
 
 #: operation → the one HTTP method it takes (HEAD is answered like GET by Flask).
 METHODS = {
@@ -50,45 +51,77 @@ def _service() -> ESTService:
 @blueprint.route("/.well-known/est/<path:rest>", methods=ALL_METHODS)
 def est(rest: str) -> Response:
     started = time.monotonic()
-    request_id = uuid.uuid4().hex[:16]
+    service = _service()
     segments = rest.split("/")
     label, operation = (None, segments[0]) if len(segments) == 1 else (segments[0], segments[1])
-    status, outcome = 500, "error"
+    known_alias = (label or DEFAULT_ALIAS) in service.config.aliases
+    known_op = len(segments) <= 2 and operation in METHODS
+    # Unknown names are reported as "unknown": a client must not grow the metrics or the log.
+    event = AuditEvent(request_id=uuid.uuid4().hex[:16],
+                       alias=(label or DEFAULT_ALIAS) if known_alias else "unknown",
+                       operation=operation if known_op else "unknown", method=request.method,
+                       client_address=client_address(request.environ, service.config.server))
     try:
-        if len(segments) > 2 or operation not in METHODS:
-            raise NotFound(f'unknown EST operation "{"/".join(segments[-1:])}"')
-        service = _service()
+        if not known_op:
+            raise NotFound(f'unknown EST operation "{segments[-1][:64]}"')
         alias = service.alias(label)
         wanted = METHODS[operation]
         if request.method not in (wanted, "HEAD" if wanted == "GET" else wanted):
             raise MethodNotAllowed([wanted])
-        response = _dispatch(service, alias, operation, request_id)
-        status, outcome = response.status_code, "ok"
+        response = _dispatch(service, alias, operation, event)
+        event.status = response.status_code
+        event.outcome = {200: "ok", 202: "pending", 204: "empty"}.get(response.status_code, "ok")
+        if response.status_code == 202:
+            service.metrics.pending.labels(event.alias, event.operation).inc()
         return response
     except ESTError as exc:
-        status, outcome = exc.status, exc.detail
+        event.status, event.outcome = exc.status, exc.detail
         raise
     finally:
-        audit.info("request_id=%s alias=%s operation=%s status=%s outcome=%r ms=%.1f",
-                   request_id, label or "est", operation, status, outcome,
-                   (time.monotonic() - started) * 1000)
+        elapsed = time.monotonic() - started
+        event.latency_ms = round(elapsed * 1000, 1)
+        event.emit()
+        service.metrics.requests.labels(event.alias, event.operation, str(event.status)).inc()
+        service.metrics.latency.labels(event.alias, event.operation).observe(elapsed)
 
 
-def _dispatch(service: ESTService, alias: object, operation: str, request_id: str) -> Response:
+@blueprint.route("/healthz", methods=["GET", "HEAD"])
+def healthz() -> Response:
+    """For load balancers: 200 when every backend an alias uses answers, else 503."""
+    report = _service().health()
+    failing = {name: reason for name, reason in report.items() if reason}
+    lines = [f"backend {name}: {reason or 'ok'}" for name, reason in report.items()]
+    body = ("ok\n" if not failing else "unhealthy\n") + "\n".join(lines) + "\n"
+    return Response(body, status=503 if failing else 200, content_type=wire.CT_TEXT)
+
+
+@blueprint.route("/metrics", methods=["GET"])
+def metrics() -> Response:
+    """Prometheus text exposition."""
+    return Response(_service().metrics.render(), status=200, content_type=CONTENT_TYPE)
+
+
+def _dispatch(service: ESTService, alias: AliasSettings, operation: str, event: AuditEvent) -> Response:
     if operation == "cacerts":
-        return _base64_response(service.cacerts(alias), wire.CT_PKCS7)  # type: ignore[arg-type]
+        return _base64_response(service.cacerts(alias), wire.CT_PKCS7)
     if operation == "csrattrs":
-        der = service.csrattrs(alias)  # type: ignore[arg-type]
+        der = service.csrattrs(alias)
         if der is None:
             return Response(b"", status=204)  # libest's provisioning flow expects 204, not 404
         return _base64_response(der, wire.CT_CSRATTRS)
     if operation in ("simpleenroll", "simplereenroll", "serverkeygen"):
         body = _pkcs10_body()
-        caller = _caller(service, request_id, read_basic=operation != "simplereenroll")
+        caller = _caller(service, event, read_basic=operation != "simplereenroll")
         if operation == "serverkeygen":
-            return _keygen_response(service.serverkeygen(alias, body, caller))  # type: ignore[arg-type]
+            keyed = service.serverkeygen(alias, body, caller)
+            if not isinstance(keyed, Pending):
+                event.issued_serial = format(keyed.certificate.serial_number, "x")
+            return _keygen_response(keyed)
         handler = service.simpleenroll if operation == "simpleenroll" else service.simplereenroll
-        return _issued_response(handler(alias, body, caller))  # type: ignore[arg-type]
+        result = handler(alias, body, caller)
+        if isinstance(result, Issued):
+            event.issued_serial = format(result.certificate.serial_number, "x")
+        return _issued_response(result)
     raise NotSupported(f"{operation} is not supported for this EST label")
 
 
@@ -111,7 +144,7 @@ def _read_body() -> bytes:
     return bytes(data)
 
 
-def _caller(service: ESTService, request_id: str, *, read_basic: bool) -> Caller:
+def _caller(service: ESTService, event: AuditEvent, *, read_basic: bool) -> Caller:
     credentials = None
     if read_basic:
         try:
@@ -121,9 +154,10 @@ def _caller(service: ESTService, request_id: str, *, read_basic: bool) -> Caller
     return Caller(
         credentials=credentials,
         certificate=presented_certificate(request.environ, service.config.server),
-        address=client_address(request.environ, service.config.server),
-        request_id=request_id,
+        address=event.client_address,
+        request_id=event.request_id,
         tls=tls_info(request.environ),
+        audit=event,
     )
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 import fcntl
 import re
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from est_gateway.backends.local.store import (
 )
 from est_gateway.config.model import CATarget
 from est_gateway.config.reader import Section
-from est_gateway.errors import BadRequest, ESTError, Forbidden
+from est_gateway.errors import BadRequest, ESTError, Forbidden, UpstreamUnavailable
 
 _SAN_KIND: dict[type, str] = {x509.DNSName: "dns", x509.IPAddress: "ip", x509.RFC822Name: "email",
              x509.UniformResourceIdentifier: "uri"}
@@ -132,6 +133,14 @@ class LocalCABackend(CABackend):
             return self._cas[ca_name]
         except KeyError:
             raise ESTError(f'local CA "{ca_name}" is not started') from None
+
+    def health(self) -> None:
+        try:
+            self.store.ping()
+        except sqlite3.Error:
+            raise UpstreamUnavailable("the local CA's certificate record cannot be read") from None
+        if set(self._cas) != set(self.options.cas):
+            raise UpstreamUnavailable("the local CA is not started")
 
     def describe_state(self) -> dict[str, str]:
         facts = {"state folder": str(self.options.state_dir)}

@@ -143,6 +143,11 @@ class CertificateStore:
         with self._connect() as conn:
             return [_record(r) for r in conn.execute(query, (*args, limit))]
 
+    def ping(self) -> None:
+        """Raise ``sqlite3.Error`` unless the record can be read."""
+        with self._connect() as conn:
+            conn.execute("SELECT 1 FROM certificates LIMIT 1").fetchall()
+
     def count(self) -> int:
         with self._connect() as conn:
             return int(conn.execute("SELECT COUNT(*) FROM certificates").fetchone()[0])
