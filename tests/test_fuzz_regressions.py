@@ -59,6 +59,17 @@ def test_csr_with_an_unknown_public_key_algorithm_is_400(gw: InProcessGateway, c
     assert _enroll(gw, mutated).status_code == 400
 
 
+@pytest.mark.parametrize("version", [1, 2, 0x7F])
+def test_csr_with_an_unknown_version_is_400(gw: InProcessGateway, version: int) -> None:
+    """Found by test_csr_broken_at_every_der_level (INTEGER version 0 → 1): cryptography's
+    load_der_x509_csr raises x509.InvalidVersion, which is not a ValueError."""
+    csr = valid_csr_der("odd-version")
+    nodes = der.walk(csr)
+    version_node = nodes[2]
+    assert (version_node.tag, csr[version_node.content]) == (0x02, 0)
+    assert _enroll(gw, der.replace_content(csr, version_node, bytes([version]))).status_code == 400
+
+
 @pytest.mark.parametrize("path", [
     # Found by test_paths_and_methods: werkzeug merges slashes with a 308 redirect whose body
     # is HTML (and whose Location is built from the Host header the client sent).

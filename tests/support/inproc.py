@@ -12,7 +12,6 @@ import datetime as dt
 import re
 import urllib.parse
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +35,15 @@ ALLOWED_STATUSES = frozenset({200, 202, 204} | set(range(400, 500)) | {501})
 MAX_REASON = 1024
 
 
-@dataclass(repr=False)
 class InProcessGateway:
-    """A started configuration and its WSGI app, plus material to build requests from."""
+    """A started configuration and its WSGI app, plus material to build requests from.
+    (Not a dataclass: hypothesis prints every field of one with each failing example.)"""
 
-    folder: Path
-    config: GatewayConfig
-    app: Flask
-    password: str
-    ca_key: authority.PrivateKey
-    ca_cert: x509.Certificate
-    keys: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, folder: Path, config: GatewayConfig, app: Flask, password: str,
+                 ca_key: authority.PrivateKey, ca_cert: x509.Certificate) -> None:
+        self.folder, self.config, self.app, self.password = folder, config, app, password
+        self.ca_key, self.ca_cert = ca_key, ca_cert
+        self.keys: dict[str, Any] = {}
 
     def __repr__(self) -> str:   # hypothesis prints the fixture with each failing example
         return f"InProcessGateway({self.folder})"
