@@ -30,6 +30,8 @@ class Limits:
     max_value_length: int = 256
     #: failed authentications from one address within a minute before 429 (0 = off)
     auth_failures_per_minute: int = 10
+    #: seconds a worker remembers a verified password (as an HMAC) to skip scrypt (0 = off)
+    password_cache_s: int = 60
 
     def check_csr_key(self, csr: x509.CertificateSigningRequest) -> None:
         """Refuse weak or unsupported keys and hashes (400) before verifying the signature."""

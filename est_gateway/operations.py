@@ -41,6 +41,7 @@ from est_gateway.identity import (
 from est_gateway.keys import PrivateKey
 from est_gateway.limits import FailureThrottle, Limits
 from est_gateway.metrics import Metrics
+from est_gateway.passwords import PasswordChecker
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=EnrollRequest)
@@ -78,6 +79,7 @@ class ESTService:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.throttle = FailureThrottle(config.limits.auth_failures_per_minute)
+        self.passwords = PasswordChecker(config.limits.password_cache_s)
 
     # -- lookup --------------------------------------------------------------------------
 
@@ -237,7 +239,7 @@ class ESTService:
             if creds is None:
                 raise Unauthorized("HTTP Basic credentials are required", realm=realm)
             # Always run the hash, so a wrong username costs the same time as a wrong password.
-            password_ok = alias.password.verify(creds.password)
+            password_ok = self.passwords.verify(alias.name, alias.password, creds.password)
             if not (password_ok and creds.username == alias.username):
                 log.info("rejected credentials for user %r on alias %s", creds.username, alias.name)
                 raise Unauthorized("invalid username or password", realm=realm)

@@ -11,6 +11,9 @@ import base64
 import hashlib
 import hmac
 import os
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 SCHEME = "scrypt"
@@ -72,3 +75,33 @@ def _scrypt(password: str, salt: bytes, log_n: int, r: int, p: int) -> bytes:
     n = 1 << log_n
     return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
                           maxmem=256 * n * r + (1 << 20), dklen=_DKLEN)
+
+
+class PasswordChecker:
+    """Verifies alias passwords; remembers a recent success for ``ttl_s`` seconds.
+
+    scrypt is deliberately slow (tens of ms and 16 MiB per check), and every device of
+    an alias presents the same password, so each worker keeps, per alias, an HMAC of the
+    last verified password under a random key of its own, compared in constant time.
+    At most ``max_hashing`` scrypt computations run at once per process, bounding the
+    memory they take. ``ttl_s = 0`` turns the memory off.
+    """
+
+    def __init__(self, ttl_s: float, *, max_hashing: int = 2,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._key = os.urandom(32)
+        self._recent: dict[str, tuple[bytes, float]] = {}
+        self._hashing = threading.BoundedSemaphore(max_hashing)
+
+    def verify(self, scope: str, stored: PasswordHash, password: str) -> bool:
+        tag = hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).digest()
+        remembered = self._recent.get(scope)
+        if remembered is not None and remembered[1] > self._clock() and hmac.compare_digest(remembered[0], tag):
+            return True
+        with self._hashing:
+            ok = stored.verify(password)
+        if ok and self.ttl_s > 0:
+            self._recent[scope] = (tag, self._clock() + self.ttl_s)
+        return ok

@@ -53,6 +53,8 @@ def load_csr(der: bytes) -> x509.CertificateSigningRequest:
     """Parse a DER PKCS#10 request without verifying it (check limits first, then verify)."""
     try:
         return x509.load_der_x509_csr(der)
+    except x509.InvalidVersion:
+        raise ValueError("CSR version is not v1 (0)") from None
     except ValueError:
         raise ValueError("body is base64 but not a DER PKCS#10 certificate request") from None
 

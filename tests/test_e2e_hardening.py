@@ -6,6 +6,7 @@ import base64
 import json
 import socket
 import ssl
+import subprocess
 from pathlib import Path
 
 from tests.conftest import Gateway
@@ -156,3 +157,22 @@ def test_repeated_failures_from_one_address_get_429(tmp_path: Path) -> None:
         assert enroll(instance.password(), "--interface", "127.0.0.2")[0] == 200
     finally:
         process.stop()
+
+
+def _connects(gateway: Gateway, *urls: str) -> list[int]:
+    """How many new connections curl opened for each URL fetched in one invocation."""
+    args = ["curl", "-sS", "--cacert", str(gateway.instance.trust_anchor), "-w", "%{num_connects} "]
+    for url in urls:
+        args += ["-o", "/dev/null", url]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True).stdout
+    return [int(n) for n in out.split()]
+
+
+def test_keep_alive_reuses_the_tls_connection(gateway: Gateway) -> None:
+    url = f"{gateway.url}/cacerts"
+    assert _connects(gateway, url, url, url) == [1, 0, 0]
+
+
+def test_connection_is_closed_after_an_error_answer(gateway: Gateway) -> None:
+    ok, missing = f"{gateway.url}/cacerts", f"{gateway.url}/no-such-label/cacerts"
+    assert _connects(gateway, ok, missing, ok) == [1, 0, 1]

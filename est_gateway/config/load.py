@@ -76,6 +76,7 @@ def _limits(sec: Section) -> Limits:
         max_value_length=sec.int("max_value_length", d.max_value_length, minimum=16, maximum=4096),
         auth_failures_per_minute=sec.int("auth_failures_per_minute", d.auth_failures_per_minute,
                                          minimum=0, maximum=100_000),
+        password_cache_s=sec.int("password_cache_s", d.password_cache_s, minimum=0, maximum=3600),
     )
     if isinstance(limits.min_rsa_bits, int) and isinstance(limits.max_rsa_bits, int) \
             and limits.min_rsa_bits > limits.max_rsa_bits:
@@ -119,6 +120,9 @@ def _server(sec: Section) -> ServerSettings:
         workers=sec.int("workers", d.workers, minimum=1, maximum=64),
         max_body_bytes=sec.int("max_body_bytes", d.max_body_bytes, minimum=1024, maximum=16 * 1024 * 1024),
         request_timeout_s=sec.number("request_timeout_s", d.request_timeout_s),
+        keepalive_s=sec.number("keepalive_s", d.keepalive_s, allow_zero=True),
+        max_requests_per_connection=sec.int("max_requests_per_connection", d.max_requests_per_connection,
+                                            minimum=1, maximum=100_000),
         trusted_proxies=tuple(proxies),
         client_cert_header=header, client_chain_header_prefix=chain_prefix,
         log_level=sec.str("log_level", d.log_level, choices=("debug", "info", "warning", "error")),

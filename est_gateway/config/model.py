@@ -31,6 +31,8 @@ class ServerSettings:
     workers: int = 2
     max_body_bytes: int = 64 * 1024
     request_timeout_s: float = 30.0
+    keepalive_s: float = 2.0
+    max_requests_per_connection: int = 100
     trusted_proxies: tuple[IPNetwork, ...] = ()
     client_cert_header: str = "X-SSL-Client-Cert"
     client_chain_header_prefix: str = "X-SSL-Client-Chain-"

@@ -97,10 +97,12 @@ class Section:
                 self.error(name, f"must be at most {maximum}, not {value}")
         return value
 
-    def number(self, name: builtins.str, default: Any = _MISSING, *, minimum: float = 0.0) -> Any:
+    def number(self, name: builtins.str, default: Any = _MISSING, *, allow_zero: builtins.bool = False) -> Any:
+        """A positive number (or zero, where zero means "off")."""
         value = self._get(name, default, (int, float), "a number")
-        if isinstance(value, (int, float)) and name in self.data and value <= minimum:
-            self.error(name, f"must be greater than {minimum:g}, not {value}")
+        if isinstance(value, (int, float)) and name in self.data:
+            if value < 0 or (value == 0 and not allow_zero):
+                self.error(name, f"must be {'zero or more' if allow_zero else 'greater than 0'}, not {value}")
         return float(value) if isinstance(value, (int, float)) else value
 
     def str_list(self, name: builtins.str, default: Any = _MISSING, *,

@@ -9,14 +9,15 @@ every read and write.
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Any
 
-from gunicorn import util
-from gunicorn.http import errors
+from gunicorn import http, util
+from gunicorn.http import errors, wsgi
 from gunicorn.workers.sync import SyncWorker
 from OpenSSL import SSL
 
@@ -33,6 +34,8 @@ class ESTWorker(SyncWorker):  # type: ignore[misc]
                                            min_version=settings.tls_min_version)
                             if settings.tls else None)
         self.slots = threading.BoundedSemaphore(self.cfg.threads)
+        self.active = 0
+        self.active_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="est")
         super().init_process()
 
@@ -75,6 +78,8 @@ class ESTWorker(SyncWorker):  # type: ignore[misc]
             self.log.debug("failed to send the error answer")
 
     def _serve(self, listener: socket.socket, client: socket.socket, addr: Any) -> None:
+        with self.active_lock:
+            self.active += 1
         try:
             timeout = self.server_settings.request_timeout_s
             conn: Any = client
@@ -91,7 +96,56 @@ class ESTWorker(SyncWorker):  # type: ignore[misc]
         except Exception:
             self.log.exception("error serving a connection")
         finally:
+            with self.active_lock:
+                self.active -= 1
             self.slots.release()
+
+    def handle(self, listener: socket.socket, client: Any, addr: Any) -> None:
+        """Serve the requests of one connection: several with HTTP/1.1 keep-alive (new TLS
+        handshakes are the dominant cost of a short request), until the client closes, the
+        connection idles past ``keepalive_s``, or ``max_requests_per_connection``."""
+        settings = self.server_settings
+        req = None
+        try:
+            parser = http.get_parser(self.cfg, client, addr)
+            for served in range(1, settings.max_requests_per_connection + 1):
+                if served > 1:
+                    client.settimeout(settings.keepalive_s)   # idle wait for the next request
+                req = next(parser)
+                client.settimeout(settings.request_timeout_s)
+                last = served == settings.max_requests_per_connection or not self.alive
+                if not self._answer(listener, req, client, addr, close=last or self._saturated()):
+                    break
+        except (StopIteration, http.errors.NoMoreData, TimeoutError):
+            pass   # the client closed, or idled past keepalive_s / request_timeout_s
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                self.log.debug("socket error on %s: %s", addr, exc)
+        except Exception as exc:
+            self.handle_error(req, client, addr, exc)
+        finally:
+            util.close_graceful(client)
+
+    def _saturated(self) -> bool:
+        """Every thread busy: close after this answer rather than idle on keep-alive."""
+        return bool(self.active >= self.cfg.threads)
+
+    def _answer(self, listener: socket.socket, req: Any, client: Any, addr: Any, *, close: bool) -> bool:
+        """Run the application for one request; True when the connection may carry another."""
+        resp, environ = wsgi.create(req, client, addr, listener.getsockname(), self.cfg)
+        if close or self.server_settings.keepalive_s <= 0:
+            resp.force_close()
+        self.nr += 1
+        respiter = self.wsgi(environ, resp.start_response)
+        try:
+            for item in respiter:
+                resp.write(item)
+            resp.close()
+        finally:
+            if hasattr(respiter, "close"):
+                respiter.close()
+        # After an error the request body may be unread (413): never reuse such a connection.
+        return bool(not resp.should_close() and int(resp.status_code) < 400)
 
 
 def _framing_error(exc: BaseException) -> tuple[int, str]:

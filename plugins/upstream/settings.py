@@ -68,7 +68,7 @@ def parse_upstream(sec: Section) -> UpstreamSettings | None:
     connect = sec.number("connect_timeout_s", 5.0)
     read = sec.number("read_timeout_s", 30.0)
     retries = sec.int("retries", 2, minimum=0, maximum=10)
-    backoff = sec.number("retry_backoff_s", 0.5, minimum=-1.0)
+    backoff = sec.number("retry_backoff_s", 0.5, allow_zero=True)
     if len(sec.problems.items) != before:
         return None
     try:

@@ -7,12 +7,16 @@ processes (or gateway instances sharing one state folder) write to the same file
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
+import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -87,24 +91,43 @@ class DuplicateSerial(Exception):
 
 
 class CertificateStore:
-    """Durable certificate records; a connection per call keeps it fork- and thread-safe."""
+    """Durable certificate records, shared by threads, worker processes and gateway instances.
+
+    Each thread keeps one connection (opened again after a fork). Writers queue on a
+    lock in the process and on a file lock between processes, which wakes the next one
+    at once, instead of meeting in SQLite's busy handler, which sleeps with back-off and
+    gave concurrent enrollments a long latency tail.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA synchronous=FULL")   # committed means on disk
             conn.execute("PRAGMA busy_timeout=30000")
-            yield conn
-        finally:
-            conn.close()
+            self._local.conn, self._local.pid = conn, os.getpid()
+        yield conn
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one write, holding the process's and the folder's write locks."""
+        with self._write_lock, open(self.path.with_name(self.path.name + ".lock"), "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                with self._connect() as conn:
+                    yield conn
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def initialise(self) -> None:
-        with self._connect() as conn:
+        with self._writing() as conn:
             conn.executescript(_SCHEMA)
 
     def add(self, cert: x509.Certificate, *, ca: str, alias: str, certificate_profile: str,
@@ -117,7 +140,7 @@ class CertificateStore:
             ca, alias, certificate_profile, requester, request_id, issued_at.isoformat(),
             cert.public_bytes(Encoding.DER),
         )
-        with self._connect() as conn:
+        with self._writing() as conn:
             try:
                 conn.execute(
                     "INSERT INTO certificates (serial, issuer, subject, sans, not_before, not_after,"
@@ -128,9 +151,8 @@ class CertificateStore:
 
     def get(self, serial: str) -> Record | None:
         with self._connect() as conn:
-            cur = conn.execute(f"SELECT {_COLUMNS} FROM certificates WHERE serial = ?",
-                               (normalise_serial(serial),))
-            found = cur.fetchone()
+            found = _one(conn.execute(f"SELECT {_COLUMNS} FROM certificates WHERE serial = ?",
+                                      (normalise_serial(serial),)))
         return _record(found) if found else None
 
     def records(self, *, limit: int = 1000, status: str | None = None) -> list[Record]:
@@ -150,17 +172,17 @@ class CertificateStore:
 
     def count(self) -> int:
         with self._connect() as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM certificates").fetchone()[0])
+            return int(_one(conn.execute("SELECT COUNT(*) FROM certificates"))[0])
 
     def revoke(self, serial: str, reason: str, at: dt.datetime) -> Record:
         """Mark a record revoked; raises ``LookupError`` (unknown) or ``ValueError`` (already)."""
         if reason not in REVOCATION_REASONS:
             raise ValueError(f"unknown reason {reason!r}; use one of {', '.join(REVOCATION_REASONS)}")
         key = normalise_serial(serial)
-        with self._connect() as conn:
+        with self._writing() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                row = conn.execute("SELECT status FROM certificates WHERE serial = ?", (key,)).fetchone()
+                row = _one(conn.execute("SELECT status FROM certificates WHERE serial = ?", (key,)))
                 if row is None:
                     raise LookupError(f"no certificate with serial {key} on record")
                 if row[0] == "revoked":
@@ -180,14 +202,14 @@ class CertificateStore:
 
     def pending_lookup(self, retry_key: str) -> PendingRecord | None:
         with self._connect() as conn:
-            row = conn.execute(f"SELECT {_PENDING_COLUMNS} FROM pending WHERE retry_key = ?",
-                               (retry_key,)).fetchone()
+            row = _one(conn.execute(f"SELECT {_PENDING_COLUMNS} FROM pending WHERE retry_key = ?",
+                               (retry_key,)))
         return PendingRecord(*row) if row else None
 
     def pending_add(self, record_id: str, retry_key: str, *, alias: str, subject: str, requester: str,
                     csr: bytes, at: dt.datetime) -> PendingRecord:
         """Queue a request; if the same request is already queued, return that one."""
-        with self._connect() as conn:
+        with self._writing() as conn:
             conn.execute("INSERT OR IGNORE INTO pending (id, retry_key, alias, subject, requester, csr,"
                          " created_at) VALUES (?,?,?,?,?,?,?)",
                          (record_id, retry_key, alias, subject, requester, csr, at.isoformat()))
@@ -206,27 +228,27 @@ class CertificateStore:
     def pending_decide(self, record_id: str, decision: str, at: dt.datetime, reason: str | None = None
                        ) -> PendingRecord:
         """Approve or reject a pending request; raises LookupError / ValueError with a reason."""
-        with self._connect() as conn:
+        with self._writing() as conn:
             cur = conn.execute("UPDATE pending SET status=?, decided_at=?, reason=? WHERE id=? AND status='pending'",
                                (decision, at.isoformat(), reason, record_id))
             if cur.rowcount == 0:
-                row = conn.execute("SELECT status FROM pending WHERE id=?", (record_id,)).fetchone()
+                row = _one(conn.execute("SELECT status FROM pending WHERE id=?", (record_id,)))
                 if row is None:
                     raise LookupError(f"no pending request {record_id}")
                 raise ValueError(f"request {record_id} is already {row[0]}")
-            row = conn.execute(f"SELECT {_PENDING_COLUMNS} FROM pending WHERE id=?", (record_id,)).fetchone()
+            row = _one(conn.execute(f"SELECT {_PENDING_COLUMNS} FROM pending WHERE id=?", (record_id,)))
         return PendingRecord(*row)
 
     def pending_claim(self, record_id: str) -> bool:
         """Move an approved request to 'issuing'; only one concurrent poll wins."""
-        with self._connect() as conn:
+        with self._writing() as conn:
             cur = conn.execute("UPDATE pending SET status='issuing' WHERE id=? AND status='approved'",
                                (record_id,))
             return cur.rowcount == 1
 
     def pending_finish(self, record_id: str, serial: str | None) -> None:
         """Record the issued serial, or (None) hand the request back to 'approved'."""
-        with self._connect() as conn:
+        with self._writing() as conn:
             if serial is None:
                 conn.execute("UPDATE pending SET status='approved' WHERE id=? AND status='issuing'", (record_id,))
             else:
@@ -255,6 +277,13 @@ class PendingRecord:
 
 _COLUMNS = ("serial, issuer, subject, sans, not_before, not_after, ca, alias, certificate_profile,"
             " requester, request_id, issued_at, status, revoked_at, revocation_reason, der")
+
+
+def _one(cursor: sqlite3.Cursor) -> Any:
+    """The first row, reading the statement to its end: an unfinished SELECT would keep a
+    read transaction open on this long-lived connection and hold back WAL checkpoints."""
+    rows = cursor.fetchall()
+    return rows[0] if rows else None
 
 
 def _record(row: tuple[object, ...]) -> Record:
