@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from est_gateway import localmode
@@ -230,3 +231,22 @@ def test_unreachable_or_untrusted_upstream_is_503(setup: Setup, alias: str) -> N
     assert setup.enroll("est", new_csr(setup.folder, f"device-after-{alias}", "after")).status == 200
     if alias == "untrusted":
         assert "TLS with the upstream CA" in setup.gateway.output()
+
+
+@pytest.mark.parametrize("alias", ["est", "soap"])
+def test_serverkeygen_through_ejbca(setup: Setup, alias: str) -> None:
+    """The gateway generates the key; EJBCA issues for it like for any CSR (RFC 7030 §4.4)."""
+    answer = setup.post(alias, "serverkeygen", new_csr(setup.folder, f"keygen-{alias}", f"keygen-{alias}"),
+                        "-u", f"estuser:{setup.password}")
+    assert answer.status == 200, answer.body
+    boundary = answer.headers["content-type"].split("boundary=", 1)[1]
+    parts = [p for p in answer.body.split(f"--{boundary}".encode()) if b"Content-Type" in p]
+    assert len(parts) == 2
+    key_part = next(p for p in parts if b"Content-Type: application/pkcs8\r\n" in p)
+    cert_part = next(p for p in parts if b"smime-type=certs-only\r\n" in p)
+    key = serialization.load_der_private_key(base64.b64decode(key_part.split(b"\r\n\r\n", 1)[1]), None)
+    cert = leaf(cert_part.split(b"\r\n\r\n", 1)[1])
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    assert cert.public_key().public_bytes(serialization.Encoding.DER, spki) == \
+        key.public_key().public_bytes(serialization.Encoding.DER, spki)
+    assert cert.subject.rfc4514_string() == f"CN=keygen-{alias}"
