@@ -21,6 +21,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tests.support.gateway import children_of
 from tests.support.load import Outcome, bodies, cheap_password_instance, enroll_all, integrity, rows
 
 pytestmark = pytest.mark.e2e
@@ -86,15 +87,7 @@ def test_500_concurrent_enrollments_lose_nothing(tmp_path: Path) -> None:
 
 def _kill_tree(pid: int) -> list[int]:
     """SIGKILL the gunicorn arbiter and its workers at once (a crash, not a shutdown)."""
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(entry))
+    children = children_of(pid)
     for target in [*children, pid]:
         try:
             os.kill(target, signal.SIGKILL)

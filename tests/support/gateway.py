@@ -107,3 +107,17 @@ def curl(*args: str, cacert: Path | None = None, timeout: float = 30.0) -> CurlR
         key, _, value = line.partition(":")
         headers[key.strip().lower()] = value.strip()
     return CurlResult(status, headers, head, body)
+
+
+def children_of(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
