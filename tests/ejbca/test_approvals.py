@@ -37,15 +37,6 @@ TARGET = CATarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile=
 SECRET = "k" * 40
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> UpstreamPKI:
-    return UpstreamPKI(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def server(pki: UpstreamPKI) -> Iterator[StandinServer]:
-    with StandinServer(StandinEjbca(), pki.server_context()) as running:
-        yield running
 
 
 @pytest.fixture

@@ -25,10 +25,6 @@ from tests.support.pki import CA, write_pem
 URL = "https://ejbca.test:8443/ejbca/ejbca-rest-api"
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> UpstreamPKI:
-    return UpstreamPKI(tmp_path_factory.mktemp("pki"))
-
 
 def config(pki: UpstreamPKI, tmp_path: Path, *, type_name: str = "ejbca-rest",
            upstream: dict[str, Any] | None = None, **backend: Any) -> dict[str, Any]:

@@ -13,23 +13,11 @@ from est_gateway.config.model import CATarget
 from est_gateway.testing.contract import BackendContract
 from tests.support.ejbca_standin import (
     CA_NAME,
-    StandinEjbca,
     StandinServer,
     UpstreamPKI,
     make_backend,
     upstream_options,
 )
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> UpstreamPKI:
-    return UpstreamPKI(tmp_path_factory.mktemp("upstream-pki"))
-
-
-@pytest.fixture(scope="module")
-def server(pki: UpstreamPKI) -> Iterator[StandinServer]:
-    with StandinServer(StandinEjbca(), pki.server_context()) as running:
-        yield running
 
 
 class _EjbcaContract(BackendContract):

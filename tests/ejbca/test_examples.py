@@ -11,7 +11,7 @@ from est_gateway import localmode
 from est_gateway.config.load import load_config
 from tests.support.ejbca_standin import UpstreamPKI
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 
 @pytest.mark.parametrize("name", ["ejbca-rest.toml", "ejbca-soap.toml"])

@@ -4,7 +4,6 @@ rule: ``known=False`` only when EJBCA itself says it does not know the certifica
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -29,15 +28,6 @@ TARGET = CATarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile=
 REST = "https://ejbca.test:8443/ejbca/ejbca-rest-api"
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> UpstreamPKI:
-    return UpstreamPKI(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def server(pki: UpstreamPKI) -> Iterator[StandinServer]:
-    with StandinServer(StandinEjbca(), pki.server_context()) as running:
-        yield running
 
 
 @pytest.fixture(params=["ejbca-rest", "ejbca-soap"])

@@ -34,10 +34,6 @@ CERTREQ = f"{BASE}/v1/certificate/certificaterequest"
 TARGET = CATarget(ca="EST Sub CA", certificate_profile="ENDUSER", end_entity_profile="EMPTY")
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> UpstreamPKI:
-    return UpstreamPKI(tmp_path_factory.mktemp("pki"))
-
 
 @pytest.fixture(scope="module")
 def ca() -> StandinEjbca:

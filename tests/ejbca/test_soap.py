@@ -33,10 +33,6 @@ URL = "https://ejbca.test:8443/ejbca/ejbcaws/ejbcaws"
 TARGET = CATarget(ca="EST Sub CA", certificate_profile="ENDUSER", end_entity_profile="EMPTY")
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> UpstreamPKI:
-    return UpstreamPKI(tmp_path_factory.mktemp("pki"))
-
 
 @pytest.fixture
 def ca() -> StandinEjbca:
