@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import secrets
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,6 +129,8 @@ def instructions(instance: LocalInstance, *, port: int, created: bool) -> str:
     url = f"https://127.0.0.1:{port}/.well-known/est"
     pw = instance.password()
     state = "created" if created else "reused"
+    venv_cli = Path(sys.executable).with_name("est-gateway")     # .venv/bin/est-gateway
+    cli = str(venv_cli) if venv_cli.exists() else "est-gateway"
     return f"""\
 est-gateway local test mode ({state} {instance.folder})
   EST base URL   : {url}      (labels: est = default, newkey = renewal needs a new key)
@@ -146,12 +149,15 @@ Try it (in another shell, from this folder):
        -outform DER | base64 > renew.b64
   curl -s --cacert $TA --cert dev.pem --key dev.key -H 'Content-Type: application/pkcs10' \\
        --data-binary @renew.b64 $EST/simplereenroll | base64 -d | openssl pkcs7 -inform DER -print_certs -out dev2.pem
-  est-gateway local-ca --config {cfg} list
-  est-gateway local-ca --config {cfg} revoke <serial> --reason keyCompromise
+  {cli} local-ca --config {cfg} list
+  {cli} local-ca --config {cfg} revoke <serial> --reason keyCompromise
 
-libest estclient:
+libest estclient (it sends no password until challenged; the gateway answers 401 + Basic):
   export EST_OPENSSL_CACERT={ta}
+  openssl genrsa -out dev3.key 2048
   estclient -g -s 127.0.0.1 -p {port} -o out
-  estclient -e -s 127.0.0.1 -p {port} -u {USERNAME} -h '{pw}' -o out --common-name dev3
-  estclient -r -s 127.0.0.1 -p {port} -c out/cert-0-0.pkcs7.pem -k out/key-x-x.pem -o out
+  estclient -e -s 127.0.0.1 -p {port} -u {USERNAME} -h '{pw}' --common-name dev3 -x dev3.key -o out
+  openssl base64 -d -in out/newcert.pkcs7 | openssl pkcs7 -inform DER -print_certs -out dev3.pem
+      (older libest releases name it out/cert-0-0.pkcs7)
+  estclient -r -s 127.0.0.1 -p {port} -c dev3.pem -k dev3.key -x dev3.key -o out
 """
