@@ -187,9 +187,7 @@ class ESTService:
         """CAs whose certificates authenticate on this alias: its own CA chain plus any
         extra client CAs the operator configured."""
         anchors = list(self._call(alias, "ca_certs", lambda b: b.ca_certs(alias.target)))
-        for path in alias.trusted_client_cas:
-            anchors += wire.read_pem_chain(path.read_bytes())
-        return anchors
+        return anchors + list(alias.trusted_client_cas)
 
     def _verified(self, alias: AliasSettings, presented: PresentedCertificate, *,
                   must_be_known: bool = False) -> x509.Certificate:

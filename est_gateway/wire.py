@@ -78,7 +78,3 @@ def read_certs_only(der: bytes) -> list[x509.Certificate]:
     """The certificates of a certs-only PKCS#7 (a SET: order carries no meaning)."""
     return pkcs7.load_der_pkcs7_certificates(der)
 
-
-def read_pem_chain(data: bytes) -> list[x509.Certificate]:
-    """Every certificate of a PEM bundle, in file order."""
-    return x509.load_pem_x509_certificates(data)

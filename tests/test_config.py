@@ -10,6 +10,7 @@ import pytest
 from est_gateway.config import load_config
 from est_gateway.errors import ConfigError
 from est_gateway.passwords import PasswordHash
+from tests.support.pki import CA, write_pem
 
 GOOD = """
 [server]
@@ -182,3 +183,15 @@ def test_shipped_example_configs_are_valid(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "secrets" / "est.password").write_text("pw\n")
     config = load_config(cfg)
     assert "est" in config.aliases
+
+
+def test_trusted_client_cas_are_read_at_start_up(folder: Path) -> None:
+    ca = CA.create("Device Maker CA")
+    write_pem(folder / "maker.pem", ca.cert)
+    text = GOOD.replace('ca = "EST CA"', 'ca = "EST CA"\ntrusted_client_cas_file = "maker.pem"')
+    config = load_config(_write(folder, text))
+    assert config.aliases["est"].trusted_client_cas == (ca.cert,)
+    (folder / "maker.pem").write_text("not a certificate")
+    problems = _problems(folder, text)
+    assert any(p.startswith("aliases.est.trusted_client_cas_file: ") and "no readable PEM certificate" in p
+               for p in problems)

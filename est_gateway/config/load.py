@@ -8,6 +8,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from est_gateway import csrattrs as csrattrs_mod
 from est_gateway.backends.base import CABackend
 from est_gateway.backends.registry import BackendRegistry
@@ -193,8 +195,7 @@ def _alias(name: str, sec: Section, backends: dict[str, CABackend]) -> AliasSett
     if username is None and not has_password and not require_cert:
         sec.error("username", "an alias needs username/password or require_client_cert = true; "
                               "otherwise anyone could enroll")
-    trusted = sec.path_value("trusted_client_cas_file", None, must_exist=True)
-    cas = (trusted,) if trusted is not None else ()
+    cas = _certificates(sec, "trusted_client_cas_file")
     csrattrs = _csrattrs(sec.table("csrattrs"))
     challenge = sec.str("challenge_password", "none", choices=CHALLENGE_PASSWORD_MEANINGS)
     keygen = sec.bool("serverkeygen", True)
@@ -215,6 +216,19 @@ def _alias(name: str, sec: Section, backends: dict[str, CABackend]) -> AliasSett
         trusted_client_cas=cas, csrattrs=csrattrs, challenge_password=challenge,
         serverkeygen=keygen, serverkeygen_key_type=keygen_type,
     )
+
+
+def _certificates(sec: Section, key: str) -> tuple[x509.Certificate, ...]:
+    """PEM certificates from a file named by ``key`` (none when the key is absent)."""
+    path = sec.path_value(key, None, must_exist=True)
+    if path is None or not path.exists():
+        return ()
+    try:
+        found = x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError):
+        sec.error(key, f"{path} holds no readable PEM certificate")
+        return ()
+    return tuple(found)
 
 
 def _csrattrs(sec: Section) -> CsrAttrsPolicy:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptography import x509
+
 from est_gateway.csrattrs import CsrAttrsPolicy
 from est_gateway.limits import Limits
 from est_gateway.passwords import PasswordHash
@@ -60,7 +62,8 @@ class AliasSettings:
     username: str | None
     password: PasswordHash | None
     allow_same_key_renewal: bool
-    trusted_client_cas: tuple[Path, ...] = ()
+    #: extra CAs whose certificates authenticate simpleenroll (e.g. a device maker's), read at start-up
+    trusted_client_cas: tuple[x509.Certificate, ...] = ()
     csrattrs: CsrAttrsPolicy = field(default_factory=CsrAttrsPolicy)
     #: what a CSR's challengePassword means: "none" (ignored), "channel-binding"
     #: (RFC 7030 §3.5, required) or "enrollment-code" (passed to the CA, EJBCA client mode)
