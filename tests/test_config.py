@@ -195,3 +195,27 @@ def test_trusted_client_cas_are_read_at_start_up(folder: Path) -> None:
     problems = _problems(folder, text)
     assert any(p.startswith("aliases.est.trusted_client_cas_file: ") and "no readable PEM certificate" in p
                for p in problems)
+
+
+def test_channel_binding_refuses_to_be_served_behind_a_proxy(folder: Path) -> None:
+    text = GOOD.replace('tls_cert = "server.pem"\ntls_key = "server.key"',
+                        'tls = false\ntrusted_proxies = ["127.0.0.1"]') \
+               .replace('ca = "EST CA"', 'ca = "EST CA"\nchallenge_password = "channel-binding"')
+    problems = _problems(folder, text)
+    assert any(p.startswith("aliases.est.challenge_password: channel binding can only be checked where TLS "
+                            "terminates") for p in problems)
+
+
+def test_enrollment_code_needs_a_backend_that_checks_it(folder: Path) -> None:
+    problems = _problems(folder, GOOD.replace('ca = "EST CA"', 'ca = "EST CA"\nchallenge_password = "enrollment-code"'))
+    assert 'aliases.est.challenge_password: backend "local" does not take enrollment codes for this alias ' \
+           "(EJBCA client mode does)" in problems
+
+
+def test_csrattrs_settings_are_validated(folder: Path) -> None:
+    text = GOOD + '\n[aliases.est.csrattrs]\nattributes = ["challengePasswd"]\nkey_type = "ec-p521"\nenforced = true\n'
+    problems = _problems(folder, text)
+    assert any(p.startswith('aliases.est.csrattrs.attributes[0]: "challengePasswd" is neither a known name')
+               for p in problems)
+    assert any(p.startswith('aliases.est.csrattrs.key_type: "ec-p521" is not one of') for p in problems)
+    assert 'aliases.est.csrattrs.enforced: unknown setting; did you mean "enforce"?' in problems
