@@ -78,6 +78,13 @@ class MethodNotAllowed(ESTError):
         return {"Allow": ", ".join(self.allowed)}
 
 
+class RequestTimeout(ESTError):
+    """The request (its body) did not arrive within the time limit (408)."""
+
+    status = 408
+    default_detail = "request not received within the time limit"
+
+
 class PayloadTooLarge(ESTError):
     """Request body over the configured limit (413)."""
 

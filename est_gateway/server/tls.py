@@ -10,19 +10,14 @@ blocking socket gunicorn's HTTP parser reads from.
 from __future__ import annotations
 
 import errno
-import select
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
 
 from est_gateway.identity import TLSInfo
-
-T = TypeVar("T")
+from est_gateway.server.connection import Connection
 
 # TLS 1.2 suites: forward secret AEAD only (no NULL, anonymous, export, RC4 or 3DES).
 TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!eNULL:!MD5:!DSS"
@@ -52,25 +47,26 @@ def _accept_any(conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int
     return True
 
 
-class TLSSocket:
+class TLSSocket(Connection):
     """A server-side pyOpenSSL connection with the socket methods gunicorn uses."""
 
+    WANT_READ = (SSL.WantReadError,)
+    WANT_WRITE = (SSL.WantWriteError,)
+
     def __init__(self, raw: socket.socket, context: SSL.Context) -> None:
-        raw.setblocking(False)
-        self._raw = raw
+        super().__init__(raw)
         self._conn = SSL.Connection(context, raw)
         self._conn.set_accept_state()
-        self._timeout: float | None = None
-        self.info: TLSInfo | None = None
 
     # -- handshake -----------------------------------------------------------------------
 
     def handshake(self, timeout: float) -> TLSInfo:
         """Complete the handshake within ``timeout`` seconds and record what it gave."""
         self._timeout = timeout
-        self._io(self._conn.do_handshake)
-        self.info = self._describe()
-        return self.info
+        self._io(self._conn.do_handshake, reading=True)
+        info = self._describe()
+        self.info = info
+        return info
 
     def _describe(self) -> TLSInfo:
         conn = self._conn
@@ -95,28 +91,9 @@ class TLSSocket:
 
     # -- socket API used by gunicorn -----------------------------------------------------
 
-    def _io(self, call: Callable[..., T], *args: Any) -> T:
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        while True:
-            try:
-                return call(*args)
-            except SSL.WantReadError:
-                self._wait(deadline, read=True)
-            except SSL.WantWriteError:
-                self._wait(deadline, read=False)
-
-    def _wait(self, deadline: float | None, *, read: bool) -> None:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            raise TimeoutError("TLS peer too slow")
-        fds = [self._raw]
-        ready = select.select(fds, [], [], remaining) if read else select.select([], fds, [], remaining)
-        if not any(ready):
-            raise TimeoutError("TLS peer too slow")
-
     def recv(self, size: int) -> bytes:
         try:
-            return self._io(self._conn.recv, size)
+            return self._io(self._conn.recv, size, reading=True)
         except SSL.ZeroReturnError:
             return b""
         except SSL.SysCallError as exc:
@@ -128,24 +105,9 @@ class TLSSocket:
 
     def send(self, data: bytes | memoryview) -> int:
         try:
-            return self._io(self._conn.send, bytes(data))
+            return self._io(self._conn.send, bytes(data), reading=False)
         except SSL.Error as exc:
             raise BrokenPipeError(errno.EPIPE, f"TLS error: {exc}") from None
-
-    def sendall(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            sent = self.send(view[:16384])
-            view = view[sent:]
-
-    def settimeout(self, timeout: float | None) -> None:
-        self._timeout = timeout
-
-    def gettimeout(self) -> float | None:
-        return self._timeout
-
-    def setblocking(self, flag: bool) -> None:
-        self._timeout = None if flag else 0.0
 
     def shutdown(self, how: int) -> None:
         try:
@@ -153,18 +115,3 @@ class TLSSocket:
         except SSL.Error:
             pass
         self._raw.shutdown(how)
-
-    def close(self) -> None:
-        self._raw.close()
-
-    def fileno(self) -> int:
-        return self._raw.fileno()
-
-    def getsockname(self) -> Any:
-        return self._raw.getsockname()
-
-    def getpeername(self) -> Any:
-        return self._raw.getpeername()
-
-    def setsockopt(self, *args: Any) -> None:
-        self._raw.setsockopt(*args)

@@ -10,8 +10,10 @@ every read and write.
 from __future__ import annotations
 
 import errno
+import select
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Any
@@ -21,6 +23,7 @@ from gunicorn.http import errors, wsgi
 from gunicorn.workers.sync import SyncWorker
 from OpenSSL import SSL
 
+from est_gateway.server.connection import Connection, PlainSocket
 from est_gateway.server.tls import TLSSocket, server_context
 
 
@@ -82,9 +85,11 @@ class ESTWorker(SyncWorker):  # type: ignore[misc]
             self.active += 1
         try:
             timeout = self.server_settings.request_timeout_s
-            conn: Any = client
+            conn: Connection = PlainSocket(client)
+            conn.deadline = time.monotonic() + timeout
             if self.tls_context is not None:
                 conn = TLSSocket(client, self.tls_context)
+                conn.deadline = time.monotonic() + timeout
                 try:
                     conn.handshake(timeout)
                 except (SSL.Error, OSError) as exc:
@@ -109,12 +114,16 @@ class ESTWorker(SyncWorker):  # type: ignore[misc]
         try:
             parser = http.get_parser(self.cfg, client, addr)
             for served in range(1, settings.max_requests_per_connection + 1):
+                # The whole request (headers and body) must arrive within request_timeout_s,
+                # after at most keepalive_s of idling between requests.
+                idle = settings.keepalive_s if served > 1 else 0.0
+                client.deadline = time.monotonic() + idle + settings.request_timeout_s
                 if served > 1:
                     client.settimeout(settings.keepalive_s)   # idle wait for the next request
                 req = next(parser)
                 client.settimeout(settings.request_timeout_s)
                 last = served == settings.max_requests_per_connection or not self.alive
-                if not self._answer(listener, req, client, addr, close=last or self._saturated()):
+                if not self._answer(listener, req, client, addr, close=last or self._saturated(listener)):
                     break
         except (StopIteration, http.errors.NoMoreData, TimeoutError):
             pass   # the client closed, or idled past keepalive_s / request_timeout_s
@@ -126,9 +135,17 @@ class ESTWorker(SyncWorker):  # type: ignore[misc]
         finally:
             util.close_graceful(client)
 
-    def _saturated(self) -> bool:
-        """Every thread busy: close after this answer rather than idle on keep-alive."""
-        return bool(self.active >= self.cfg.threads)
+    def _saturated(self, listener: socket.socket) -> bool:
+        """Every thread busy and a connection waiting to be accepted: close after this answer
+        rather than keep the thread for this client. Without a waiting connection, closing
+        only costs this client a new handshake (a 16-client keep-alive run against 2 x 8
+        threads paid one on 83 % of its requests)."""
+        if self.active < self.cfg.threads:
+            return False
+        try:
+            return bool(select.select([listener], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
 
     def _answer(self, listener: socket.socket, req: Any, client: Any, addr: Any, *, close: bool) -> bool:
         """Run the application for one request; True when the connection may carry another."""
@@ -137,6 +154,8 @@ class ESTWorker(SyncWorker):  # type: ignore[misc]
             resp.force_close()
         self.nr += 1
         respiter = self.wsgi(environ, resp.start_response)
+        # The answer gets its own time to be written, whatever the request took.
+        client.deadline = time.monotonic() + self.server_settings.request_timeout_s
         try:
             for item in respiter:
                 resp.write(item)

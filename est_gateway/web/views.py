@@ -18,6 +18,7 @@ from est_gateway.errors import (
     NotFound,
     NotSupported,
     PayloadTooLarge,
+    RequestTimeout,
     UnsupportedMediaType,
 )
 from est_gateway.identity import (
@@ -136,9 +137,19 @@ def _read_body() -> bytes:
     """The request body, refused with 413 past the limit, chunked bodies included
     (werkzeug silently truncates an over-long chunked body instead)."""
     limit = int(current_app.config["MAX_CONTENT_LENGTH"])
+    codings = [c.strip().lower() for c in request.headers.get("Transfer-Encoding", "").split(",") if c.strip()]
+    if any(c != "chunked" for c in codings):
+        raise NotSupported(f"Transfer-Encoding {', '.join(codings)} is not supported; send the body as is or chunked")
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body too large (limit {limit} bytes)")
-    data = request.environ["wsgi.input"].read(limit + 1)
+    try:
+        data = request.environ["wsgi.input"].read(limit + 1)
+    except TimeoutError:
+        raise RequestTimeout("request body not received within the time limit") from None
+    except OSError:
+        raise BadRequest("request body ended early") from None
+    except Exception:  # the server's chunked-coding parser: bad sizes, missing CRLF, ...
+        raise BadRequest("malformed chunked request body") from None
     if len(data) > limit:
         raise PayloadTooLarge(f"request body too large (limit {limit} bytes)")
     return bytes(data)
