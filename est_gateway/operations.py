@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,7 +80,10 @@ class ESTService:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.throttle = FailureThrottle(config.limits.auth_failures_per_minute)
-        self.passwords = PasswordChecker(config.limits.password_cache_s)
+        # scrypt takes 16 MiB per run: as many runs at once as this process's share of the
+        # cores keeps them CPU-bound without letting each worker's peak memory grow by 32 MiB.
+        share = max(1, (os.cpu_count() or 1) // max(1, config.server.workers))
+        self.passwords = PasswordChecker(config.limits.password_cache_s, max_hashing=share)
 
     # -- lookup --------------------------------------------------------------------------
 
