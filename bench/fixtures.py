@@ -38,6 +38,8 @@ SCENARIOS = {
     "enroll-p256": ("p256", "simpleenroll", "ec-p256", "basic"),
     "reenroll-mtls": ("est", "simplereenroll", "rsa-2048", "mtls"),
     "cacerts": ("est", "cacerts", None, None),
+    # through the EJBCA REST adapter to the stand-in upstream (bench/upstream.py)
+    "enroll-upstream": ("upstream", "simpleenroll", "rsa-2048", "basic"),
 }
 
 
@@ -63,11 +65,12 @@ class Gateway:
         self.process.stop()
 
 
-def start_gateway(folder: Path, *, fill: object = None) -> Gateway:
-    """A local-mode gateway with an RSA-2048 CA (label est) and a P-256 CA (label p256).
+def start_gateway(folder: Path, *, fill: object = None, extra_config: str = "") -> Gateway:
+    """A local-mode gateway with an RSA-2048 CA (label est) and a P-256 CA (label p256),
+    plus ``extra_config`` (the upstream alias).
 
     ``fill(state_dir)`` runs before the first start, e.g. to pre-load the certificate store."""
-    instance, process = local_instance(folder, extra_config=P256_CONFIG)
+    instance, process = local_instance(folder, extra_config=P256_CONFIG + extra_config)
     if callable(fill):
         fill(folder / "local-ca")
     process.start(timeout=60)
@@ -124,6 +127,9 @@ def scenario_target(gw: Gateway, name: str, *, pools: dict[str, list[bytes]],
         contexts = [gw.client_context(ident.pem) for ident in identities]
         return Target(port, requests, contexts, paired=True)
     assert key_type is not None
+    # Upstream: one CSR (one EJBCA end entity) per client, so that no two clients edit the
+    # same end entity at once (the stand-in, like EJBCA, refuses the loser of that race).
+    pool = pools["upstream"] if label == "upstream" else pools[key_type]
     requests = [http_request(port, "POST", path, body, user=("estuser", gw.password), keep_alive=keep_alive)
-                for body in pools[key_type]]
-    return Target(port, requests, [gw.client_context()])
+                for body in pool]
+    return Target(port, requests, [gw.client_context()], paired=label == "upstream")
