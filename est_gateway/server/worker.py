@@ -13,6 +13,7 @@ import errno
 import select
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Any
@@ -22,6 +23,7 @@ from gunicorn.http import errors, wsgi
 from gunicorn.workers.sync import SyncWorker
 from OpenSSL import SSL
 
+from est_gateway.server.connection import Connection, PlainSocket
 from est_gateway.server.tls import TLSSocket, server_context
 
 
@@ -83,9 +85,11 @@ class ESTWorker(SyncWorker):  # type: ignore[misc]
             self.active += 1
         try:
             timeout = self.server_settings.request_timeout_s
-            conn: Any = client
+            conn: Connection = PlainSocket(client)
+            conn.deadline = time.monotonic() + timeout
             if self.tls_context is not None:
                 conn = TLSSocket(client, self.tls_context)
+                conn.deadline = time.monotonic() + timeout
                 try:
                     conn.handshake(timeout)
                 except (SSL.Error, OSError) as exc:
@@ -110,6 +114,10 @@ class ESTWorker(SyncWorker):  # type: ignore[misc]
         try:
             parser = http.get_parser(self.cfg, client, addr)
             for served in range(1, settings.max_requests_per_connection + 1):
+                # The whole request (headers and body) must arrive within request_timeout_s,
+                # after at most keepalive_s of idling between requests.
+                idle = settings.keepalive_s if served > 1 else 0.0
+                client.deadline = time.monotonic() + idle + settings.request_timeout_s
                 if served > 1:
                     client.settimeout(settings.keepalive_s)   # idle wait for the next request
                 req = next(parser)
@@ -146,6 +154,8 @@ class ESTWorker(SyncWorker):  # type: ignore[misc]
             resp.force_close()
         self.nr += 1
         respiter = self.wsgi(environ, resp.start_response)
+        # The answer gets its own time to be written, whatever the request took.
+        client.deadline = time.monotonic() + self.server_settings.request_timeout_s
         try:
             for item in respiter:
                 resp.write(item)
