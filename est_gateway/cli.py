@@ -56,9 +56,7 @@ def _serve(config: GatewayConfig, *, banner: str | None = None) -> None:
         for key, value in backend.describe_state().items():
             click.echo(f"backend {name}: {key}: {value}")
     server = config.server
-    scheme = "https" if server.tls else "http"
-    click.echo(f"serving EST on {scheme}://{server.host}:{server.port}/.well-known/est "
-               f"({server.workers} worker processes); Ctrl-C or SIGTERM stops", err=False)
+    click.echo(f"serving EST on {server.url} ({server.workers} worker processes); Ctrl-C or SIGTERM stops")
     sys.stdout.flush()
     try:
         GatewayServer(config, create_app(config)).run()

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: environ key under which the TLS server puts a :class:`TLSInfo` (see est_gateway.server)
 TLS_ENVIRON_KEY = "est_gateway.tls"
+#: environ key set (True) for requests that came over the gateway's Unix socket
+UNIX_ENVIRON_KEY = "est_gateway.unix_socket"
 MAX_CHAIN_DEPTH = 8
 _PEM_BODY = re.compile(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.S)
 
@@ -106,6 +108,8 @@ def from_trusted_proxy(environ: Mapping[str, Any], server: ServerSettings) -> bo
     terminate TLS ourselves: then there is no proxy)."""
     if environ.get(TLS_ENVIRON_KEY) is not None:
         return False
+    if environ.get(UNIX_ENVIRON_KEY):
+        return server.trusted_unix_socket
     peer = _ip(str(environ.get("REMOTE_ADDR", "")))
     return peer is not None and _is_trusted(peer, server)
 

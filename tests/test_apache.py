@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import grp
 import json
 import os
+import re
+import shutil
 import sqlite3
+import stat
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -302,3 +307,39 @@ def _children(pid: int | None) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry))
     return found
+
+
+def test_apache_to_the_gateway_over_a_unix_socket(site: Site, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """listen = "unix:<path>" with trusted_proxies = ["unix"]: Apache (as www-data, the
+    socket's group) forwards to it; a forwarded certificate is believed only there."""
+    folder = Path(tempfile.mkdtemp(prefix="est-unix-", dir="/tmp"))   # Apache's children must reach it
+    folder.chmod(0o755)
+    sock = folder / "est.sock"
+    text = proxy_gateway_config(site.instance, "unix", free_port(), ["unix"]).read_text()
+    text = re.sub(r'listen = "[^"]*"', f'listen = "unix:{sock}"\nunix_socket_group = "www-data"', text, count=1)
+    config = site.instance.folder / "unix.toml"
+    config.write_text(text)
+    gateway = GatewayProcess(config, 0, site.instance.folder / "unix.log", unix_socket=sock)
+    apache = apache_for(tmp_path_factory.mktemp("apache-unix"), site.instance,
+                        gateway=f"unix:{sock}|http://localhost")
+    work = site.work
+    key, csr = openssl.new_csr(work, "unix1", subject="/CN=unix-device")
+    try:
+        gateway.start()
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o660
+        assert sock.stat().st_gid == grp.getgrnam("www-data").gr_gid
+        apache.start()
+        url = apache.url
+        res = site.curl("-u", f"{localmode.USERNAME}:{site.instance.password()}", "-H",
+                        "Content-Type: application/pkcs10", "--data-binary", f"@{csr}", f"{url}/simpleenroll")
+        _issued(res, work / "unix1.pem")
+        renewed = site.curl("--cert", str(work / "unix1.pem"), "--key", str(key), "-H",
+                            "Content-Type: application/pkcs10", "--data-binary", f"@{csr}", f"{url}/simplereenroll")
+        assert renewed.status == 200, renewed.body
+    finally:
+        apache.stop()
+        gateway.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    audit = [json.loads(line) for line in gateway.output().splitlines() if line.startswith("{")]
+    assert [e["operation"] for e in audit if e["status"] == 200] == ["simpleenroll", "simplereenroll"]
+    assert audit[-1]["client_address"] == "127.0.0.1"   # from X-Forwarded-For, believed over the socket

@@ -219,3 +219,16 @@ def test_csrattrs_settings_are_validated(folder: Path) -> None:
                for p in problems)
     assert any(p.startswith('aliases.est.csrattrs.key_type: "ec-p521" is not one of') for p in problems)
     assert 'aliases.est.csrattrs.enforced: unknown setting; did you mean "enforce"?' in problems
+
+
+def test_unix_socket_listen(folder: Path) -> None:
+    text = GOOD.replace('listen = "127.0.0.1:9443"\ntls_cert = "server.pem"\ntls_key = "server.key"',
+                        'listen = "unix:run/est.sock"\ntls = false\ntrusted_proxies = ["unix"]')
+    (folder / "run").mkdir()
+    config = load_config(_write(folder, text))
+    assert config.server.unix_socket == folder / "run" / "est.sock"
+    assert config.server.trusted_unix_socket and config.server.trusted_proxies == ()
+    problems = _problems(folder, text.replace("tls = false", "tls = true\ntls_cert = \"server.pem\"\n"
+                                              "tls_key = \"server.key\"\nunix_socket_group = \"no-such-group-x\""))
+    assert "server.tls: a Unix socket serves plain HTTP to a local proxy: set tls = false" in problems
+    assert 'server.unix_socket_group: no group "no-such-group-x" on this machine' in problems

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from est_gateway.config.model import ServerSettings
 from est_gateway.identity import (
     TLS_ENVIRON_KEY,
+    UNIX_ENVIRON_KEY,
     TLSInfo,
     client_address,
     parse_forwarded_pem,
@@ -129,3 +130,16 @@ def test_client_address_without_proxies_or_behind_own_tls() -> None:
     env[TLS_ENVIRON_KEY] = TLSInfo(version="TLSv1.3")
     assert client_address(env, BEHIND_APACHE) == "127.0.0.1"
     assert client_address({}, BEHIND_APACHE) is None
+
+
+def test_unix_socket_peers_are_trusted_only_when_configured() -> None:
+    """Over the Unix socket there is no address: trusted_proxies = ["unix"] decides."""
+    env = {**environ("", X_SSL_CLIENT_CERT=APACHE, X_FORWARDED_FOR="192.0.2.8"), UNIX_ENVIRON_KEY: True}
+    trusting = ServerSettings(tls=False, trusted_unix_socket=True)
+    presented = presented_certificate(env, trusting)
+    assert presented is not None and presented.leaf == LEAF
+    assert client_address(env, trusting) == "192.0.2.8"
+    assert presented_certificate(env, NO_PROXIES) is None
+    assert client_address(env, NO_PROXIES) is None
+    # An address list does not make Unix-socket peers trusted.
+    assert presented_certificate(env, BEHIND_APACHE) is None

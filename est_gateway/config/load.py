@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import re
 import tomllib
@@ -54,7 +55,7 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = 
     root.check_unknown()
     if server.tls is False:
         for alias in aliases.values():
-            if alias.require_client_cert and not server.trusted_proxies:
+            if alias.require_client_cert and not (server.trusted_proxies or server.trusted_unix_socket):
                 problems.add(f"aliases.{alias.name}.require_client_cert",
                              "client certificates cannot reach a plain-HTTP gateway without "
                              "server.trusted_proxies (the proxy that forwards them)")
@@ -90,14 +91,30 @@ def _limits(sec: Section) -> Limits:
 def _server(sec: Section) -> ServerSettings:
     d = ServerSettings()
     listen = sec.str("listen", f"{d.host}:{d.port}")
-    host, port = d.host, d.port
-    if isinstance(listen, str):
+    host, port, unix_socket = d.host, d.port, None
+    tls = sec.bool("tls", True)
+    if isinstance(listen, str) and listen.startswith("unix:"):
+        unix_socket = Path(listen[5:]).expanduser()
+        unix_socket = unix_socket if unix_socket.is_absolute() else sec.base_dir / unix_socket
+        if not unix_socket.parent.is_dir():
+            sec.error("listen", f"folder {unix_socket.parent} of the Unix socket does not exist")
+        if tls:
+            sec.error("tls", "a Unix socket serves plain HTTP to a local proxy: set tls = false")
+    elif isinstance(listen, str):
         h, sep, p = listen.rpartition(":")
         if not sep or not p.isdigit() or not 0 < int(p) < 65536 or not h:
             sec.error("listen", f'"{listen}" is not "<address>:<port>" (e.g. "127.0.0.1:8443")')
         else:
             host, port = h.strip("[]"), int(p)
-    tls = sec.bool("tls", True)
+    socket_group = sec.str("unix_socket_group", None)
+    group_id = None
+    if isinstance(socket_group, str) and socket_group:
+        try:
+            group_id = grp.getgrnam(socket_group).gr_gid
+        except KeyError:
+            sec.error("unix_socket_group", f'no group "{socket_group}" on this machine')
+        if unix_socket is None:
+            sec.error("unix_socket_group", 'only applies with listen = "unix:<path>"')
     cert = sec.path_value("tls_cert", None, must_exist=True)
     key = sec.path_value("tls_key", None, must_exist=True)
     if tls and (cert is None or key is None):
@@ -105,19 +122,24 @@ def _server(sec: Section) -> ServerSettings:
             if value is None and not sec.has(name):
                 sec.error(name, "is required when tls = true (PEM file)")
     proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    trust_unix = False
     for i, item in enumerate(sec.str_list("trusted_proxies", [])):
+        if item == "unix":     # whoever may open the Unix socket (its file permissions decide)
+            trust_unix = True
+            continue
         try:
             proxies.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
             sec.problems.add(f"{sec.key('trusted_proxies')}[{i}]",
-                             f'"{item}" is not an IP address or network (e.g. "127.0.0.1")')
+                             f'"{item}" is not an IP address or network (e.g. "127.0.0.1"), nor "unix"')
     header = sec.str("client_cert_header", d.client_cert_header)
     chain_prefix = sec.str("client_chain_header_prefix", d.client_chain_header_prefix)
     for name, value in (("client_cert_header", header), ("client_chain_header_prefix", chain_prefix)):
         if isinstance(value, str) and value and not HEADER_RE.match(value):
             sec.error(name, f'"{value}" is not a valid HTTP header name')
     settings = ServerSettings(
-        host=host, port=port, tls=bool(tls), tls_cert=cert, tls_key=key,
+        host=host, port=port, unix_socket=unix_socket, unix_socket_group=group_id,
+        tls=bool(tls), tls_cert=cert, tls_key=key,
         tls_min_version=sec.str("tls_min_version", d.tls_min_version, choices=("1.2", "1.3")),
         workers=sec.int("workers", d.workers, minimum=1, maximum=64),
         max_body_bytes=sec.int("max_body_bytes", d.max_body_bytes, minimum=1024, maximum=16 * 1024 * 1024),
@@ -125,7 +147,7 @@ def _server(sec: Section) -> ServerSettings:
         keepalive_s=sec.number("keepalive_s", d.keepalive_s, allow_zero=True),
         max_requests_per_connection=sec.int("max_requests_per_connection", d.max_requests_per_connection,
                                             minimum=1, maximum=100_000),
-        trusted_proxies=tuple(proxies),
+        trusted_proxies=tuple(proxies), trusted_unix_socket=trust_unix,
         client_cert_header=header, client_chain_header_prefix=chain_prefix,
         log_level=sec.str("log_level", d.log_level, choices=("debug", "info", "warning", "error")),
     )

@@ -26,6 +26,10 @@ class ServerSettings:
 
     host: str = "127.0.0.1"
     port: int = 8443
+    #: listen = "unix:<path>": plain HTTP on a Unix socket for a local proxy (mode 0660)
+    unix_socket: Path | None = None
+    #: group id given the socket, so the proxy's user (e.g. www-data) can connect
+    unix_socket_group: int | None = None
     tls: bool = True
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -36,9 +40,19 @@ class ServerSettings:
     keepalive_s: float = 2.0
     max_requests_per_connection: int = 100
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    #: trusted_proxies holds "unix": peers on the Unix socket may forward client certificates
+    trusted_unix_socket: bool = False
     client_cert_header: str = "X-SSL-Client-Cert"
     client_chain_header_prefix: str = "X-SSL-Client-Chain-"
     log_level: str = "info"
+
+    @property
+    def url(self) -> str:
+        """Where the gateway serves EST, for messages."""
+        if self.unix_socket is not None:
+            return f"http+unix:{self.unix_socket} /.well-known/est"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}/.well-known/est"
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,10 @@ class Connection:
     def close(self) -> None:
         self._raw.close()
 
+    @property
+    def family(self) -> int:
+        return int(self._raw.family)
+
     def fileno(self) -> int:
         return self._raw.fileno()
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
 from est_gateway.config.model import GatewayConfig
-from est_gateway.identity import TLS_ENVIRON_KEY, TLSInfo
+from est_gateway.identity import TLS_ENVIRON_KEY, UNIX_ENVIRON_KEY, TLSInfo
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -17,10 +19,13 @@ def with_tls_info(app: WSGIApp) -> WSGIApp:
     """Expose the connection's :class:`TLSInfo` to the application under one environ key."""
 
     def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        info = getattr(environ.get("gunicorn.socket"), "info", None)
+        sock = environ.get("gunicorn.socket")
+        info = getattr(sock, "info", None)
         if isinstance(info, TLSInfo):
             environ[TLS_ENVIRON_KEY] = info
             environ["wsgi.url_scheme"] = "https"
+        elif getattr(sock, "family", None) == socket.AF_UNIX:
+            environ[UNIX_ENVIRON_KEY] = True
         return app(environ, start_response)
 
     return wrapped
@@ -45,8 +50,11 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
     def load_config(self) -> None:
         server = self.gateway_config.server
         host = f"[{server.host}]" if ":" in server.host else server.host
+        bind = f"unix:{server.unix_socket}" if server.unix_socket else f"{host}:{server.port}"
         settings = {
-            "bind": [f"{host}:{server.port}"],
+            "bind": [bind],
+            # A Unix socket is created srw-rw----: its owner and group reach the gateway.
+            "umask": 0o117 if server.unix_socket else 0,
             "workers": server.workers,
             "threads": self.threads,
             "worker_class": "est_gateway.server.worker.ESTWorker",
@@ -66,10 +74,17 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             # No control socket in $HOME: two instances would fight over it.
             "control_socket_disable": True,
             "child_exit": _child_exit,
+            "when_ready": self._when_ready,
         }
         for key, value in settings.items():
             if key in self.cfg.settings:  # settings differ between gunicorn releases
                 self.cfg.set(key, value)
+
+    def _when_ready(self, server: object) -> None:
+        """Bound and listening: hand the Unix socket to the proxy's group."""
+        settings = self.gateway_config.server
+        if settings.unix_socket is not None and settings.unix_socket_group is not None:
+            os.chown(settings.unix_socket, -1, settings.unix_socket_group)
 
     def load(self) -> WSGIApp:
         return self.wsgi_app

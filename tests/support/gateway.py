@@ -30,6 +30,8 @@ class GatewayProcess:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: for listen = "unix:<path>": readiness is a connect to this socket
+    unix_socket: Path | None = None
 
     @property
     def url(self) -> str:
@@ -47,6 +49,11 @@ class GatewayProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log.read_text()}")
             try:
+                if self.unix_socket is not None:
+                    with socket.socket(socket.AF_UNIX) as unix:
+                        unix.settimeout(0.5)
+                        unix.connect(str(self.unix_socket))
+                    return self
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return self
             except OSError:
