@@ -17,9 +17,6 @@ from est_gateway.errors import BadRequest
 from est_gateway.keys import PrivateKey, key_type_of, new_key, signature_hash
 
 CT_PKCS8 = "application/pkcs8"
-#: RFC 7030 §4.4.2 attributes by which a client asks for an encrypted key
-DECRYPT_KEY_IDENTIFIER = "1.2.840.113549.1.9.16.2.37"
-ASYMMETRIC_DECRYPT_KEY_IDENTIFIER = "1.2.840.113549.1.9.16.2.54"
 
 
 def choose_key_type(csr: x509.CertificateSigningRequest, policy: str) -> str:
@@ -31,11 +28,6 @@ def choose_key_type(csr: x509.CertificateSigningRequest, policy: str) -> str:
         raise BadRequest("cannot tell which key to generate from the CSR's key; "
                          "use an RSA 2048/3072/4096 or EC P-256/P-384 key")
     return found
-
-
-def asks_for_encryption(csr: x509.CertificateSigningRequest) -> bool:
-    oids = {a.oid.dotted_string for a in csr.attributes}
-    return bool(oids & {DECRYPT_KEY_IDENTIFIER, ASYMMETRIC_DECRYPT_KEY_IDENTIFIER})
 
 
 def generate(csr: x509.CertificateSigningRequest, key_type: str
@@ -51,13 +43,17 @@ def generate(csr: x509.CertificateSigningRequest, key_type: str
     return key, builder.sign(key, signature_hash(key))
 
 
-def multipart(key: PrivateKey, certificate: x509.Certificate) -> tuple[bytes, str]:
-    """Body and Content-Type of the serverkeygen answer: a PKCS#8 part and a certs-only part,
+def plain_key_part(key: PrivateKey) -> tuple[str, bytes]:
+    """The key as PKCS#8, protected by TLS alone (RFC 7030 §4.4.2)."""
+    return CT_PKCS8, key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption())
+
+
+def multipart(key_part: tuple[str, bytes], certificate: x509.Certificate) -> tuple[bytes, str]:
+    """Body and Content-Type of the serverkeygen answer: the key part and a certs-only part,
     each with its own Content-Type and Content-Transfer-Encoding (libest ignores parts without)."""
     boundary = f"est-{secrets.token_hex(12)}"
-    pkcs8 = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption())
-    parts = [(CT_PKCS8, pkcs8), (wire.CT_CERTS_ONLY, wire.certs_only([certificate]))]
+    parts = [key_part, (wire.CT_CERTS_ONLY, wire.certs_only([certificate]))]
     body = b""
     for content_type, der in parts:
         body += (f"--{boundary}\r\nContent-Type: {content_type}\r\n"

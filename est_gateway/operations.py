@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from est_gateway import channel_binding, keygen, wire
+from est_gateway import channel_binding, keygen, keywrap, wire
 from est_gateway.audit import AuditEvent
 from est_gateway.backends.base import (
     CABackend,
@@ -39,7 +39,6 @@ from est_gateway.identity import (
     UntrustedCertificate,
     verify_client_certificate,
 )
-from est_gateway.keys import PrivateKey
 from est_gateway.limits import FailureThrottle, Limits
 from est_gateway.metrics import Metrics
 from est_gateway.passwords import PasswordChecker
@@ -66,17 +65,20 @@ class Caller:
 
 @dataclass(frozen=True)
 class ServerGeneratedKey:
-    """The answer of serverkeygen: the new private key and its certificate."""
+    """The answer of serverkeygen: the key part (PKCS#8, or CMS when the client asked for
+    encryption) and the certificate."""
 
-    key: PrivateKey
+    key_part: tuple[str, bytes]
     certificate: x509.Certificate
 
 
 class ESTService:
     """One instance per application; stateless apart from its configuration."""
 
-    def __init__(self, config: GatewayConfig, clock: Callable[[], object], metrics: Metrics | None = None) -> None:
+    def __init__(self, config: GatewayConfig, clock: Callable[[], object], metrics: Metrics | None = None,
+                 key_signer: keywrap.KeySigner | None = None) -> None:
         self.config = config
+        self.key_signer = key_signer
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.throttle = FailureThrottle(config.limits.auth_failures_per_minute)
@@ -137,9 +139,9 @@ class ESTService:
         client_csr = parse_csr_body(body, self.config.limits)
         caller.audit.csr_subject = client_csr.subject.rfc4514_string()
         self._check_binding(alias, client_csr, caller, requester.certificate)
-        if keygen.asks_for_encryption(client_csr):
-            raise NotSupported("encrypted private-key delivery (RFC 7030 §4.4.2) is not supported; "
-                               "send the CSR without DecryptKeyIdentifier/AsymmetricDecryptKeyIdentifier")
+        encrypt_to = keywrap.recipient(client_csr, requester.certificate)
+        if encrypt_to is not None and self.key_signer is None:
+            raise NotSupported("encrypted key delivery needs the gateway to terminate TLS (its TLS key signs)")
         key, csr = keygen.generate(client_csr, keygen.choose_key_type(client_csr, alias.serverkeygen_key_type))
         request = self._request(EnrollRequest, "serverkeygen", alias, csr, requester, caller, client_csr)
         result = self._call(alias, "enroll", lambda b: b.enroll(request))
@@ -148,7 +150,10 @@ class ESTService:
         if _spki(result.certificate.public_key()) != _spki(key.public_key()):
             # A repeat of a request that was already answered: the key went with that answer.
             raise Forbidden("this serverkeygen request was already answered; send a new CSR")
-        return ServerGeneratedKey(key, result.certificate)
+        if encrypt_to is not None and self.key_signer is not None:
+            wrapped = keywrap.wrap(key, encrypt_to, self.key_signer, self.clock())  # type: ignore[arg-type]
+            return ServerGeneratedKey((keywrap.CT_SERVER_GENERATED_KEY, wrapped), result.certificate)
+        return ServerGeneratedKey(keygen.plain_key_part(key), result.certificate)
 
     def _call(self, alias: AliasSettings, call: str, fn: Callable[[CABackend], T]) -> T:
         """Every backend call, timed and its failures counted for /metrics."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from est_gateway import csrattrs, wire
@@ -52,7 +52,7 @@ def test_enforced_csrattrs_refuse_a_csr_that_lacks_them(gateway: Gateway) -> Non
 
 # -- serverkeygen ------------------------------------------------------------------------
 
-def _parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
+def _parse_multipart(content_type: str, body: bytes, key_type: str = "application/pkcs8") -> dict[str, bytes]:
     """A strict MIME parse; every part must carry Content-Type and CTE base64 (libest's rule)."""
     message = email.parser.BytesParser(policy=email.policy.strict).parsebytes(
         f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode() + body)
@@ -65,7 +65,7 @@ def _parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
         label = part.get_content_type() + (f"; smime-type={smime}" if smime else "")
         parts[label] = base64.b64decode(part.get_payload())
     # Byte for byte, as libest compares them.
-    assert b"\r\nContent-Type: application/pkcs8\r\nContent-Transfer-Encoding: base64\r\n" in body
+    assert f"\r\nContent-Type: {key_type}\r\nContent-Transfer-Encoding: base64\r\n".encode() in body
     assert (b"\r\nContent-Type: application/pkcs7-mime; smime-type=certs-only\r\n"
             b"Content-Transfer-Encoding: base64\r\n") in body
     return parts
@@ -230,3 +230,98 @@ def _pending_id_local(config: Path, subject: str) -> str:
     out = local_ca_cli(config, "pending").stdout
     return next(line for line in out.splitlines() if subject in line).split()[0]
 
+
+
+# -- serverkeygen with the key encrypted to the client (RFC 7030 §4.4.2) ------------------
+
+def _keygen_csr_asking_encryption(to: x509.Certificate | None, *, oid: str = "1.2.840.113549.1.9.16.2.54",
+                                  identifier: bytes | None = None) -> bytes:
+    from cryptography.x509.name import _ASN1Type
+
+    ski = identifier if identifier is not None else \
+        x509.SubjectKeyIdentifier.from_public_key(to.public_key()).digest  # type: ignore[union-attr]
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "wrapped-key-dev")]))
+    builder = builder.add_attribute(x509.ObjectIdentifier(oid), ski, _tag=_ASN1Type.OctetString)
+    return csr_b64(builder.sign(rsa_key(), hashes.SHA256()))
+
+
+def _enrolled_rsa_device(gateway: Gateway, name: str) -> tuple[Path, Path, x509.Certificate]:
+    key, csr = openssl.new_csr(gateway.work, name, subject="/CN=wrapped-key-dev")
+    res = gateway.curl(*gateway.enroll_args(csr))
+    openssl.certs_from_pkcs7_b64(res.body, gateway.work / f"{name}.pem")
+    cert = x509.load_pem_x509_certificate((gateway.work / f"{name}.pem").read_bytes())
+    return gateway.work / f"{name}.pem", key, cert
+
+
+def _post_keygen(gateway: Gateway, body: bytes, *tls: str):  # type: ignore[no-untyped-def]
+    path = gateway.work / "keygen-wrap.b64"
+    path.write_bytes(body)
+    return gateway.curl(*tls, "-u", f"estuser:{gateway.password}", "-H", PKCS10, "--data-binary", f"@{path}",
+                        f"{gateway.url}/serverkeygen")
+
+
+def test_serverkeygen_encrypts_the_key_to_the_named_client_key(gateway: Gateway) -> None:
+    from asn1crypto import cms
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.serialization import pkcs7
+
+    cert_path, key_path, device = _enrolled_rsa_device(gateway, "wrap1")
+    res = _post_keygen(gateway, _keygen_csr_asking_encryption(device), "--cert", str(cert_path),
+                       "--key", str(key_path))
+    assert res.status == 200, res.body
+    parts = _parse_multipart(res.headers["content-type"], res.body, key_type="application/pkcs7-mime; "
+                             "smime-type=server-generated-key")
+    signed = cms.ContentInfo.load(parts["application/pkcs7-mime; smime-type=server-generated-key"])
+    assert signed["content_type"].native == "signed_data"
+    data = signed["content"]
+    assert data["encap_content_info"]["content_type"].native == "enveloped_data"
+    econtent = data["encap_content_info"]["content"].contents
+    # Signed by the gateway (its TLS server certificate), over the signed attributes.
+    tls_cert = x509.load_pem_x509_certificate((gateway.instance.folder / "tls" / "server.pem").read_bytes())
+    (signer_cert,) = [x509.load_der_x509_certificate(c.chosen.dump()) for c in data["certificates"]]
+    assert signer_cert == tls_cert
+    info = data["signer_infos"][0]
+    attrs = {a["type"].native: a["values"][0].native for a in info["signed_attrs"]}
+    assert attrs["content_type"] == "enveloped_data"
+    assert attrs["message_digest"] == hashes_sha256(econtent)
+    tls_cert.public_key().verify(info["signature"].native, info["signed_attrs"].untag().dump(),  # type: ignore[union-attr,call-arg]
+                                 padding.PKCS1v15(), hashes.SHA256())
+    # openssl agrees: the signature verifies up to the trust anchor and yields the envelope.
+    signed_file = gateway.work / "wrapped.der"
+    signed_file.write_bytes(parts["application/pkcs7-mime; smime-type=server-generated-key"])
+    content = openssl.run("cms", "-verify", "-inform", "DER", "-in", str(signed_file), "-binary",
+                          "-CAfile", str(gateway.instance.trust_anchor), "-purpose", "any")
+    assert content == econtent
+    # Only the device's key opens the envelope; inside is the PKCS#8 key of the new certificate.
+    enveloped = cms.ContentInfo({"content_type": "enveloped_data",
+                                 "content": cms.EnvelopedData.load(econtent)}).dump()
+    device_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    pkcs8 = pkcs7.pkcs7_decrypt_der(enveloped, device, device_key, [])  # type: ignore[arg-type]
+    (gateway.work / "envelope.der").write_bytes(enveloped)
+    assert openssl.run("cms", "-decrypt", "-inform", "DER", "-in", str(gateway.work / "envelope.der"),
+                       "-recip", str(cert_path), "-inkey", str(key_path), "-binary") == pkcs8
+    new_key = serialization.load_der_private_key(pkcs8, password=None)
+    (issued,) = wire.read_certs_only(parts["application/pkcs7-mime; smime-type=certs-only"])
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    assert issued.public_key().public_bytes(serialization.Encoding.DER, spki) == \
+        new_key.public_key().public_bytes(serialization.Encoding.DER, spki)
+    assert base64.b64encode(pkcs8)[:40].decode() not in gateway.process.output()
+
+
+def test_encrypted_delivery_refusals(gateway: Gateway) -> None:
+    cert_path, key_path, device = _enrolled_rsa_device(gateway, "wrap2")
+    tls = ("--cert", str(cert_path), "--key", str(key_path))
+    wrong = _post_keygen(gateway, _keygen_csr_asking_encryption(None, identifier=b"\x01" * 20), *tls)
+    assert wrong.status == 403 and b"does not name the key of the TLS client certificate" in wrong.body
+    no_cert = _post_keygen(gateway, _keygen_csr_asking_encryption(device))
+    assert no_cert.status == 403 and b"authenticate with the TLS client certificate" in no_cert.body
+    symmetric = _post_keygen(gateway, _keygen_csr_asking_encryption(None, oid="1.2.840.113549.1.9.16.2.37",
+                                                                    identifier=b"kid-1"), *tls)
+    assert symmetric.status == 501 and b"DecryptKeyIdentifier" in symmetric.body
+
+
+def hashes_sha256(data: bytes) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(data).digest()

@@ -5,9 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
+from est_gateway import keywrap
 from est_gateway.backends.local.authority import utcnow
 from est_gateway.config.model import GatewayConfig
 from est_gateway.errors import ESTError
@@ -28,12 +32,27 @@ def create_app(config: GatewayConfig, *, clock: Callable[[], object] = utcnow) -
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
-    app.extensions[SERVICE_KEY] = ESTService(config, clock, Metrics())
+    app.extensions[SERVICE_KEY] = ESTService(config, clock, Metrics(), key_signer=_key_signer(config))
     app.register_blueprint(views.blueprint)
     app.register_error_handler(ESTError, render_est_error)
     app.register_error_handler(HTTPException, render_http_exception)
     app.register_error_handler(Exception, render_unexpected)
     return app
+
+
+def _key_signer(config: GatewayConfig) -> keywrap.KeySigner | None:
+    """The gateway's TLS certificate and key sign server-generated keys it encrypts."""
+    server = config.server
+    if not (server.tls and server.tls_cert and server.tls_key):
+        return None
+    try:
+        cert = x509.load_pem_x509_certificates(server.tls_cert.read_bytes())[0]
+        key = serialization.load_pem_private_key(server.tls_key.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        return None    # the TLS server refuses such files at start-up anyway
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        return None
+    return keywrap.KeySigner(cert, key)
 
 
 def text_response(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:

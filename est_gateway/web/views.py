@@ -195,5 +195,5 @@ def _issued_response(result: Issued | Pending) -> Response:
 def _keygen_response(result: ServerGeneratedKey | Pending) -> Response:
     if isinstance(result, Pending):
         return _pending_response(result)
-    body, content_type = keygen.multipart(result.key, result.certificate)
+    body, content_type = keygen.multipart(result.key_part, result.certificate)
     return Response(body, status=200, content_type=content_type)
