@@ -97,11 +97,18 @@ class PasswordChecker:
 
     def verify(self, scope: str, stored: PasswordHash, password: str) -> bool:
         tag = hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).digest()
-        remembered = self._recent.get(scope)
-        if remembered is not None and remembered[1] > self._clock() and hmac.compare_digest(remembered[0], tag):
+        if self._remembered(scope, tag):
             return True
         with self._hashing:
+            # Threads queued here behind one verifying the same password take its result
+            # instead of each running scrypt again.
+            if self._remembered(scope, tag):
+                return True
             ok = stored.verify(password)
-        if ok and self.ttl_s > 0:
-            self._recent[scope] = (tag, self._clock() + self.ttl_s)
+            if ok and self.ttl_s > 0:
+                self._recent[scope] = (tag, self._clock() + self.ttl_s)
         return ok
+
+    def _remembered(self, scope: str, tag: bytes) -> bool:
+        remembered = self._recent.get(scope)
+        return remembered is not None and remembered[1] > self._clock() and hmac.compare_digest(remembered[0], tag)

@@ -74,3 +74,20 @@ def test_memory_can_be_turned_off() -> None:
     checker = PasswordChecker(0)
     assert checker.verify("est", stored, "right") and checker.verify("est", stored, "right")
     assert CountingHash.calls == 2
+
+
+def test_threads_queued_behind_a_verification_reuse_its_result() -> None:
+    """After the memory expires, eight threads presenting the same password run scrypt once."""
+    import threading
+
+    stored = _hash("right")
+    checker = PasswordChecker(60, max_hashing=1)
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(checker.verify("est", stored, "right")))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [True] * 8
+    assert CountingHash.calls == 1

@@ -9,6 +9,7 @@ every read and write.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import select
 import socket
@@ -31,6 +32,7 @@ class ESTWorker(SyncWorker):  # type: ignore[misc]
     """Pre-forked worker: accept in the main loop, handshake and serve in a thread."""
 
     def init_process(self) -> None:
+        _limit_malloc_arenas()
         settings = self.app.gateway_config.server
         self.server_settings = settings
         self.tls_context = (server_context(settings.tls_cert, settings.tls_key,
@@ -182,3 +184,14 @@ def _framing_error(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, errors.ParseException):
         return 400, "malformed HTTP request"
     return 500, "internal error; the gateway's log has the details"
+
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives every thread its own malloc arena, which grows a worker's resident
+    memory with its thread count; two arenas keep it near that of a single thread.
+    Must run before the worker's threads start; a no-op where glibc is absent."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, arenas)   # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass

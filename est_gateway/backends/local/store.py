@@ -112,6 +112,8 @@ class CertificateStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")   # committed means on disk
             conn.execute("PRAGMA busy_timeout=30000")
+            # 1 MiB of page cache per connection (one per thread): lookups are by primary key.
+            conn.execute("PRAGMA cache_size=-1024")
             self._local.conn, self._local.pid = conn, os.getpid()
         yield conn
 
