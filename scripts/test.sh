@@ -13,7 +13,8 @@ command -v openssl >/dev/null || missing+=(openssl)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 
 ensure_venv
-.venv/bin/python -m pip install -q -e '.[test]'
+# test: pytest and friends; bench: the smoke test of the benchmark draws its plot too
+.venv/bin/python -m pip install -q -e '.[test,bench]'
 
 # pytest exits non-zero on any failure, and with 5 when no test ran: both fail this script.
 exec .venv/bin/python -m pytest "$@"
