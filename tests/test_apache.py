@@ -12,7 +12,6 @@ import base64
 import concurrent.futures
 import grp
 import json
-import os
 import re
 import shutil
 import sqlite3
@@ -31,7 +30,7 @@ from est_gateway.backends.local import authority
 from tests.conftest import Gateway
 from tests.support import openssl, pki
 from tests.support.apache import ApacheProcess, missing_apache, proxy_gateway_config
-from tests.support.gateway import CurlResult, GatewayProcess, free_port, local_instance
+from tests.support.gateway import CurlResult, GatewayProcess, children_of, free_port, local_instance
 
 pytestmark = pytest.mark.e2e
 
@@ -285,7 +284,7 @@ def test_apache_is_stopped_by_its_pid_even_when_the_test_fails(site: Site, tmp_p
             apache.start()           # returns once the PidFile names the process it started
             deadline = time.monotonic() + 10
             while not children and time.monotonic() < deadline:
-                children = _children(apache.pid)      # forked right after the parent binds
+                children = children_of(apache.pid or -1)   # forked right after the parent binds
                 time.sleep(0.05)
             raise RuntimeError("simulated failure")
         finally:
@@ -294,19 +293,6 @@ def test_apache_is_stopped_by_its_pid_even_when_the_test_fails(site: Site, tmp_p
     assert not apache.pid_file.exists()                  # Apache removes it on a clean stop
     for pid in [apache.pid, *children]:
         assert not Path(f"/proc/{pid}").exists(), f"Apache process {pid} survived"
-
-
-def _children(pid: int | None) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return found
 
 
 def test_apache_to_the_gateway_over_a_unix_socket(site: Site, tmp_path_factory: pytest.TempPathFactory) -> None:
