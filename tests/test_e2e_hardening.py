@@ -176,3 +176,18 @@ def test_keep_alive_reuses_the_tls_connection(gateway: Gateway) -> None:
 def test_connection_is_closed_after_an_error_answer(gateway: Gateway) -> None:
     ok, missing = f"{gateway.url}/cacerts", f"{gateway.url}/no-such-label/cacerts"
     assert _connects(gateway, ok, missing, ok) == [1, 0, 1]
+
+
+def test_header_size_limit_is_configurable(tmp_path: Path) -> None:
+    instance, process = local_instance(tmp_path / "est-local")
+    instance.config.write_text(instance.config.read_text().replace("workers = 2\n",
+                                                                   "workers = 1\nmax_header_bytes = 2048\n"))
+    process.start()
+    try:
+        url = f"{process.url}/cacerts"
+        small = curl("-H", "X-Pad: " + "a" * 1500, url, cacert=instance.trust_anchor)
+        big = curl("-H", "X-Pad: " + "a" * 3000, url, cacert=instance.trust_anchor)
+    finally:
+        process.stop()
+    assert small.status == 200
+    assert big.status == 431 and big.body == b"request header fields too large or too many\n"

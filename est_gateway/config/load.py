@@ -143,6 +143,8 @@ def _server(sec: Section) -> ServerSettings:
         tls_min_version=sec.str("tls_min_version", d.tls_min_version, choices=("1.2", "1.3")),
         workers=sec.int("workers", d.workers, minimum=1, maximum=64),
         max_body_bytes=sec.int("max_body_bytes", d.max_body_bytes, minimum=1024, maximum=16 * 1024 * 1024),
+        max_header_bytes=sec.int("max_header_bytes", d.max_header_bytes, minimum=1024, maximum=65536),
+        max_header_fields=sec.int("max_header_fields", d.max_header_fields, minimum=10, maximum=1000),
         request_timeout_s=sec.number("request_timeout_s", d.request_timeout_s),
         keepalive_s=sec.number("keepalive_s", d.keepalive_s, allow_zero=True),
         max_requests_per_connection=sec.int("max_requests_per_connection", d.max_requests_per_connection,

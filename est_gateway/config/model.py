@@ -36,6 +36,9 @@ class ServerSettings:
     tls_min_version: str = "1.2"
     workers: int = 2
     max_body_bytes: int = 64 * 1024
+    #: longest header field (and request line, up to 8190); more → 431 (414 for the line)
+    max_header_bytes: int = 16 * 1024
+    max_header_fields: int = 100
     request_timeout_s: float = 30.0
     keepalive_s: float = 2.0
     max_requests_per_connection: int = 100

@@ -65,9 +65,9 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             "errorlog": "-",
             "proc_name": "est-gateway",
             # Request line and header limits: oversized headers are refused with 400/431.
-            "limit_request_line": 4094,
-            "limit_request_fields": 100,
-            "limit_request_field_size": 16384,
+            "limit_request_line": min(server.max_header_bytes, 8190),
+            "limit_request_fields": server.max_header_fields,
+            "limit_request_field_size": server.max_header_bytes,
             # Forwarded headers are interpreted by the gateway itself, only from
             # server.trusted_proxies (est_gateway.identity).
             "forwarded_allow_ips": "",
