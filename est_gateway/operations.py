@@ -7,6 +7,7 @@ backend receives has already passed these checks.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import logging
 import os
@@ -73,9 +74,10 @@ class ServerGeneratedKey:
 
 
 class ESTService:
-    """One instance per application; stateless apart from its configuration."""
+    """One instance per application. Besides its configuration it holds only the failure
+    throttle (shared memory across workers) and each worker's memory of a verified password."""
 
-    def __init__(self, config: GatewayConfig, clock: Callable[[], object], metrics: Metrics | None = None,
+    def __init__(self, config: GatewayConfig, clock: Callable[[], dt.datetime], metrics: Metrics | None = None,
                  key_signer: keywrap.KeySigner | None = None) -> None:
         self.config = config
         self.key_signer = key_signer
@@ -151,7 +153,7 @@ class ESTService:
             # A repeat of a request that was already answered: the key went with that answer.
             raise Forbidden("this serverkeygen request was already answered; send a new CSR")
         if encrypt_to is not None and self.key_signer is not None:
-            wrapped = keywrap.wrap(key, encrypt_to, self.key_signer, self.clock())  # type: ignore[arg-type]
+            wrapped = keywrap.wrap(key, encrypt_to, self.key_signer, self.clock())
             return ServerGeneratedKey((keywrap.CT_SERVER_GENERATED_KEY, wrapped), result.certificate)
         return ServerGeneratedKey(keygen.plain_key_part(key), result.certificate)
 
@@ -203,7 +205,7 @@ class ESTService:
         """Chain, validity, clientAuth, then revocation as the backend knows it. A certificate
         being renewed must be one the CA issued (``must_be_known``); one from an extra trusted
         client CA (a device maker's) can authenticate simpleenroll but not renew."""
-        cert = verify_client_certificate(presented, self.trust_anchors(alias), self.clock())  # type: ignore[arg-type]
+        cert = verify_client_certificate(presented, self.trust_anchors(alias), self.clock())
         status = self._call(alias, "revocation_status", lambda b: b.revocation_status(cert, alias.target))
         if status.revoked:
             raise Forbidden("client certificate is revoked")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable
 
@@ -25,7 +26,7 @@ log = logging.getLogger("est_gateway")
 SERVICE_KEY = "est_gateway.service"
 
 
-def create_app(config: GatewayConfig, *, clock: Callable[[], object] = utcnow) -> Flask:
+def create_app(config: GatewayConfig, *, clock: Callable[[], dt.datetime] = utcnow) -> Flask:
     """Build the WSGI application for a validated (and started) configuration."""
     app = Flask("est_gateway")
     # No redirects to "canonical" paths (an HTML 308): every odd path gets a plain 404.
