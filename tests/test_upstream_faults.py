@@ -124,6 +124,8 @@ ca_bundle = "{pki}/upstream-ca.pem"
 connect_timeout_s = 1
 read_timeout_s = {timeout}
 retries = 0
+circuit_breaker_failures = {breaker}
+circuit_breaker_cooldown_s = 1
 
 [aliases.est]
 backend = "rest"
@@ -148,8 +150,10 @@ def test_a_hanging_upstream_frees_every_worker_thread_within_the_timeout(
     port = free_port()
     instance, _ = localmode.prepare(tmp_path / "gw", port=port)
     config = instance.folder / "faults.toml"
+    # This test is about threads being released at the read timeout: the circuit breaker,
+    # which would answer later calls at once, is off here (tested below).
     config.write_text(GATEWAY_CONFIG.format(port=port, url=upstream.rest_url, pki=pki.folder, ca=CA_NAME,
-                                            timeout=READ_TIMEOUT), encoding="utf-8")
+                                            timeout=READ_TIMEOUT, breaker=0), encoding="utf-8")
     gateway = GatewayProcess(config, port, tmp_path / "gateway.log").start()
     threads = 8
     try:
@@ -165,6 +169,39 @@ def test_a_hanging_upstream_frees_every_worker_thread_within_the_timeout(
         started = time.monotonic()
         after = enroll_all(port, instance.trust_anchor, instance.password(), bodies(1, "after"), concurrency=1)
         assert after[0].status == 200 and time.monotonic() - started < 2 * READ_TIMEOUT, after
+    finally:
+        upstream.standin.fault = None
+        gateway.stop()
+    assert "Traceback" not in gateway.output()
+
+
+def test_the_circuit_breaker_fails_fast_while_the_upstream_hangs_and_closes_when_it_is_back(
+        pki: UpstreamPKI, upstream: FaultServer, tmp_path: Path) -> None:
+    """Two timeouts open the circuit: the next call is a 503 with Retry-After at once, not
+    another wait for the read timeout; after the cooldown a trial call finds the upstream
+    back and enrollment works again, without a restart."""
+    from est_gateway import localmode
+    from tests.support.gateway import GatewayProcess, free_port
+    from tests.support.load import bodies, enroll_all
+
+    port = free_port()
+    instance, _ = localmode.prepare(tmp_path / "gw", port=port)
+    config = instance.folder / "breaker.toml"
+    config.write_text(GATEWAY_CONFIG.format(port=port, url=upstream.rest_url, pki=pki.folder, ca=CA_NAME,
+                                            timeout=READ_TIMEOUT, breaker=2), encoding="utf-8")
+    gateway = GatewayProcess(config, port, tmp_path / "gateway.log").start()
+    auth = (instance.trust_anchor, instance.password())
+    try:
+        upstream.standin.fault, upstream.standin.hang_s = "hang", 3 * READ_TIMEOUT
+        timed_out = [enroll_all(port, *auth, bodies(1, f"hang{i}"), concurrency=1)[0] for i in range(2)]
+        assert [o.status for o in timed_out] == [504, 504]
+        started = time.monotonic()
+        fast = enroll_all(port, *auth, bodies(1, "fast"), concurrency=1)[0]
+        assert fast.status == 503 and time.monotonic() - started < READ_TIMEOUT, fast
+        upstream.standin.fault = None
+        time.sleep(1.2)                                    # the cooldown
+        back = enroll_all(port, *auth, bodies(1, "back"), concurrency=1)[0]
+        assert back.status == 200, back
     finally:
         upstream.standin.fault = None
         gateway.stop()

@@ -21,6 +21,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
 from est_gateway.errors import ESTError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from plugins.upstream.breaker import CircuitBreaker
 from plugins.upstream.settings import UpstreamSettings
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class UpstreamClient:
         self.settings = settings
         self._sleep = sleep
         self._local = threading.local()
+        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
 
     def session(self) -> requests.Session:
         """This thread's session (a fresh one after a fork)."""
@@ -91,6 +93,7 @@ class UpstreamClient:
 
     def request(self, method: str, url: str, *, idempotent: bool, **kwargs: Any) -> requests.Response:
         """One call with explicit ``verify``/``timeout``; transport failures become ``ESTError``."""
+        self.breaker.before_call()
         attempts = 1 + (self.settings.retries if idempotent else 0)
         for attempt in range(attempts):
             last = attempt == attempts - 1
@@ -102,8 +105,13 @@ class UpstreamClient:
                              and not isinstance(exc, (requests.exceptions.SSLError, requests.Timeout)))
                 error = transport_error(exc, self.settings)
                 if last or not retriable or isinstance(error, UpstreamTimeout):
+                    if isinstance(error, (UpstreamUnavailable, UpstreamTimeout)):
+                        self.breaker.unreachable()
+                    else:
+                        self.breaker.reached()   # it answered, if garbled
                     raise error from None
             else:
+                self.breaker.reached()
                 if last or response.status_code not in RETRY_STATUSES:
                     return response
             self._sleep(self.settings.retry_backoff_s * (2 ** attempt))

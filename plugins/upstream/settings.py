@@ -31,6 +31,9 @@ class UpstreamSettings:
     retries: int
     retry_backoff_s: float
     tls: ssl.SSLContext = field(repr=False, compare=False)
+    #: consecutive unreachable calls before failing fast (0 = never), and for how long
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 15.0
 
     @property
     def timeout(self) -> tuple[float, float]:
@@ -69,6 +72,8 @@ def parse_upstream(sec: Section) -> UpstreamSettings | None:
     read = sec.number("read_timeout_s", 30.0)
     retries = sec.int("retries", 2, minimum=0, maximum=10)
     backoff = sec.number("retry_backoff_s", 0.5, allow_zero=True)
+    breaker_failures = sec.int("circuit_breaker_failures", 5, minimum=0, maximum=1000)
+    breaker_cooldown = sec.number("circuit_breaker_cooldown_s", 15.0)
     if len(sec.problems.items) != before:
         return None
     try:
@@ -82,4 +87,5 @@ def parse_upstream(sec: Section) -> UpstreamSettings | None:
     return UpstreamSettings(url=url.rstrip("/"), ca_bundle=bundle, client_cert=cert,
                             insecure=bool(insecure), connect_timeout_s=connect,
                             read_timeout_s=read, retries=retries, retry_backoff_s=backoff,
-                            tls=context)
+                            tls=context, breaker_failures=breaker_failures,
+                            breaker_cooldown_s=breaker_cooldown)
