@@ -94,7 +94,8 @@ class ESTService:
     def alias(self, name: str | None) -> AliasSettings:
         alias = self.config.aliases.get(name or DEFAULT_ALIAS)
         if alias is None:
-            raise NotFound(f'unknown EST label "{name}"' if name else "no default EST label is configured")
+            shown = name if name is None or len(name) <= 64 else name[:64] + "..."
+            raise NotFound(f'unknown EST label "{shown}"' if name else "no default EST label is configured")
         return alias
 
     def backend(self, alias: AliasSettings) -> CABackend:

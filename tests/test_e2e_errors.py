@@ -152,6 +152,8 @@ CASES: list[tuple[str, Args, int, str]] = [
      lambda g, m: [f"{g.url}/simpleenroll"], 405, "method not allowed; use POST"),
     ("unknown alias",
      lambda g, m: [f"{g.url}/nosuchlabel/cacerts"], 404, 'unknown EST label "nosuchlabel"'),
+    ("very long unknown alias",
+     lambda g, m: [f"{g.url}/{'x' * 1000}/cacerts"], 404, 'unknown EST label "' + "x" * 64 + '..."'),
     ("unknown operation",
      lambda g, m: [f"{g.url}/est/fullcmd"], 404, 'unknown EST operation "fullcmd"'),
     ("too many path segments",

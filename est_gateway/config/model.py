@@ -36,7 +36,7 @@ class ServerSettings:
     tls_min_version: str = "1.2"
     workers: int = 2
     max_body_bytes: int = 64 * 1024
-    #: longest header field (and request line, up to 8190); more → 431 (414 for the line)
+    #: longest header field and most header fields; more → 431 (the request line: 4094 → 414)
     max_header_bytes: int = 16 * 1024
     max_header_fields: int = 100
     request_timeout_s: float = 30.0
