@@ -14,13 +14,11 @@ from typing import Any
 import pytest
 
 from est_gateway.backends.base import EnrollRequest, Requester
-from est_gateway.config.model import CATarget
 from est_gateway.errors import UpstreamError, UpstreamUnavailable
-from tests.support.ejbca_standin import CA_NAME, StandinEjbca, UpstreamPKI, make_backend, upstream_options
+from tests.support.ejbca_standin import CA_NAME, TARGET, StandinEjbca, UpstreamPKI, make_backend, upstream_options
 from tests.support.pki import make_csr, p256_key
 from tests.support.upstream_faults import FaultServer, expired_server_context
 
-TARGET = CATarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY")
 READ_TIMEOUT = 1.0
 
 
@@ -105,7 +103,6 @@ def test_recovery_when_the_upstream_comes_back(pki: UpstreamPKI, upstream: Fault
         assert time.monotonic() - started < 2 * READ_TIMEOUT + 1
     upstream.start()                                 # same port, new process state
     assert enroll(backend) is not None               # no restart of the backend needed
-
 
 
 GATEWAY_CONFIG = """\

@@ -19,12 +19,11 @@ import pytest
 from cryptography import x509
 
 from est_gateway.backends.base import EnrollRequest, Issued, Pending, ReenrollRequest, Requester
-from est_gateway.config.model import CATarget
 from est_gateway.errors import BadRequest, ConfigError
 from plugins.upstream.ejbca import derived_password
 from tests.support.ejbca_standin import (
-    CA_NAME,
     EXECUTED,
+    TARGET,
     StandinEjbca,
     StandinServer,
     UpstreamPKI,
@@ -33,10 +32,7 @@ from tests.support.ejbca_standin import (
 )
 from tests.support.pki import make_csr, p256_key
 
-TARGET = CATarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY")
 SECRET = "k" * 40
-
-
 
 
 @pytest.fixture

@@ -11,10 +11,9 @@ from urllib.parse import quote
 import pytest
 import responses
 
-from est_gateway.config.model import CATarget
 from est_gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from tests.support.ejbca_standin import (
-    CA_NAME,
+    TARGET,
     StandinEjbca,
     StandinServer,
     UpstreamPKI,
@@ -24,10 +23,7 @@ from tests.support.ejbca_standin import (
 from tests.support.gateway import free_port
 from tests.support.pki import make_csr, p256_key
 
-TARGET = CATarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY")
 REST = "https://ejbca.test:8443/ejbca/ejbca-rest-api"
-
-
 
 
 @pytest.fixture(params=["ejbca-rest", "ejbca-soap"])

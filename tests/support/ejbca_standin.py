@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import BestAvailableEncryption
 from lxml import etree
 
 from est_gateway.backends.local import authority
+from est_gateway.config.model import CATarget
 from tests.support.pki import CA, NOW, rsa_key, write_pem
 
 REST = "/ejbca/ejbca-rest-api"
@@ -37,6 +38,8 @@ WS = "/ejbca/ejbcaws/ejbcaws"
 NS = "http://ws.protocol.core.ejbca.org/"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 CA_NAME = "EST Sub CA"
+#: what the tests' aliases ask of the stand-in EJBCA
+TARGET = CATarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY")
 CA_DN = "CN=EST Sub CA,O=Stand-in EJBCA"
 
 
