@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from est_gateway.errors import BadRequest, TooManyRequests
+from est_gateway.wire import requested_sans
 
 CURVES = ("secp256r1", "secp384r1", "secp521r1")
 WEAK_HASHES = ("md5", "sha1")
@@ -64,12 +65,7 @@ class Limits:
         for attr in csr.subject:
             if len(str(attr.value)) > self.max_value_length:
                 raise BadRequest(f"a subject value is longer than {self.max_value_length} characters")
-        try:
-            sans = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
-            return
-        except (ValueError, x509.DuplicateExtension):
-            raise BadRequest("CSR extension request is malformed") from None
+        sans = requested_sans(csr)
         if len(sans) > self.max_sans:
             raise BadRequest(f"CSR asks for {len(sans)} subjectAltNames; at most {self.max_sans} are accepted")
         for name in sans:

@@ -297,7 +297,7 @@ def check_renewal_matches(csr: x509.CertificateSigningRequest, current: x509.Cer
     if _name_key(csr.subject) != _name_key(current.subject):
         raise Forbidden("re-enrollment must keep the subject of the current certificate "
                         f"({current.subject.rfc4514_string()})")
-    if _sans(csr) != _cert_sans(current):
+    if set(wire.requested_sans(csr)) != _cert_sans(current):
         raise Forbidden("re-enrollment must keep the subjectAltName of the current certificate")
     if not allow_same_key and _spki(csr.public_key()) == _spki(current.public_key()):
         raise Forbidden("this EST label does not allow renewal with the same key; generate a new key")
@@ -305,15 +305,6 @@ def check_renewal_matches(csr: x509.CertificateSigningRequest, current: x509.Cer
 
 def _name_key(name: x509.Name) -> list[tuple[str, str]]:
     return sorted((a.oid.dotted_string, str(a.value).strip().casefold()) for a in name)
-
-
-def _sans(csr: x509.CertificateSigningRequest) -> set[x509.GeneralName]:
-    try:
-        return set(csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
-    except x509.ExtensionNotFound:
-        return set()
-    except (ValueError, x509.DuplicateExtension):
-        raise BadRequest("CSR extension request is malformed") from None
 
 
 def _cert_sans(cert: x509.Certificate) -> set[x509.GeneralName]:

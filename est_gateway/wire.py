@@ -9,6 +9,8 @@ import re
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
+from est_gateway.errors import BadRequest
+
 # Content types, byte for byte: libest compares them by prefix with exactly one space.
 CT_PKCS10 = "application/pkcs10"
 CT_PKCS7 = "application/pkcs7-mime"
@@ -67,6 +69,16 @@ def verify_csr_signature(csr: x509.CertificateSigningRequest) -> None:
         raise ValueError("CSR signature algorithm is not supported") from None
     if not valid:
         raise ValueError("CSR signature does not verify")
+
+
+def requested_sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
+    """The subjectAltNames a CSR's extension request asks for (400 when it is malformed)."""
+    try:
+        return list(csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return []
+    except (ValueError, x509.DuplicateExtension):
+        raise BadRequest("CSR extension request is malformed") from None
 
 
 def certs_only(certificates: list[x509.Certificate]) -> bytes:

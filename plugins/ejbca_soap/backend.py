@@ -25,6 +25,7 @@ from est_gateway.backends.base import EnrollRequest, Issued, Pending, Revocation
 from est_gateway.config.model import CATarget
 from est_gateway.config.reader import Section
 from est_gateway.errors import BadRequest, ESTError, UpstreamError, UpstreamUnavailable
+from est_gateway.wire import requested_sans
 from plugins.ejbca_soap.faults import invoke
 from plugins.upstream.alias import AliasUpstream
 from plugins.upstream.ejbca import (
@@ -213,9 +214,8 @@ def _answered(result: Issued | Pending | None) -> Issued | Pending:
 
 def subject_alt_name(csr: x509.CertificateSigningRequest) -> str | None:
     """The CSR's SANs in EJBCA's notation, e.g. ``dNSName=a.example, iPAddress=192.0.2.1``."""
-    try:
-        names = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
+    names = requested_sans(csr)
+    if not names:
         return None
     parts = []
     for name in names:

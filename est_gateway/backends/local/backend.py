@@ -43,6 +43,7 @@ from est_gateway.backends.local.store import (
 from est_gateway.config.model import CATarget
 from est_gateway.config.reader import Section
 from est_gateway.errors import BadRequest, ESTError, Forbidden, UpstreamUnavailable
+from est_gateway.wire import requested_sans
 
 _SAN_KIND: dict[type, str] = {x509.DNSName: "dns", x509.IPAddress: "ip", x509.RFC822Name: "email",
              x509.UniformResourceIdentifier: "uri"}
@@ -258,12 +259,7 @@ def check_subject(subject: x509.Name, profile: EndEntityProfile) -> None:
 
 def allowed_sans(csr: x509.CertificateSigningRequest, profile: CertificateProfile) -> list[x509.GeneralName]:
     """The CSR's requested SANs, refused (400) where the certificate profile does not allow them."""
-    try:
-        requested = list(csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
-    except x509.ExtensionNotFound:
-        return []
-    except (ValueError, x509.DuplicateExtension):
-        raise BadRequest("CSR extension request is malformed") from None
+    requested = requested_sans(csr)
     for gn in requested:
         kind = _SAN_KIND.get(type(gn))
         if kind is None or kind not in profile.san_types:
