@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING
 
 from cryptography import x509
 
-from est_gateway.errors import NotSupported
-
 if TYPE_CHECKING:
     from est_gateway.config.model import CATarget
     from est_gateway.config.reader import Section
@@ -141,8 +139,4 @@ class CABackend(abc.ABC):
     def describe_state(self) -> dict[str, str]:
         """Facts to print at start-up (state folder, upstream URL); never secrets."""
         return {}
-
-    @staticmethod
-    def not_supported(operation: str) -> NotSupported:
-        return NotSupported(f"{operation} is not supported by this CA backend")
 

@@ -33,9 +33,3 @@ class ExpiringCache(Generic[T]):
     def put(self, key: Hashable, value: T) -> None:
         with self._lock:
             self._items[key] = (self._clock() + self.lifetime_s, value)
-
-    def peek(self, key: Hashable) -> T | None:
-        """The value if present and fresh, without loading."""
-        with self._lock:
-            hit = self._items.get(key)
-        return hit[1] if hit is not None and hit[0] > self._clock() else None
