@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from est_gateway.errors import BadRequest, TooManyRequests
 from est_gateway.limits import FailureThrottle, Limits
 from tests.support import openssl
+from tests.support.clock import FakeClock
 from tests.support.pki import make_csr, p256_key, rsa_key
 
 LIMITS = Limits()
@@ -53,12 +54,6 @@ def test_subject_and_san_counts_and_lengths() -> None:
     small.check_csr_names(make_csr(p256_key(), cn="ok", sans=[x509.DNSName("a.example")]))
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_throttle_opens_after_the_limit_and_closes_when_the_window_ends() -> None:

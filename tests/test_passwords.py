@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from est_gateway.passwords import PasswordChecker, PasswordHash
+from tests.support.clock import FakeClock
 
 
 class CountingHash(PasswordHash):
@@ -37,16 +38,10 @@ def test_malformed_hashes_are_explained(text: str) -> None:
         PasswordHash.parse(text)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_verified_password_is_remembered_until_it_expires() -> None:
-    stored, clock = _hash("right"), Clock()
+    stored, clock = _hash("right"), FakeClock(0.0)
     checker = PasswordChecker(60, clock=clock)
     assert checker.verify("est", stored, "right")
     assert checker.verify("est", stored, "right")

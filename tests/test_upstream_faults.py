@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 
+from est_gateway import localmode
 from est_gateway.backends.base import EnrollRequest, Requester
 from est_gateway.errors import UpstreamError, UpstreamUnavailable
 from tests.support.ejbca_standin import CA_NAME, TARGET, StandinEjbca, UpstreamPKI, make_backend, upstream_options
+from tests.support.gateway import GatewayProcess, free_port
+from tests.support.load import bodies, enroll_all
 from tests.support.pki import make_csr, p256_key
 from tests.support.upstream_faults import FaultServer, expired_server_context
 
@@ -134,24 +137,26 @@ password_file = "secrets/est.password"
 """
 
 
+def _gateway_before(upstream: FaultServer, pki: UpstreamPKI, folder: Path, *, breaker: int
+                    ) -> tuple[int, localmode.LocalInstance, GatewayProcess]:
+    """A running gateway (one worker) whose alias est enrolls through the fault stand-in."""
+    port = free_port()
+    instance, _ = localmode.prepare(folder / "gw", port=port)
+    config = instance.folder / "faults.toml"
+    config.write_text(GATEWAY_CONFIG.format(port=port, url=upstream.rest_url, pki=pki.folder, ca=CA_NAME,
+                                            timeout=READ_TIMEOUT, breaker=breaker), encoding="utf-8")
+    return port, instance, GatewayProcess(config, port, folder / "gateway.log").start()
+
+
 @pytest.mark.e2e
 def test_a_hanging_upstream_frees_every_worker_thread_within_the_timeout(
         pki: UpstreamPKI, upstream: FaultServer, tmp_path: Path) -> None:
     """More concurrent enrollments than the worker has threads, against an upstream that
     hangs: each answer is a 504 within the read timeout (plus queueing behind the busy
     threads), and the very next request after the fault is served at once."""
-    from est_gateway import localmode
-    from tests.support.gateway import GatewayProcess, free_port
-    from tests.support.load import bodies, enroll_all
-
-    port = free_port()
-    instance, _ = localmode.prepare(tmp_path / "gw", port=port)
-    config = instance.folder / "faults.toml"
     # This test is about threads being released at the read timeout: the circuit breaker,
     # which would answer later calls at once, is off here (tested below).
-    config.write_text(GATEWAY_CONFIG.format(port=port, url=upstream.rest_url, pki=pki.folder, ca=CA_NAME,
-                                            timeout=READ_TIMEOUT, breaker=0), encoding="utf-8")
-    gateway = GatewayProcess(config, port, tmp_path / "gateway.log").start()
+    port, instance, gateway = _gateway_before(upstream, pki, tmp_path, breaker=0)
     threads = 8
     try:
         upstream.standin.fault, upstream.standin.hang_s = "hang", 3 * READ_TIMEOUT
@@ -177,16 +182,7 @@ def test_the_circuit_breaker_fails_fast_while_the_upstream_hangs_and_closes_when
     """Two timeouts open the circuit: the next call is a 503 with Retry-After at once, not
     another wait for the read timeout; after the cooldown a trial call finds the upstream
     back and enrollment works again, without a restart."""
-    from est_gateway import localmode
-    from tests.support.gateway import GatewayProcess, free_port
-    from tests.support.load import bodies, enroll_all
-
-    port = free_port()
-    instance, _ = localmode.prepare(tmp_path / "gw", port=port)
-    config = instance.folder / "breaker.toml"
-    config.write_text(GATEWAY_CONFIG.format(port=port, url=upstream.rest_url, pki=pki.folder, ca=CA_NAME,
-                                            timeout=READ_TIMEOUT, breaker=2), encoding="utf-8")
-    gateway = GatewayProcess(config, port, tmp_path / "gateway.log").start()
+    port, instance, gateway = _gateway_before(upstream, pki, tmp_path, breaker=2)
     auth = (instance.trust_anchor, instance.password())
     try:
         upstream.standin.fault, upstream.standin.hang_s = "hang", 3 * READ_TIMEOUT

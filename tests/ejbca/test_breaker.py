@@ -6,18 +6,11 @@ import pytest
 
 from est_gateway.errors import UpstreamUnavailable
 from plugins.upstream.breaker import CircuitBreaker
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def test_opens_after_consecutive_failures_and_fails_fast() -> None:
-    clock = Clock()
+    clock = FakeClock()
     breaker = CircuitBreaker(3, 10.0, clock)
     for _ in range(2):
         breaker.before_call()
@@ -30,7 +23,7 @@ def test_opens_after_consecutive_failures_and_fails_fast() -> None:
 
 
 def test_a_success_in_between_resets_the_count() -> None:
-    breaker = CircuitBreaker(2, 10.0, Clock())
+    breaker = CircuitBreaker(2, 10.0, FakeClock())
     breaker.unreachable()
     breaker.reached()
     breaker.unreachable()
@@ -38,7 +31,7 @@ def test_a_success_in_between_resets_the_count() -> None:
 
 
 def test_one_trial_after_the_cooldown_closes_or_reopens() -> None:
-    clock = Clock()
+    clock = FakeClock()
     breaker = CircuitBreaker(1, 10.0, clock)
     breaker.unreachable()
     clock.now += 10.5
@@ -57,7 +50,7 @@ def test_one_trial_after_the_cooldown_closes_or_reopens() -> None:
 
 
 def test_a_trial_that_never_reports_back_is_given_up() -> None:
-    clock = Clock()
+    clock = FakeClock()
     breaker = CircuitBreaker(1, 10.0, clock)
     breaker.unreachable()
     clock.now += 11
@@ -67,7 +60,7 @@ def test_a_trial_that_never_reports_back_is_given_up() -> None:
 
 
 def test_off_when_the_threshold_is_zero() -> None:
-    breaker = CircuitBreaker(0, 10.0, Clock())
+    breaker = CircuitBreaker(0, 10.0, FakeClock())
     for _ in range(100):
         breaker.unreachable()
     breaker.before_call()
