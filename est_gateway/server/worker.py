@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,9 @@ RESERVED_FDS = 256
 
 class ESTWorker(Worker):  # type: ignore[misc]
     """Pre-forked worker: connections in the event loop, complete requests on threads."""
+
+    alive: bool      # gunicorn's: False after SIGTERM
+    ppid: int        # gunicorn's: the arbiter's pid
 
     def init_process(self) -> None:
         _limit_malloc_arenas()
@@ -61,7 +65,7 @@ class ESTWorker(Worker):  # type: ignore[misc]
         self.loop = ConnectionLoop(
             self.sockets, self.server_settings, tls_context=self.tls_context, chain_limits=self.chain_limits,
             dispatch=lambda client: self.pool.submit(self._serve, client),
-            alive=lambda: bool(self.alive), heartbeat=self.notify, wakeup_fds=[self.PIPE[0]],
+            alive=self._keep_running, heartbeat=self.notify, wakeup_fds=[self.PIPE[0]],
             log=self.log, max_connections=self.max_connections)
         try:
             self.loop.run()
@@ -69,6 +73,13 @@ class ESTWorker(Worker):  # type: ignore[misc]
             # Graceful stop: requests already complete are answered before the process exits.
             self.pool.shutdown(wait=True)
             self.loop.close_wakeup()
+
+    def _keep_running(self) -> bool:
+        """Until SIGTERM, or until the arbiter is gone (SIGKILLed: a new one may need the port)."""
+        if self.alive and self.ppid != os.getppid():
+            self.log.info("Parent changed, shutting down: %s", self)
+            self.alive = False
+        return bool(self.alive)
 
     def _serve(self, client: Client) -> None:
         """On a pool thread: answer the request, then give the connection back to the loop."""

@@ -1,0 +1,27 @@
+"""How the gateway drives gunicorn: every setting it sets exists, an unknown one is an error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from gunicorn.config import Config
+
+from est_gateway import localmode
+from est_gateway.config import load_config
+from est_gateway.server.runner import GatewayServer, apply_settings
+
+
+def test_an_unknown_gunicorn_setting_is_an_error_not_dropped() -> None:
+    cfg = Config()
+    with pytest.raises(RuntimeError, match="no setting no_such_setting"):
+        apply_settings(cfg, {"workers": 3, "no_such_setting": 1})
+    assert cfg.workers != 3   # nothing half-applied
+
+
+def test_every_setting_the_gateway_sets_exists_in_this_gunicorn(tmp_path: Path) -> None:
+    instance, _ = localmode.prepare(tmp_path / "est-local", port=8443)
+    config = load_config(instance.config)
+    server = GatewayServer(config, lambda environ, start_response: [])
+    assert server.cfg.worker_class_str == "est_gateway.server.worker.ESTWorker"
+    assert server.cfg.limit_request_line == 4094
