@@ -81,9 +81,9 @@ def test_a_killed_gateway_leaves_no_stale_metrics_folder_after_the_next_start(tm
     assert len(stale) == 1
     assert process.proc is not None
     workers = children_of(process.proc.pid)
+    process.stop(signal.SIGKILL)    # the arbiter first: it would replace killed workers
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
-    process.stop(signal.SIGKILL)
     assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 30)
     assert list(scratch.glob("est-gateway-metrics-*")) == stale   # what SIGKILL leaves
     process.start(*args)
