@@ -43,8 +43,10 @@ HANDSHAKE, REQUEST, IDLE, SERVING, CLOSING = "handshake", "request", "idle", "se
 #: how long a closed connection's late bytes are drained before the socket is closed (RFC 9112 §9.6)
 LINGER_S = 2.0
 LINGER_BYTES = 64 * 1024
-#: accepts per readiness event, so one busy listener cannot starve the rest of the loop
-ACCEPT_BATCH = 64
+#: accepts per readiness event: every worker's loop wakes on a new connection, and taking
+#: one each spreads a burst over the processes (a larger batch lets one worker take a whole
+#: burst while the other core idles)
+ACCEPT_BATCH = 1
 #: the same refusal is logged at most this often
 WARN_EVERY_S = 10.0
 
