@@ -88,13 +88,21 @@ def check_config(config_path: Path) -> None:
 @main.command()
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("est-local"), show_default=True, help="Folder of the local instance.")
-@click.option("--port", type=int, default=8443, show_default=True,
-              help="Port, used when the instance is first created.")
-def local(state_dir: Path, port: int) -> None:
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port on 127.0.0.1 [default: 8443 for a new instance]. On an existing "
+                   "instance it replaces the port in its gateway.toml.")
+def local(state_dir: Path, port: int | None) -> None:
     """Local test mode: create (first time) or reuse a self-contained instance and serve it."""
     from est_gateway import localmode
 
-    instance, created = localmode.prepare(state_dir, port=port)
+    instance, created = localmode.prepare(state_dir, port=port or localmode.DEFAULT_PORT)
+    if port is not None and not created:
+        try:
+            former = localmode.set_port(instance, port)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        if former is not None:
+            click.echo(f"{instance.config}: port {former} changed to {port}")
     config = _load(instance.config)
     _serve(config, banner=localmode.instructions(instance, port=config.server.port, created=created))
 
