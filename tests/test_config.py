@@ -63,6 +63,7 @@ def test_a_good_file_loads_into_typed_settings(folder: Path) -> None:
     assert alias.password is not None and alias.password.verify("s3cret-pass")
     assert not alias.password.verify("wrong")
     assert alias.allow_same_key_renewal is True
+    assert alias.serverkeygen_key_type == "rsa-2048"     # libest's client refuses EC key parts
     assert list(config.backends) == ["local"]
 
 

@@ -230,7 +230,8 @@ def _alias(name: str, sec: Section, backends: dict[str, CABackend], broken: set[
     csrattrs = _csrattrs(sec.table("csrattrs"))
     challenge = sec.str("challenge_password", "none", choices=CHALLENGE_PASSWORD_MEANINGS)
     keygen = sec.bool("serverkeygen", True)
-    keygen_type = sec.str("serverkeygen_key_type", "csr", choices=("csr", *KEY_TYPES))
+    keygen_type = sec.str("serverkeygen_key_type", AliasSettings.serverkeygen_key_type,
+                          choices=("csr", *KEY_TYPES))
     same_key = sec.bool("allow_same_key_renewal", True)
     sec.check_unknown()
     if backend is not None and isinstance(target.ca, str):
