@@ -194,7 +194,8 @@ class ConnectionLoop:
             if key is not None:
                 self.per_address[key] += 1
             self.waiting[id(client)] = client
-            self._advance(client)
+            # Nothing to do until the client sends: the TLS state is made only then.
+            self._watch(client, selectors.EVENT_READ)
 
     def _address_key(self, addr: Any) -> str | None:
         if not isinstance(addr, tuple) or not addr:

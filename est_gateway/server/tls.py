@@ -73,6 +73,8 @@ def server_context(cert_file: Path, key_file: Path, *, min_version: str = "1.2",
     # Every connection is a full handshake, so channel bindings and the client
     # certificate always belong to this very connection.
     ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    # Idle connections (keep-alive, slow clients) hold no TLS read/write buffers.
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     ctx.use_certificate_chain_file(str(cert_file))
     ctx.use_privatekey_file(str(key_file))
     ctx.check_privatekey()
@@ -101,12 +103,28 @@ class TLSSocket(Connection):
 
     def __init__(self, raw: socket.socket, context: SSL.Context) -> None:
         super().__init__(raw)
-        self._conn = SSL.Connection(context, raw)
-        self._conn.set_accept_state()
+        self._context = context
+        self._tls: SSL.Connection | None = None
+
+    @property
+    def _conn(self) -> SSL.Connection:
+        """The pyOpenSSL connection, made when the client first sends (a ClientHello): a
+        socket that never sends costs no TLS state (about 45 KiB each)."""
+        if self._tls is None:
+            self._tls = SSL.Connection(self._context, self._raw)
+            self._tls.set_accept_state()
+        return self._tls
 
     # -- handshake -----------------------------------------------------------------------
 
     def handshake_step(self) -> int:
+        if self._tls is None:
+            try:
+                first = self._raw.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                return selectors.EVENT_READ
+            if not first:   # closed before sending anything: no TLS state is made for it
+                raise ConnectionAbortedError(errno.ECONNABORTED, "closed before the TLS handshake")
         try:
             self._conn.do_handshake()
         except SSL.WantReadError:
