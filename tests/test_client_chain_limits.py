@@ -115,7 +115,8 @@ def test_one_costly_key_anywhere_in_the_chain_is_refused(gateway: Gateway, tmp_p
 
 
 def test_a_chain_deeper_than_the_bound_is_refused(gateway: Gateway, tmp_path: Path) -> None:
-    keys: list[rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey] = [p256_key() for _ in range(12)]
+    """10 certificates: within the count bound, 9 above the leaf is beyond the depth bound (8)."""
+    keys: list[rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey] = [p256_key() for _ in range(10)]
     assert present(gateway, tmp_path, "deep", keys[0], chain_of(keys, "deep")) is None
 
 
