@@ -15,9 +15,12 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +91,12 @@ root = CertificateAuthority.objects.get(name="Test Root")
 call_command("init_ca", "Test Issuing", "CN=django-ca Test Issuing CA,O=est-gateway tests",
              key_type="EC", api_enable=True, parent=root, output_format="none")
 issuing = CertificateAuthority.objects.get(name="Test Issuing")
-password, readonly_password = sys.stdin.read().split()
-create_api_user("%(user)s", password, change_certificateauthority=False)
-viewer = User.objects.create_user("%(readonly)s", password=readonly_password)
+user, password, readonly, readonly_password = sys.stdin.read().split()
+create_api_user(user, password, change_certificateauthority=False)
+viewer = User.objects.create_user(readonly, password=readonly_password)
 viewer.user_permissions.add(Permission.objects.get(codename="view_certificateauthority"))
 print(json.dumps({"root": root.serial, "issuing": issuing.serial}))
-""" % {"user": USERNAME, "readonly": READONLY}
+"""
 
 
 def ensure_venv() -> Path:
@@ -154,7 +157,7 @@ class DjangoCa:
         write_pem(self.home / "tls.key", key)
         write_pem(self.ca_bundle, self.tls.cert)
         done = subprocess.run([str(python), str(self.home / "setup_ca.py")], cwd=self.home, env=self.env(),
-                              input=f"{self.password}\n{self.readonly_password}\n".encode(),
+                              input=f"{USERNAME} {self.password} {READONLY} {self.readonly_password}\n".encode(),
                               capture_output=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"django-ca setup failed:\n{done.stderr.decode(errors='replace')}")
@@ -219,3 +222,49 @@ def backend_section(ca: DjangoCa, secrets: Path, **more: Any) -> str:
                             "username": USERNAME, "password_file": str(password_file), **more}
     return "\n".join(f"{k} = {json.dumps(v)}" for k, v in keys.items()) + "\n"
 
+
+
+class FaultyUpstream:
+    """A TLS server in django-ca's place (its certificate, so the gateway trusts it) that
+    misbehaves: ``garbage`` (200 that is not JSON), ``hang`` (never answers), ``html-404``
+    (Django's own 404 page: a wrong ``url``). Yields the API URL to configure."""
+
+    def __init__(self, ca: DjangoCa, fault: str) -> None:
+        self.ca, self.fault = ca, fault
+        self.release = threading.Event()
+
+    def __enter__(self) -> str:
+        fault, release = self.fault, self.release
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if fault == "hang":
+                    release.wait(10)
+                    return
+                status, body = (200, b"<html>maintenance</html>") if fault == "garbage" else \
+                    (404, b"<!doctype html><title>Not Found</title>")
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.ca.home / "tls.pem", self.ca.home / "tls.key")
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return f"https://127.0.0.1:{self.server.server_address[1]}/django_ca/api"
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
