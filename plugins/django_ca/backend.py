@@ -277,10 +277,11 @@ class DjangoCaBackend(CABackend):
             if status == "issued" and isinstance(order.get("serial"), str):
                 return str(order["serial"])
             if status == "failed":
+                # django-ca 3.2's order schema carries no error text: the reason is in its log
                 self._forget_order(slug)
-                log.error("backend %s: django-ca order %s failed: %s (see django-ca's log)", self.name, slug,
-                          clip(order.get("error")))
-                raise UpstreamError(f"the upstream CA failed to sign: {clip(order.get('error'), 120)}")
+                log.error("backend %s: django-ca order %s failed (django-ca's own log says why, e.g. the "
+                          "CA's private key cannot be loaded)", self.name, slug)
+                raise UpstreamError(f"the upstream CA failed to sign (order {slug})")
             if status != "pending":
                 raise UpstreamError(f"django-ca answered order {slug} with status {clip(status, 40)!r}")
             remaining = deadline - self._clock()

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from est_gateway.backends.base import EnrollRequest, Issued, Pending, Requester
+from est_gateway.backends.base import EnrollRequest, Issued, Pending, Requester, RevocationStatus
 from est_gateway.config.model import CATarget
 from est_gateway.errors import BadRequest, ConfigError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from plugins.django_ca.backend import DjangoCaBackend
@@ -107,6 +108,30 @@ def test_subject_alt_names_django_ca_cannot_take_are_400(django_ca: DjangoCa, tm
     with pytest.raises(BadRequest) as info:
         make_backend(django_ca, tmp_path).enroll(request(csr))
     assert reason in info.value.detail
+
+
+def test_a_failed_order_is_a_502(django_ca: DjangoCa, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """The keyless CA accepts the sign request; its order fails (the key cannot be loaded)."""
+    target = CATarget(ca="Keyless Issuing", certificate_profile="client", end_entity_profile="default")
+    with caplog.at_level(logging.ERROR), pytest.raises(UpstreamError) as info:
+        make_backend(django_ca, tmp_path, target=target).enroll(request(make_csr(p256_key(), cn="dev-h"), target))
+    assert info.value.status == 502 and info.value.detail.startswith("the upstream CA failed to sign (order ")
+    assert "failed (django-ca's own log says why" in caplog.text
+
+
+def test_a_certificate_from_a_look_alike_ca_is_unknown(django_ca: DjangoCa, tmp_path: Path) -> None:
+    """Same issuer name as django-ca's issuing CA, another key: not asked about (and not 'known')."""
+    impostor = CA.create("django-ca Test Issuing CA")
+    impostor_cert = impostor.cert
+    key = p256_key()
+    twin = x509.CertificateBuilder().subject_name(impostor_cert.subject).issuer_name(
+        x509.Name.from_rfc4514_string("O=est-gateway tests,CN=django-ca Test Issuing CA")).public_key(
+        key.public_key()).serial_number(x509.random_serial_number()).not_valid_before(
+        dt.datetime.now(dt.UTC)).not_valid_after(dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).sign(
+        impostor.key, hashes.SHA256())
+    status = make_backend(django_ca, tmp_path).revocation_status(twin, TARGET)
+    assert status == RevocationStatus(known=False, revoked=False)
 
 
 def test_revocation_reason_and_date_come_from_the_api(django_ca: DjangoCa, tmp_path: Path) -> None:

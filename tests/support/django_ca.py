@@ -85,12 +85,13 @@ application = get_wsgi_application()
 """
 
 # Run once inside django-ca's virtual environment: what an operator does with manage.py
-# (migrate, init_ca twice, a user with the API permissions), in one process to keep it fast.
+# (migrate, init_ca, a user with the API permissions), in one process to keep it fast.
 SETUP = """\
 import json, os, sys
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
 import django
 django.setup()
+from django.core.files.storage import storages
 from django.core.management import call_command
 from django.contrib.auth.models import Permission, User
 from django_ca.api.utils import create_api_user
@@ -102,6 +103,11 @@ root = CertificateAuthority.objects.get(name="Test Root")
 call_command("init_ca", "Test Issuing", "CN=django-ca Test Issuing CA,O=est-gateway tests",
              key_type="EC", api_enable=True, parent=root, output_format="none")
 issuing = CertificateAuthority.objects.get(name="Test Issuing")
+# A CA whose private key is gone: django-ca accepts sign requests for it, and the order fails.
+call_command("init_ca", "Keyless Issuing", "CN=django-ca Keyless CA,O=est-gateway tests",
+             key_type="EC", api_enable=True, parent=root, output_format="none")
+keyless = CertificateAuthority.objects.get(name="Keyless Issuing")
+storages["django-ca"].delete(keyless.key_backend_options["path"])
 user, password, readonly, readonly_password = sys.stdin.read().split()
 create_api_user(user, password, change_certificateauthority=False)
 viewer = User.objects.create_user(readonly, password=readonly_password)
