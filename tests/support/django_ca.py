@@ -117,12 +117,9 @@ print(json.dumps({"root": root.serial, "issuing": issuing.serial}))
 
 
 def ensure_venv() -> Path:
-    """django-ca's own virtual environment (created by the script when missing)."""
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        subprocess.run(["bash", str(REPO / "scripts" / "django-ca-venv.sh"), str(VENV)], check=True,
-                       timeout=600)
-    return python
+    """django-ca's own virtual environment (the script creates or repairs it; else a no-op)."""
+    subprocess.run(["bash", str(REPO / "scripts" / "django-ca-venv.sh"), str(VENV)], check=True, timeout=600)
+    return VENV / "bin" / "python"
 
 
 def free_port() -> int:
