@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
+import time
 import uuid
 from pathlib import Path
 
@@ -77,6 +78,18 @@ def test_a_pending_order_is_202_and_the_repeat_collects_it(django_ca: DjangoCa, 
     signed = [c for c in django_ca.api("GET", f"/ca/{django_ca.issuing_serial}/certs/")
               if {"oid": NameOID.COMMON_NAME.dotted_string, "value": cn} in c["certificate"]["subject"]]
     assert len(signed) == 1, "the repeat must not have signed a second certificate"
+
+
+def test_polling_a_pending_order_is_bounded_by_order_wait_s(django_ca: DjangoCa, tmp_path: Path) -> None:
+    busy = FaultyUpstream(django_ca, "busy-queue")
+    with busy as url:
+        backend = make_backend(django_ca, tmp_path, url=url, order_wait_s=0.5, pending_retry_after_s=9)
+        started = time.monotonic()
+        answer = backend.enroll(request(make_csr(p256_key(), cn="dev-busy"), retry_key="busy"))
+        elapsed = time.monotonic() - started
+    assert isinstance(answer, Pending) and answer.retry_after == 9
+    assert busy.order_polls >= 2     # it polled more than once, then gave up:
+    assert elapsed < 10              # a generous bound on 0.5 s of polling plus the calls
 
 
 def test_an_unknown_profile_is_refused_although_django_ca_would_accept_it(

@@ -241,24 +241,32 @@ def backend_section(ca: DjangoCa, secrets: Path, **more: Any) -> str:
 class FaultyUpstream:
     """A TLS server in django-ca's place (its certificate, so the gateway trusts it) that
     misbehaves: ``garbage`` (200 that is not JSON), ``hang`` (never answers), ``html-404``
-    (Django's own 404 page: a wrong ``url``). Yields the API URL to configure."""
+    (Django's own 404 page: a wrong ``url``), or ``busy-queue``: everything is passed on to
+    the real django-ca, but its orders stay ``pending`` (as with a Celery queue that has not
+    run the task yet; this instance has none). Yields the API URL to configure."""
 
     def __init__(self, ca: DjangoCa, fault: str) -> None:
         self.ca, self.fault = ca, fault
         self.release = threading.Event()
+        self.order_polls = 0
 
     def __enter__(self) -> str:
-        fault, release = self.fault, self.release
+        fault, release, outer = self.fault, self.release, self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                content_type = "text/html"
                 if fault == "hang":
                     release.wait(10)
                     return
-                status, body = (200, b"<html>maintenance</html>") if fault == "garbage" else \
-                    (404, b"<!doctype html><title>Not Found</title>")
+                if fault == "busy-queue":
+                    status, body = outer.relay(self.command, self.path, self.headers, self.rfile)
+                    content_type = "application/json"
+                else:
+                    status, body = (200, b"<html>maintenance</html>") if fault == "garbage" else \
+                        (404, b"<!doctype html><title>Not Found</title>")
                 self.send_response(status)
-                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -276,6 +284,21 @@ class FaultyUpstream:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         return f"https://127.0.0.1:{self.server.server_address[1]}/django_ca/api"
+
+    def relay(self, method: str, path: str, headers: Any, body: Any) -> tuple[int, bytes]:
+        """Pass a call on to the real django-ca; an order's answer says ``pending``."""
+        length = int(headers.get("Content-Length") or 0)
+        with requests.Session() as session:
+            session.trust_env = False
+            answer = session.request(method, f"https://127.0.0.1:{self.ca.port}{path}",
+                                     data=body.read(length) if length else None,
+                                     headers={k: headers[k] for k in ("Authorization", "Content-Type")
+                                              if headers.get(k)},
+                                     verify=str(self.ca.ca_bundle), timeout=10)
+        if "/orders/" in path and answer.status_code == 200:
+            self.order_polls += 1
+            return 200, json.dumps({**answer.json(), "status": "pending", "serial": None}).encode()
+        return answer.status_code, answer.content
 
     def __exit__(self, *exc: object) -> None:
         self.release.set()
