@@ -235,7 +235,9 @@ class DjangoCaBackend(CABackend):
         }
         lifetime = profile.lifetime if target.validity_days is None else dt.timedelta(days=target.validity_days)
         if lifetime is not None:
-            body["not_after"] = (dt.datetime.now(dt.UTC) + lifetime).isoformat()
+            # django-ca 3.2 signs past its CA's own expiry if asked to: never ask
+            not_after = min(dt.datetime.now(dt.UTC) + lifetime, ca.chain[0].not_valid_after_utc)
+            body["not_after"] = not_after.isoformat()
         order = self._call("POST", f"/ca/{ca.serial}/sign/",
                            Call("the sign request", "sign_certificate", _missing_ca(target.ca)),
                            idempotent=False, json=body)

@@ -65,6 +65,18 @@ def test_validity_days_sets_the_lifetime(django_ca: DjangoCa, tmp_path: Path) ->
     assert dt.timedelta(days=6) < lifetime < dt.timedelta(days=8)
 
 
+def test_the_lifetime_never_outlasts_the_issuing_ca(django_ca: DjangoCa, tmp_path: Path) -> None:
+    """django-ca signs past its CA's expiry when asked; the gateway asks for at most that."""
+    target = CATarget(ca="Test Issuing", certificate_profile="client", end_entity_profile="default",
+                      extra={"validity_days": 3650})
+    answer = make_backend(django_ca, tmp_path, target=target).enroll(request(make_csr(p256_key(), cn="dev-long"),
+                                                                             target))
+    assert isinstance(answer, Issued)
+    issuing = answer.chain[0]
+    assert issuing.not_valid_after_utc < dt.datetime.now(dt.UTC) + dt.timedelta(days=3650)
+    assert answer.certificate.not_valid_after_utc == issuing.not_valid_after_utc
+
+
 def test_a_pending_order_is_202_and_the_repeat_collects_it(django_ca: DjangoCa, tmp_path: Path) -> None:
     """order_wait_s = 0: no polling, so the order is still pending; the client's repeat
     (same retry key) asks for the same order instead of signing again."""
