@@ -349,9 +349,12 @@ def _check_ocsp_signature(response: ocsp.OCSPResponse, issuer: x509.Certificate,
         signer = delegates[0]
         try:
             signer.verify_directly_issued_by(issuer)
-            usages = signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
+        except (ValueError, TypeError, InvalidSignature):
             raise UpstreamError("the OCSP responder's certificate is not authorised by the issuer") from None
+        try:
+            usages = list(signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+        except x509.ExtensionNotFound:
+            usages = []
         if ExtendedKeyUsageOID.OCSP_SIGNING not in usages:
             raise UpstreamError("the OCSP responder's certificate lacks the OCSPSigning usage")
         if not signer.not_valid_before_utc <= now <= signer.not_valid_after_utc:

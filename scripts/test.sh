@@ -5,11 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh
 
-# System tools the end-to-end tests drive for real: curl, openssl, Apache httpd.
+# System tools the end-to-end tests drive for real: curl, openssl, Apache httpd, and
+# CloudFlare's CFSSL (cfssl serve/ocspserve, the real upstream CA of tests/cfssl/).
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/sbin/apache2 ] || missing+=(apache2)
+command -v cfssl >/dev/null || missing+=(golang-cfssl)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 
 ensure_venv

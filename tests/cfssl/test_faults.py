@@ -100,7 +100,7 @@ def misbehaving(ca: CfsslCA) -> Iterator[_Misbehaving]:
     server.socket = context.wrap_socket(server.socket, server_side=True)
     with ca.session() as session:
         server.info = session.post(f"{ca.url}/api/v1/cfssl/info", json={"profile": "est-client"}).content
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     yield server
     server.shutdown()
     server.server_close()

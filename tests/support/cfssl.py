@@ -240,7 +240,7 @@ class CfsslCA:
         crl = base64.b64decode(cfssl("gencrl", "revoked.txt", "ca.pem", "ca-key.pem", cwd=f))
         if self.crl_server is None:
             self.crl_server = _CrlServer(("127.0.0.1", 0), _CrlHandler)
-            threading.Thread(target=self.crl_server.serve_forever, daemon=True).start()
+            threading.Thread(target=self.crl_server.serve_forever, args=(0.05,), daemon=True).start()
         self.crl_server.crl = crl
 
     def backend_options(self, **more: Any) -> dict[str, Any]:
