@@ -8,8 +8,6 @@ caching bounded by nextUpdate, and every failure as a documented upstream error.
 from __future__ import annotations
 
 import datetime as dt
-import http.server
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from est_gateway.config.reader import Problems, Section
 from est_gateway.errors import ConfigError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from est_gateway.revocation import CertStatus, Revocation, RevocationChecker, RevocationSettings, to_status
+from tests.support.httpd import BackgroundServer, QuietHandler
 from tests.support.pki import CA, p256_key
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -48,44 +47,29 @@ class Responder:
     requests: list[bytes] = field(default_factory=list)
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(BackgroundServer):
     responder: Responder
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: _Server
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         self.server.responder.requests.append(self.rfile.read(length) if length else b"")
         time.sleep(self.server.responder.delay_s)
-        body = self.server.responder.body
-        self.send_response(self.server.responder.status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.send_body(self.server.responder.status, self.server.responder.body)
 
     do_GET = do_POST = _answer  # noqa: N815 - http.server's naming
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        except OSError:
-            pass
 
 
 @pytest.fixture
 def responder() -> Iterator[tuple[Responder, str]]:
     server = _Server(("127.0.0.1", 0), _Handler)
     server.responder = Responder()
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    yield server.responder, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    server.run()
+    yield server.responder, f"http://127.0.0.1:{server.port}/"
+    server.stop()
 
 
 @pytest.fixture(scope="module")

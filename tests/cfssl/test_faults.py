@@ -8,12 +8,10 @@ a client certificate like ``-mutual-tls-ca`` does.
 
 from __future__ import annotations
 
-import http.server
 import logging
 import socket
 import ssl
 import struct
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +25,7 @@ from plugins.cfssl import CfsslBackend
 from tests.cfssl.conftest import TARGET
 from tests.support.cfssl import CfsslCA
 from tests.support.gateway import free_port
+from tests.support.httpd import BackgroundServer, QuietHandler
 from tests.support.pki import make_csr, p256_key
 
 MakeBackend = Callable[..., CfsslBackend]
@@ -39,20 +38,19 @@ def enroll(backend: CfsslBackend) -> object:
                                         request_id="t"))
 
 
-class _Misbehaving(http.server.ThreadingHTTPServer):
-    daemon_threads = True
+class _Misbehaving(BackgroundServer):
     fault = "garbage"
     calls = 0
     info = b""
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: _Misbehaving
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.path.endswith("/info"):         # cacerts works: the fault is in signing
-            return self._send(200, self.server.info)
+            return self.send_body(200, self.server.info, "application/json")
         self.server.calls += 1
         fault = self.server.fault
         if fault == "hang":
@@ -70,23 +68,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                   "not-a-certificate": (200, b'{"success":true,"result":{"certificate":"MII..."},"errors":[]}'),
                   "500": (500, b'{"success":false,"result":null,"errors":[{"code":1000,"message":"boom"}]}')}
         status, body = bodies[fault]
-        return self._send(status, body)
-
-    def _send(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        except OSError:
-            pass
+        return self.send_body(status, body, "application/json")
 
 
 @pytest.fixture
@@ -100,10 +82,8 @@ def misbehaving(ca: CfsslCA) -> Iterator[_Misbehaving]:
     server.socket = context.wrap_socket(server.socket, server_side=True)
     with ca.session() as session:
         server.info = session.post(f"{ca.url}/api/v1/cfssl/info", json={"profile": "est-client"}).content
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield server.run()
+    server.stop()
 
 
 @pytest.mark.parametrize(("fault", "error", "status"), [
@@ -117,7 +97,7 @@ def misbehaving(ca: CfsslCA) -> Iterator[_Misbehaving]:
 def test_faults_map_to_documented_errors_without_replaying_a_signing(
         make_backend: MakeBackend, misbehaving: _Misbehaving, fault: str, error: Any, status: int | None) -> None:
     misbehaving.fault = fault
-    backend = make_backend(url=f"https://127.0.0.1:{misbehaving.server_address[1]}",
+    backend = make_backend(url=f"https://127.0.0.1:{misbehaving.port}",
                            read_timeout_s=READ_TIMEOUT, retries=2)
     started = time.monotonic()
     with pytest.raises(error) as caught:

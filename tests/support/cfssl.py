@@ -10,13 +10,11 @@ file only at start, so :meth:`CfsslCA.publish_revocations` refreshes, dumps and 
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import os
 import socket
 import sqlite3
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import requests
 from cryptography import x509
 
 from tests.support.gateway import free_port
+from tests.support.httpd import BackgroundServer, QuietHandler
 
 CLIENT_PROFILE = "est-client"
 #: a profile whose name CFSSL knows but which signs without authentication
@@ -96,24 +95,15 @@ class _Daemon:
         self.proc = None
 
 
-class _CrlServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
+class _CrlServer(BackgroundServer):
     crl = b""
 
 
-class _CrlHandler(http.server.BaseHTTPRequestHandler):
+class _CrlHandler(QuietHandler):
     server: _CrlServer
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        body = self.server.crl
-        self.send_response(200 if body else 404)
-        self.send_header("Content-Type", "application/pkix-crl")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self.send_body(200 if self.server.crl else 404, self.server.crl, "application/pkix-crl")
 
 
 class CfsslCA:
@@ -153,7 +143,7 @@ class CfsslCA:
     @property
     def crl_url(self) -> str:
         assert self.crl_server is not None
-        return f"http://127.0.0.1:{self.crl_server.server_address[1]}/ca.crl"
+        return f"http://127.0.0.1:{self.crl_server.port}/ca.crl"
 
     @property
     def ca_cert(self) -> x509.Certificate:
@@ -203,8 +193,7 @@ class CfsslCA:
         self.serve.stop()
         self.ocspserve.stop()
         if self.crl_server is not None:
-            self.crl_server.shutdown()
-            self.crl_server.server_close()
+            self.crl_server.stop()
             self.crl_server = None
 
     # -- the CA operator's side --------------------------------------------------------------
@@ -239,8 +228,7 @@ class CfsslCA:
         (f / "revoked.txt").write_text("".join(f"{_text(r[0])}\n" for r in rows), encoding="ascii")
         crl = base64.b64decode(cfssl("gencrl", "revoked.txt", "ca.pem", "ca-key.pem", cwd=f))
         if self.crl_server is None:
-            self.crl_server = _CrlServer(("127.0.0.1", 0), _CrlHandler)
-            threading.Thread(target=self.crl_server.serve_forever, args=(0.05,), daemon=True).start()
+            self.crl_server = _CrlServer(("127.0.0.1", 0), _CrlHandler).run()
         self.crl_server.crl = crl
 
     def backend_options(self, **more: Any) -> dict[str, Any]:
