@@ -15,6 +15,7 @@ import struct
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +27,7 @@ from tests.cfssl.conftest import TARGET
 from tests.support.cfssl import CfsslCA
 from tests.support.gateway import free_port
 from tests.support.httpd import BackgroundServer, QuietHandler
-from tests.support.pki import make_csr, p256_key
+from tests.support.pki import CA, make_csr, p256_key, write_pem
 
 MakeBackend = Callable[..., CfsslBackend]
 READ_TIMEOUT = 1.0
@@ -147,3 +148,17 @@ def test_ca_stopped_opens_the_breaker_and_recovers_without_restart(make_backend:
         ca.serve.start()
     time.sleep(1.1)                                   # the cooldown
     assert enroll(backend) is not None
+
+
+def test_a_client_certificate_cfssl_does_not_trust_is_503_and_logged(
+        make_backend: MakeBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """CFSSL's Go TLS server ends the handshake for a client certificate not issued by
+    -mutual-tls-ca: no HTTP answer, so it is a TLS failure like an untrusted server."""
+    stranger = CA.create("Stranger CA")
+    key = p256_key()
+    write_pem(tmp_path / "stranger.pem", stranger.issue(key, cn="est-gateway"))
+    write_pem(tmp_path / "stranger.key", key)
+    backend = make_backend(client_cert=str(tmp_path / "stranger.pem"), client_key=str(tmp_path / "stranger.key"))
+    with caplog.at_level(logging.ERROR), pytest.raises(UpstreamUnavailable, match="TLS"):
+        backend.ca_certs(TARGET)
+    assert "client_cert" in caplog.text
