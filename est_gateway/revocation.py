@@ -314,26 +314,26 @@ def _crl_distribution_point(certificate: x509.Certificate) -> str | None:
     return None
 
 
-def _key_hash(certificate: x509.Certificate) -> bytes:
-    """SHA-1 of the subjectPublicKey BIT STRING (RFC 6960 ``issuerKeyHash``, ``byKey``)."""
+def _key_hash(certificate: x509.Certificate, algorithm: hashes.HashAlgorithm | None = None) -> bytes:
+    """Hash (SHA-1 unless told) of the subjectPublicKey BIT STRING's key bits (RFC 6960
+    ``issuerKeyHash`` and the responder's ``byKey``)."""
     der = certificate.public_key().public_bytes(serialization.Encoding.DER,
                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
-    digest: bytes = keys.PublicKeyInfo.load(der).sha1
-    return digest
+    digest = hashes.Hash(algorithm or hashes.SHA1())
+    digest.update(bytes(keys.PublicKeyInfo.load(der)["public_key"].contents[1:]))  # after the unused-bits byte
+    return digest.finalize()
 
 
 def _single_response(response: ocsp.OCSPResponse, certificate: x509.Certificate,
                      issuer: x509.Certificate) -> ocsp.OCSPSingleResponse:
-    """The answer about this certificate (serial and issuer hashes must match)."""
+    """The answer about this certificate: serial, issuer name hash and issuer key hash match."""
     for single in response.responses:
         if single.serial_number != certificate.serial_number:
             continue
-        digest = hashes.Hash(single.hash_algorithm)
-        digest.update(issuer.subject.public_bytes())
-        name_hash = digest.finalize()
-        key_ok = single.issuer_key_hash == _key_hash(issuer) if isinstance(single.hash_algorithm, hashes.SHA1) \
-            else True
-        if single.issuer_name_hash == name_hash and key_ok:
+        name_hash = hashes.Hash(single.hash_algorithm)
+        name_hash.update(issuer.subject.public_bytes())
+        if single.issuer_name_hash == name_hash.finalize() and \
+                single.issuer_key_hash == _key_hash(issuer, single.hash_algorithm):
             return single
     raise UpstreamError("the OCSP response is about another certificate")
 

@@ -95,10 +95,11 @@ def responder_cert(ca: CA, key: Any, *, ocsp_signing: bool = True, issuer: CA | 
 def ocsp_response(ca: CA, cert: x509.Certificate, *, status: ocsp.OCSPCertStatus = ocsp.OCSPCertStatus.GOOD,
                   this_update: dt.datetime = T0 - dt.timedelta(hours=1),
                   next_update: dt.datetime | None = T0 + dt.timedelta(hours=1),
-                  signer: tuple[x509.Certificate, Any] | None = None, about: x509.Certificate | None = None) -> bytes:
+                  signer: tuple[x509.Certificate, Any] | None = None, about: x509.Certificate | None = None,
+                  issuer: CA | None = None, algorithm: hashes.HashAlgorithm | None = None) -> bytes:
     revoked = status is ocsp.OCSPCertStatus.REVOKED
     builder = ocsp.OCSPResponseBuilder().add_response(
-        cert=about or cert, issuer=ca.cert, algorithm=hashes.SHA1(), cert_status=status,
+        cert=about or cert, issuer=(issuer or ca).cert, algorithm=algorithm or hashes.SHA1(), cert_status=status,
         this_update=this_update, next_update=next_update,
         revocation_time=T0 - dt.timedelta(days=1) if revoked else None,
         revocation_reason=x509.ReasonFlags.key_compromise if revoked else None)
@@ -158,6 +159,18 @@ def test_a_response_about_another_certificate_is_refused(ca: CA, leaf: x509.Cert
                                                          responder: tuple[Responder, str]) -> None:
     server, url = responder
     server.body = ocsp_response(ca, leaf, about=ca.issue(p256_key(), cn="other"))
+    with pytest.raises(UpstreamError, match="about another certificate"):
+        checker(url, Clock()).check(leaf, ca.cert)
+
+
+def test_the_cert_id_must_name_this_issuer_by_name_and_key(ca: CA, leaf: x509.Certificate,
+                                                           responder: tuple[Responder, str]) -> None:
+    """A SHA-256 CertID is as good as SHA-1; one naming a same-named CA with another key is not."""
+    server, url = responder
+    server.body = ocsp_response(ca, leaf, algorithm=hashes.SHA256())
+    assert checker(url, Clock()).check(leaf, ca.cert).status is CertStatus.GOOD
+    twin = CA.create("Revocation Test CA")
+    server.body = ocsp_response(ca, leaf, issuer=twin, algorithm=hashes.SHA256())
     with pytest.raises(UpstreamError, match="about another certificate"):
         checker(url, Clock()).check(leaf, ca.cert)
 

@@ -79,7 +79,6 @@ def misbehaving(ca: CfsslCA) -> Iterator[_Misbehaving]:
     context.verify_mode = ssl.CERT_REQUIRED
     context.load_verify_locations(cafile=str(ca.folder / "ca.pem"))
     server = _Misbehaving(("127.0.0.1", 0), _Handler)
-    server.handle_error = lambda request, address: None  # type: ignore[method-assign]
     server.socket = context.wrap_socket(server.socket, server_side=True)
     with ca.session() as session:
         server.info = session.post(f"{ca.url}/api/v1/cfssl/info", json={"profile": "est-client"}).content

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.server
+import ssl
+import sys
 import threading
 from typing import Any, Self
 
@@ -36,6 +38,12 @@ class BackgroundServer(http.server.ThreadingHTTPServer):
         # a short poll interval: shutdown() waits for it, once per test
         threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
         return self
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (the test's point, often) is not worth a traceback."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
     def stop(self) -> None:
         self.shutdown()
