@@ -22,16 +22,11 @@ from est_gateway.errors import UpstreamError
 from est_gateway.revocation import RevocationChecker, to_status
 from plugins.cfssl.api import CfsslApi
 from plugins.cfssl.issued import check_issued
-from plugins.cfssl.options import CfsslOptions, CfsslTarget
+from plugins.cfssl.options import CFSSL_USAGE_NAMES, CfsslOptions, CfsslTarget
 from plugins.upstream.cache import ExpiringCache
 from plugins.upstream.session import UpstreamClient
 
 log = logging.getLogger(__name__)
-
-#: how CFSSL's info endpoint names the extended key usages (``config.ExtKeyUsage``)
-CFSSL_USAGE_NAMES = {"clientAuth": "client auth", "serverAuth": "server auth",
-                     "codeSigning": "code signing", "emailProtection": "email protection"}
-
 
 class CfsslBackend(CABackend):
     """One ``cfssl serve``; aliases choose its signer label and signing profile."""
@@ -131,7 +126,9 @@ class CfsslBackend(CABackend):
         """For every alias's profile: ``info`` over mutual TLS (reachable, TLS trusted both
         ways, CN allowed, signer loaded, the profile gives the required usages) and an
         ``authsign`` without a CSR (the auth key is accepted; nothing is issued)."""
-        for target in set(self._targets.values()) or {CfsslTarget(label="", profile="")}:
+        if not self._targets:
+            self.api.info("", "")
+        for target in set(self._targets.values()):
             info = self.api.info(target.label, target.profile)
             usages = info.get("usages")
             offered = set(usages) if isinstance(usages, list) else set()

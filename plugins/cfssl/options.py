@@ -34,6 +34,9 @@ USAGES: dict[str, ObjectIdentifier] = {
     "codeSigning": ExtendedKeyUsageOID.CODE_SIGNING,
     "emailProtection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
 }
+#: how CFSSL's configuration and info endpoint name them (``config.ExtKeyUsage``)
+CFSSL_USAGE_NAMES = {"clientAuth": "client auth", "serverAuth": "server auth",
+                     "codeSigning": "code signing", "emailProtection": "email protection"}
 #: the end-entity profile default of the core (CFSSL has no such thing)
 NO_END_ENTITY_PROFILE = "default"
 
