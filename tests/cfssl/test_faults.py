@@ -161,3 +161,12 @@ def test_a_client_certificate_cfssl_does_not_trust_is_503_and_logged(
     with caplog.at_level(logging.ERROR), pytest.raises(UpstreamUnavailable, match="TLS"):
         backend.ca_certs(TARGET)
     assert "client_cert" in caplog.text
+
+
+def test_a_url_that_is_not_the_base_of_cfssl_serve_is_502_naming_the_fix(
+        make_backend: MakeBackend, ca: CfsslCA, caplog: pytest.LogCaptureFixture) -> None:
+    """Go's router answers an unknown path with a plain-text 404, not CFSSL's envelope."""
+    backend = make_backend(url=f"{ca.url}/cfssl")
+    with caplog.at_level(logging.ERROR), pytest.raises(UpstreamError, match="HTTP 404"):
+        backend.ca_certs(TARGET)
+    assert "url must be the base of cfssl serve" in caplog.text
