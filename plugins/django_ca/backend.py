@@ -11,7 +11,8 @@ user that holds exactly the permissions named here:
   an order still pending becomes 202 + Retry-After, and the client's repeat of the same
   request (same ``retry_key``) polls the same order instead of signing again;
 - ``GET /ca/{serial}/certs/{serial}/`` (``view_certificate``): the certificate and its
-  revocation status.
+  revocation status, unless ``[backends.<name>.revocation]`` is configured: then django-ca's
+  OCSP responder (or CRL) is asked through the generic checker (``est_gateway.revocation``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from est_gateway.backends.base import (
 from est_gateway.config.model import CATarget
 from est_gateway.config.reader import Section
 from est_gateway.errors import ESTError, UpstreamError
+from est_gateway.revocation import RevocationChecker, RevocationSettings, to_status
 from est_gateway.wire import requested_sans
 from plugins.django_ca.extensions import Profile, check_issued, request_extensions, subject_json
 from plugins.django_ca.faults import Call, clip, interpret
@@ -66,6 +68,8 @@ class DjangoCaOptions:
     order_wait_s: float = 10.0
     pending_retry_after_s: int = 30
     cacerts_cache_s: float = 300.0
+    #: ``[backends.<name>.revocation]``: OCSP/CRL instead of the REST API for revocation
+    revocation: RevocationSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class DjangoCaBackend(CABackend):
         self.options = options
         self.targets = TargetCache(base_dir)
         self.client = UpstreamClient(options.upstream) if options.upstream is not None else None
+        self.checker = RevocationChecker(options.revocation) if options.revocation is not None else None
         self._sleep = sleep
         self._clock = clock
         self._cas: ExpiringCache[dict[str, CertificateAuthority]] = ExpiringCache(options.cacerts_cache_s, clock)
@@ -109,6 +114,8 @@ class DjangoCaBackend(CABackend):
             order_wait_s=options.number("order_wait_s", 10.0, allow_zero=True),
             pending_retry_after_s=options.int("pending_retry_after_s", 30, minimum=1, maximum=86400),
             cacerts_cache_s=options.number("cacerts_cache_s", 300.0),
+            revocation=(RevocationSettings.from_section(options.table("revocation"))
+                        if options.has("revocation") else None),
         )
         return cls(name, parsed, options.base_dir)
 
@@ -135,7 +142,11 @@ class DjangoCaBackend(CABackend):
     def describe_state(self) -> dict[str, str]:
         if self.options.upstream is None:
             return {}
-        return {**self.options.upstream.describe(), "django-ca user": self.options.username}
+        revocation = self.options.revocation
+        source = "the REST API" if revocation is None else \
+            " then ".join(revocation.methods) + f" (answers cached up to {revocation.max_cache_s:g} s)"
+        return {**self.options.upstream.describe(), "django-ca user": self.options.username,
+                "revocation": source}
 
     # -- what the CA offers (cached) ------------------------------------------------------
 
@@ -305,11 +316,14 @@ class DjangoCaBackend(CABackend):
         return cert, data
 
     def revocation_status(self, certificate: x509.Certificate, target: CATarget) -> RevocationStatus:
-        """django-ca's record of the certificate; one the CA did not sign is unknown (asking
-        django-ca 3.2 for an unknown serial is an HTTP 500, not a 404)."""
+        """django-ca's record of the certificate (or its OCSP/CRL answer, if configured); one
+        the CA did not sign is unknown without asking (django-ca 3.2 answers an unknown serial
+        with HTTP 500, not 404)."""
         ca = self._authority(self.targets.get(target))
         if not _issued_by(certificate, ca.chain[0]):
             return RevocationStatus(known=False, revoked=False)
+        if self.checker is not None and self.options.revocation is not None:
+            return to_status(self.checker.check(certificate, ca.chain[0]), self.options.revocation)
         _, record = self._certificate(ca, f"{certificate.serial_number:X}")
         revoked = record.get("revoked")
         if not isinstance(revoked, bool):

@@ -168,6 +168,22 @@ def test_revocation_reason_and_date_come_from_the_api(django_ca: DjangoCa, tmp_p
     assert status.revoked_at is not None and abs(status.revoked_at - dt.datetime.now(dt.UTC)) < dt.timedelta(hours=1)
 
 
+def test_with_a_revocation_table_ocsp_answers_not_the_api(django_ca: DjangoCa, tmp_path: Path) -> None:
+    """The read-only user may not view certificates through the API; OCSP needs no permission."""
+    cert = issued(make_backend(django_ca, tmp_path).enroll(request(make_csr(p256_key(), cn="dev-ocsp"))))
+    secret = tmp_path / "readonly.password"
+    secret.write_text(django_ca.readonly_password)
+    viewer = make_backend(django_ca, tmp_path, username=READONLY, password_file=str(secret))
+    with pytest.raises(UpstreamError):
+        viewer.revocation_status(cert, TARGET)            # the API: 403
+    ocsp = make_backend(django_ca, tmp_path, username=READONLY, password_file=str(secret),
+                        revocation={"methods": ["ocsp"], "max_cache_s": 0})
+    assert ocsp.revocation_status(cert, TARGET) == RevocationStatus(known=True, revoked=False)
+    django_ca.revoke(cert, "superseded")
+    status = ocsp.revocation_status(cert, TARGET)
+    assert status.known and status.revoked and status.revoked_at is not None
+
+
 def test_wrong_password_is_a_502_and_the_log_says_what_to_fix(
         django_ca: DjangoCa, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     wrong = tmp_path / "wrong.password"

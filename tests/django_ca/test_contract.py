@@ -35,3 +35,18 @@ class TestDjangoCaContract(BackendContract):
 
     def revoke(self, backend: CABackend, certificate: x509.Certificate) -> None:
         self.ca.revoke(certificate)
+
+
+class TestDjangoCaOcspContract(TestDjangoCaContract):
+    """The same, with revocation from django-ca's OCSP responder (the certificates' AIA URL)
+    through the generic checker instead of its REST API."""
+
+    @pytest.fixture
+    def backend(self, django_ca: DjangoCa, tmp_path: Path) -> Iterator[CABackend]:
+        backend = make_backend(django_ca, tmp_path, revocation={"methods": ["ocsp"], "max_cache_s": 0})
+        assert backend.describe_state()["revocation"].startswith("ocsp")
+        backend.start()
+        try:
+            yield backend
+        finally:
+            backend.close()

@@ -138,8 +138,10 @@ class DjangoCa:
     readonly_password: str
     root_serial: str = ""
     issuing_serial: str = ""
+    #: plain HTTP for OCSP and CRLs (as django-ca writes them into certificates)
+    ocsp_port: int = field(default_factory=lambda: free_port())
     tls: CA = field(default_factory=lambda: CA.create("django-ca TLS Test CA"))
-    proc: subprocess.Popen[bytes] | None = None
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def api_url(self) -> str:
@@ -155,7 +157,7 @@ class DjangoCa:
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "DJANGO_CA_HOME": str(self.home), "DJANGO_SETTINGS_MODULE": "settings",
-                "DJANGO_CA_HOSTNAME": f"127.0.0.1:{self.port}", "PYTHONPATH": str(self.home)}
+                "DJANGO_CA_HOSTNAME": f"127.0.0.1:{self.ocsp_port}", "PYTHONPATH": str(self.home)}
 
     def setup(self) -> DjangoCa:
         """Write the project files, migrate, create both CAs and the users (a few seconds)."""
@@ -180,35 +182,45 @@ class DjangoCa:
         return self
 
     def start(self, timeout: float = 30.0) -> DjangoCa:
-        """gunicorn with TLS on 127.0.0.1:port; returns once the API answers."""
+        """gunicorn with TLS on 127.0.0.1:port (the API), and one over plain HTTP on
+        ocsp_port (OCSP, CRLs); returns once the API answers."""
+        gunicorn = [str(VENV / "bin" / "gunicorn"), "--chdir", str(self.home), "--workers", "1",
+                    "--threads", "4", "--no-control-socket"]
         out = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            [str(VENV / "bin" / "gunicorn"), "--chdir", str(self.home), "--bind", f"127.0.0.1:{self.port}",
-             "--certfile", str(self.home / "tls.pem"), "--keyfile", str(self.home / "tls.key"),
-             "--workers", "1", "--threads", "4", "--no-control-socket", "wsgi:application"],
-            cwd=self.home, env=self.env(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.procs = [
+            subprocess.Popen([*gunicorn, "--bind", f"127.0.0.1:{self.port}", "--certfile", str(self.home / "tls.pem"),
+                              "--keyfile", str(self.home / "tls.key"), "wsgi:application"],
+                             cwd=self.home, env=self.env(), stdout=out, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL),
+            subprocess.Popen([*gunicorn, "--bind", f"127.0.0.1:{self.ocsp_port}", "wsgi:application"],
+                             cwd=self.home, env=self.env(), stdout=out, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)]
         out.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            for proc in self.procs:
+                if proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n{self.log.read_text()}")
             try:
                 self.api("GET", "/ca/")
-                return self
-            except requests.ConnectionError:
+                with socket.create_connection(("127.0.0.1", self.ocsp_port), timeout=1):
+                    return self
+            except (requests.ConnectionError, OSError):
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"django-ca did not answer within {timeout}s:\n{self.log.read_text()}")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call the REST API as the gateway's user (what a test does "at the CA")."""
@@ -234,7 +246,14 @@ def backend_section(ca: DjangoCa, secrets: Path, **more: Any) -> str:
         password_file.chmod(0o600)
     keys: dict[str, Any] = {"type": "django-ca", "url": ca.api_url, "ca_bundle": str(ca.ca_bundle),
                             "username": USERNAME, "password_file": str(password_file), **more}
-    return "\n".join(f"{k} = {json.dumps(v)}" for k, v in keys.items()) + "\n"
+    return "\n".join(f"{k} = {_toml(v)}" for k, v in keys.items()) + "\n"
+
+
+def _toml(value: Any) -> str:
+    """A TOML value: JSON's strings, numbers and arrays are TOML; tables become inline tables."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
 
 
 
