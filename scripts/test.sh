@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian machine, then run it all.
-# Installs missing system packages (curl, openssl, apache2) with apt-get: needs root or sudo.
+# Installs missing system packages (curl, openssl, apache2, golang-cfssl) with apt-get: needs root or sudo.
 # Usage: scripts/test.sh [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh
 
-# System tools the end-to-end tests drive for real: curl, openssl, Apache httpd. What is
+# System tools the end-to-end tests drive for real: curl, openssl, Apache httpd, and
+# CloudFlare's CFSSL (cfssl serve/ocspserve, the real upstream CA of tests/cfssl/). What is
 # missing is installed system-wide with apt-get, which needs root or sudo.
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v cfssl >/dev/null || missing+=(golang-cfssl)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 [ -x /usr/sbin/apache2 ] || install_apache
 
 ensure_venv
 # test: pytest and friends; bench: the smoke test of the benchmark draws its plot too
 .venv/bin/python -m pip install -q -e '.[test,bench]'
+# The real django-ca of tests/django_ca/, in its own virtual environment (.cache/django-ca).
+bash scripts/django-ca-venv.sh
 
 # pytest exits non-zero on any failure, and with 5 when no test ran: both fail this script.
 exec .venv/bin/python -m pytest "$@"
