@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -64,6 +65,17 @@ class TrueListeningLine(logging.Filter):
         return True
 
 
+def _post_fork(server: object, worker: Any) -> None:
+    """In a new worker, at once: a SIGTERM that arrives while it boots must stop it. Until
+    gunicorn installs the worker's own handlers, the arbiter's inherited handler would swallow
+    the signal and the worker would serve on until the arbiter kills it (graceful_timeout)."""
+
+    def stop_when_booted(signum: int, frame: object) -> None:
+        worker.alive = False
+
+    signal.signal(signal.SIGTERM, stop_when_booted)
+
+
 class GatewayServer(BaseApplication):  # type: ignore[misc]
     """gunicorn application: the app is built once in the arbiter and inherited by workers."""
 
@@ -100,6 +112,7 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             # No control socket in $HOME: two instances would fight over it.
             "control_socket_disable": True,
             "child_exit": _child_exit,
+            "post_fork": _post_fork,
             "when_ready": self._when_ready,
         }
         apply_settings(self.cfg, settings)
