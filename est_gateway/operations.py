@@ -83,7 +83,10 @@ class ESTService:
         self.key_signer = key_signer
         self.clock = clock
         self.metrics = metrics or Metrics()
-        self.throttle = FailureThrottle(config.limits.auth_failures_per_minute)
+        limits = config.limits
+        self.throttle = FailureThrottle(limits.auth_failures_per_minute, scopes=tuple(config.aliases),
+                                        per_label=limits.auth_failure_scope == "label",
+                                        entries=limits.auth_failure_entries)
         # scrypt takes 16 MiB per run: as many runs at once as this process's share of the
         # cores keeps them CPU-bound without letting each worker's peak memory grow by 32 MiB.
         share = max(1, (os.cpu_count() or 1) // max(1, config.server.workers))
@@ -216,14 +219,16 @@ class ESTService:
 
     def _authenticate_enroll(self, alias: AliasSettings, caller: Caller) -> Requester:
         """simpleenroll/serverkeygen authentication; failures count towards the throttle."""
-        self.throttle.check(caller.address)
+        attempt = self.throttle.begin(caller.address, alias.name)
+        failed = False
         try:
             return self._check_enroll_credentials(alias, caller)
         except Unauthorized:
             # libest's first request carries no credentials by design: that is no failure.
-            if caller.credentials is not None or caller.certificate is not None:
-                self.throttle.failed(caller.address)
+            failed = caller.credentials is not None or caller.certificate is not None
             raise
+        finally:
+            self.throttle.end(attempt, failed=failed)
 
     def _check_enroll_credentials(self, alias: AliasSettings, caller: Caller) -> Requester:
         realm = alias.realm if alias.password is not None else None

@@ -79,6 +79,9 @@ def _limits(sec: Section) -> Limits:
         max_value_length=sec.int("max_value_length", d.max_value_length, minimum=16, maximum=4096),
         auth_failures_per_minute=sec.int("auth_failures_per_minute", d.auth_failures_per_minute,
                                          minimum=0, maximum=100_000),
+        auth_failure_scope=sec.str("auth_failure_scope", d.auth_failure_scope, choices=("label", "gateway")),
+        auth_failure_entries=sec.int("auth_failure_entries", d.auth_failure_entries, minimum=1024,
+                                     maximum=4_194_304),
         password_cache_s=sec.int("password_cache_s", d.password_cache_s, minimum=0, maximum=3600),
     )
     if isinstance(limits.min_rsa_bits, int) and isinstance(limits.max_rsa_bits, int) \
