@@ -59,7 +59,12 @@ def _serve(config: GatewayConfig, *, banner: str | None = None) -> None:
     click.echo(f"serving EST on {server.url} ({server.workers} worker processes); Ctrl-C or SIGTERM stops")
     sys.stdout.flush()
     try:
-        GatewayServer(config, create_app(config)).run()
+        try:
+            app = create_app(config)
+        except ConfigError as exc:   # checks that need the started CAs (client CA names)
+            click.echo(f"{config.source}: {exc.render()}", err=True)
+            sys.exit(2)
+        GatewayServer(config, app).run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -127,7 +132,7 @@ def local_ca(ctx: click.Context, config_path: Path, backend_name: str | None) ->
 
 
 @local_ca.command("list")
-@click.option("--status", type=click.Choice(["valid", "revoked"]), default=None)
+@click.option("--status", type=click.Choice(["valid", "superseded", "revoked"]), default=None)
 @click.option("--limit", type=int, default=100, show_default=True)
 @click.pass_obj
 def ca_list(backend: LocalCABackend, status: str | None, limit: int) -> None:

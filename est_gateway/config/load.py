@@ -187,6 +187,11 @@ def _aliases(sec: Section, backends: dict[str, CABackend]) -> dict[str, AliasSet
         alias = _alias(name, asec, backends)
         if alias is not None:
             aliases[name] = alias
+    for name, alias in aliases.items():
+        for label in alias.accept_renewals_from:
+            if label not in sec.data:
+                sec.problems.add(f"{sec.key(name)}.accept_renewals_from",
+                                 f'unknown label "{label}"; known: {", ".join(sorted(sec.data))}')
     if not sec.data:
         sec.problems.add("aliases", "define at least one alias, e.g. [aliases.est]")
     return aliases
@@ -228,6 +233,8 @@ def _alias(name: str, sec: Section, backends: dict[str, CABackend]) -> AliasSett
     keygen = sec.bool("serverkeygen", True)
     keygen_type = sec.str("serverkeygen_key_type", "csr", choices=("csr", *KEY_TYPES))
     same_key = sec.bool("allow_same_key_renewal", True)
+    renew_from = tuple(sec.str_list("accept_renewals_from", []))
+    supersede = sec.bool("supersede_on_renewal", True)
     sec.check_unknown()
     if backend is not None and isinstance(target.ca, str):
         for problem in backend.check_target(target, sec.path):
@@ -242,6 +249,7 @@ def _alias(name: str, sec: Section, backends: dict[str, CABackend]) -> AliasSett
         username=username, password=password, allow_same_key_renewal=same_key,
         trusted_client_cas=cas, csrattrs=csrattrs, challenge_password=challenge,
         serverkeygen=keygen, serverkeygen_key_type=keygen_type,
+        accept_renewals_from=renew_from, supersede_on_renewal=supersede,
     )
 
 

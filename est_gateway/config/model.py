@@ -88,6 +88,10 @@ class AliasSettings:
     serverkeygen: bool = True
     #: key type for serverkeygen: "csr" (follow the CSR's key) or a fixed type
     serverkeygen_key_type: str = "csr"
+    #: other labels whose certificates may renew here (a certificate renews on its own label)
+    accept_renewals_from: tuple[str, ...] = ()
+    #: after a successful renewal the renewed certificate can no longer renew
+    supersede_on_renewal: bool = True
 
     @property
     def realm(self) -> str:

@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS certificates (
     requester         TEXT NOT NULL,
     request_id        TEXT NOT NULL,
     issued_at         TEXT NOT NULL,
-    status            TEXT NOT NULL DEFAULT 'valid',
+    status            TEXT NOT NULL DEFAULT 'valid',  -- valid, superseded (renewed), revoked
     revoked_at        TEXT,
     revocation_reason TEXT,
     der               BLOB NOT NULL
@@ -148,7 +148,9 @@ class CertificateStore:
                     "INSERT INTO certificates (serial, issuer, subject, sans, not_before, not_after,"
                     " ca, alias, certificate_profile, requester, request_id, issued_at, der)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
-            except sqlite3.IntegrityError:
+            except sqlite3.IntegrityError as exc:
+                if exc.sqlite_errorname != "SQLITE_CONSTRAINT_PRIMARYKEY":
+                    raise                   # not a taken serial: the record cannot be written
                 raise DuplicateSerial(row[0]) from None
 
     def get(self, serial: str) -> Record | None:
@@ -175,6 +177,12 @@ class CertificateStore:
     def count(self) -> int:
         with self._connect() as conn:
             return int(_one(conn.execute("SELECT COUNT(*) FROM certificates"))[0])
+
+    def supersede(self, serial: str) -> None:
+        """Mark a valid record superseded (renewed): it can no longer renew."""
+        with self._writing() as conn:
+            conn.execute("UPDATE certificates SET status='superseded' WHERE serial=? AND status='valid'",
+                         (normalise_serial(serial),))
 
     def revoke(self, serial: str, reason: str, at: dt.datetime) -> Record:
         """Mark a record revoked; raises ``LookupError`` (unknown) or ``ValueError`` (already)."""
