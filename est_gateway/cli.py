@@ -170,7 +170,7 @@ def ca_revoke(backend: LocalCABackend, serial: str, reason: str) -> None:
     try:
         record = backend.store.revoke(serial, reason, utcnow())
     except (LookupError, ValueError) as exc:
-        raise click.ClickException(str(exc).strip("'\"")) from None
+        raise click.ClickException(_message(exc)) from None
     click.echo(f"revoked {record.serial} ({record.subject}) at {record.revoked_at}, reason {reason}")
 
 
@@ -209,14 +209,19 @@ def _decide(backend: LocalCABackend, request_id: str, decision: str, reason: str
     try:
         return backend.store.pending_decide(request_id, decision, utcnow(), reason)
     except (LookupError, ValueError) as exc:
-        raise click.ClickException(str(exc).strip("'\"")) from None
+        raise click.ClickException(_message(exc)) from None
+
+
+def _message(exc: Exception) -> str:
+    """An exception's own message (``str()`` of a KeyError would add quotes around it)."""
+    return str(exc.args[0]) if exc.args else str(exc)
 
 
 def _record(backend: LocalCABackend, serial: str) -> Record:
     try:
         record = backend.store.get(serial)
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(_message(exc)) from None
     if record is None:
         raise click.ClickException(f"no certificate with serial {serial} on record")
     return record

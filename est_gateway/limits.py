@@ -6,12 +6,14 @@ import hashlib
 import ipaddress
 import multiprocessing
 import os
+import re
 import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import idna
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -78,6 +80,36 @@ class Limits:
         for name in sans:
             if len(str(name.value)) > self.max_value_length:
                 raise BadRequest(f"a subjectAltName is longer than {self.max_value_length} characters")
+            if isinstance(name, x509.DNSName):
+                check_dns_name(name.value)
+
+
+_LDH_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def check_dns_name(value: str) -> None:
+    """A dNSName SAN in the preferred name syntax (RFC 5280 §4.2.1.6, RFC 1034 §3.5):
+    ASCII letter-digit-hyphen labels of 1-63 characters, at most 253 in all; an IDN label
+    as a valid A-label (RFC 5891, IDNA 2008); a wildcard only as a whole leftmost label
+    above at least two labels ("*.example.com"). Whether a wildcard may be issued is the
+    certificate profile's decision. Refused with 400."""
+    shown = value.encode("unicode_escape").decode("ascii")[:80]
+    labels = value.split(".")
+    if len(value) > 253 or not value.isascii() or not all(labels):
+        raise BadRequest(f'dNSName "{shown}" is not a valid DNS name (ASCII labels; IDNs as xn-- A-labels)')
+    if labels[0] == "*":
+        if len(labels) < 3:
+            raise BadRequest(f'wildcard dNSName "{shown}" must stand for names under a domain, e.g. *.example.com')
+        labels = labels[1:]
+    for label in labels:
+        if not _LDH_LABEL.match(label):
+            raise BadRequest(f'dNSName "{shown}" is not a valid DNS name (letters, digits and inner hyphens; '
+                             "labels of 1-63 characters)")
+        if label[:4].lower() == "xn--":
+            try:
+                idna.decode(label)
+            except idna.IDNAError:
+                raise BadRequest(f'dNSName "{shown}" has an invalid IDN label "{label}"') from None
 
 
 class Attempt(NamedTuple):

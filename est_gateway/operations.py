@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import hmac
 import logging
 import os
 import time
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 R = TypeVar("R", bound=EnrollRequest)
 T = TypeVar("T")
 
+#: how a username that is not the configured one appears in logs (it may be a password)
+UNKNOWN_USER = "<unknown>"
 #: The alias that is also served without a label, at /.well-known/est/<operation>.
 DEFAULT_ALIAS = "est"
 
@@ -268,14 +271,17 @@ class ESTService:
                 raise Unauthorized(str(exc), realm=realm) from None
         if alias.password is not None:
             creds = caller.credentials
-            if creds is not None:
-                caller.audit.username = creds.username
             if creds is None:
                 raise Unauthorized("HTTP Basic credentials are required", realm=realm)
+            # A username that is not the configured one may be a password typed in the
+            # wrong field: it is never logged.
+            shown = creds.username if hmac.compare_digest(creds.username.encode(), (alias.username or "").encode()) \
+                else UNKNOWN_USER
+            caller.audit.username = shown
             # Always run the hash, so a wrong username costs the same time as a wrong password.
             password_ok = self.passwords.verify(alias.name, alias.password, creds.password)
-            if not (password_ok and creds.username == alias.username):
-                log.info("rejected credentials for user %r on alias %s", creds.username, alias.name)
+            if not (password_ok and shown != UNKNOWN_USER):
+                log.info("rejected credentials for user %s on alias %s", shown, alias.name)
                 raise Unauthorized("invalid username or password", realm=realm)
         caller.audit.client_certificate(cert)
         return Requester(username=alias.username if alias.password else None, certificate=cert,

@@ -119,7 +119,7 @@ def _server(sec: Section) -> ServerSettings:
         if unix_socket is None:
             sec.error("unix_socket_group", 'only applies with listen = "unix:<path>"')
     cert = sec.path_value("tls_cert", None, must_exist=True)
-    key = sec.path_value("tls_key", None, must_exist=True)
+    key = sec.private_path("tls_key")
     if tls and (cert is None or key is None):
         for name, value in (("tls_cert", cert), ("tls_key", key)):
             if value is None and not sec.has(name):

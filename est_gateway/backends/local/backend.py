@@ -282,6 +282,9 @@ def allowed_sans(csr: x509.CertificateSigningRequest, profile: CertificateProfil
         if kind is None or kind not in profile.san_types:
             raise BadRequest(f"subjectAltName {describe_general_name(gn)} is not allowed by the "
                              f"certificate profile; allowed types: {', '.join(profile.san_types) or 'none'}")
+        if isinstance(gn, x509.DNSName) and gn.value.startswith("*") and not profile.allow_wildcard_dns:
+            raise BadRequest(f"wildcard subjectAltName {describe_general_name(gn)} is not allowed by the "
+                             "certificate profile (allow_wildcard_dns)")
     if len(requested) > profile.max_sans:
         raise BadRequest(f"CSR asks for {len(requested)} subjectAltNames; the profile allows {profile.max_sans}")
     return requested

@@ -129,6 +129,13 @@ class CertificateStore:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def initialise(self) -> None:
+        """Create the record (mode 0600: SQLite gives its WAL and shared-memory files the
+        database's mode) and its tables; make older files private too."""
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for suffix in ("", "-wal", "-shm"):
+            part = self.path.with_name(self.path.name + suffix)
+            if part.exists() and part.stat().st_mode & 0o077:
+                part.chmod(0o600)
         with self._writing() as conn:
             conn.executescript(_SCHEMA)
 
@@ -310,7 +317,7 @@ def normalise_serial(text: str) -> str:
     """Accept ``0x``-prefixed, colon-separated or upper-case hex; raise ValueError otherwise."""
     cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
     if not cleaned or any(c not in "0123456789abcdef" for c in cleaned):
-        raise ValueError(f"{text!r} is not a hexadecimal serial number")
+        raise ValueError(f'"{text}" is not a hexadecimal serial number')
     return format(int(cleaned, 16), "x")
 
 
