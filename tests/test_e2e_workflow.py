@@ -65,7 +65,7 @@ def test_rsa_workflow_enroll_reenroll_revoke(gateway: Gateway) -> None:
     res = _reenroll(gateway, str(work / "rsa2.pem"), str(key2), str(same), alias="newkey")
     assert res.status == 403 and res.body == b'client certificate was issued on EST label "est"; renew it there\n'
     res = _reenroll(gateway, str(work / "rsa1.pem"), str(key), str(csr2))
-    assert res.status == 403 and res.body == b"client certificate was already renewed; renew with its newest successor\n"
+    assert res.status == 403 and b"already renewed" in res.body
     res = _reenroll(gateway, str(work / "rsa2.pem"), str(key2), str(same))
     assert res.status == 200, res.body
     openssl.certs_from_pkcs7_b64(res.body, work / "rsa3.pem")
