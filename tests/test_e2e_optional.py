@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import email.parser
 import email.policy
+import json
 from pathlib import Path
 
 import pytest
@@ -71,13 +72,18 @@ def _parse_multipart(content_type: str, body: bytes, key_type: str = "applicatio
     return parts
 
 
-@pytest.mark.parametrize("key_type", ["rsa", "ec"])
-def test_serverkeygen_returns_a_key_matching_its_certificate(gateway: Gateway, key_type: str) -> None:
-    _, csr = openssl.new_csr(gateway.work, f"skg-{key_type}", subject="/CN=keygen-dev",
-                             key_type=key_type, san="DNS:keygen.example")
+@pytest.mark.parametrize(("csr_key", "label", "generated"), [
+    ("rsa", "", "rsa-2048"),          # the default: RSA-2048 whatever the CSR's key
+    ("ec", "", "rsa-2048"),
+    ("ec", "keylikecsr/", "ec-p256"),  # serverkeygen_key_type = "csr"
+])
+def test_serverkeygen_returns_a_key_matching_its_certificate(gateway: Gateway, csr_key: str, label: str,
+                                                             generated: str) -> None:
+    _, csr = openssl.new_csr(gateway.work, f"skg-{csr_key}-{generated}", subject="/CN=keygen-dev",
+                             key_type=csr_key, san="DNS:keygen.example")
     before = gateway.cli("list").stdout
     res = gateway.curl("-u", f"estuser:{gateway.password}", "-H", PKCS10, "--data-binary", f"@{csr}",
-                       f"{gateway.url}/serverkeygen")
+                       f"{gateway.url}/{label}serverkeygen")
     assert res.status == 200, res.body
     assert res.headers["content-type"].startswith("multipart/mixed; boundary=")
     parts = _parse_multipart(res.headers["content-type"], res.body)
@@ -87,7 +93,14 @@ def test_serverkeygen_returns_a_key_matching_its_certificate(gateway: Gateway, k
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     assert cert.public_key().public_bytes(serialization.Encoding.DER, spki) == \
         key.public_key().public_bytes(serialization.Encoding.DER, spki)
-    assert isinstance(key, rsa.RSAPrivateKey if key_type == "rsa" else ec.EllipticCurvePrivateKey)
+    if generated == "rsa-2048":
+        assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
+        estclient.libest_serverkeygen_parts(res.headers["content-type"], res.body)   # libest takes it
+    else:
+        assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
+        # the caveat of "csr": libest's client refuses a P-256 key part as too short
+        with pytest.raises(estclient.LibestRefusal, match="key part of 1[89][0-9] bytes is under 256"):
+            estclient.libest_serverkeygen_parts(res.headers["content-type"], res.body)
     assert cert.subject.rfc4514_string() == "CN=keygen-dev"
     assert list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value) == \
         [x509.DNSName("keygen.example")]
@@ -172,6 +185,13 @@ def _pending_id(config: Path, subject: str) -> str:
     return line.split()[0]
 
 
+def _audit_of(gateway: Gateway, csr_subject: str) -> list[dict[str, object]]:
+    """The gateway's audit lines (JSON on stderr) for one device's CSR subject, in order."""
+    lines = [json.loads(line) for line in gateway.process.output().splitlines()
+             if line.startswith("{") and '"request_id"' in line]
+    return [line for line in lines if line["csr_subject"] == csr_subject]
+
+
 def test_pending_then_approved_then_issued(gateway: Gateway) -> None:
     _, csr = openssl.new_csr(gateway.work, "pend1", subject="/CN=waits-for-approval")
     args = gateway.enroll_args(csr, alias="manual")
@@ -187,6 +207,10 @@ def test_pending_then_approved_then_issued(gateway: Gateway) -> None:
     assert cert.subject.rfc4514_string() == "CN=waits-for-approval"
     again = gateway.curl(*args)                        # a repeat gets the same certificate
     assert wire.read_certs_only(base64.b64decode(again.body)) == [cert]
+    # The operator follows the request from 202 to 200 by its approval reference.
+    audit = _audit_of(gateway, "CN=waits-for-approval")
+    assert [(a["status"], a["approval_reference"]) for a in audit] == [(202, request_id)] * 2 + [(200, request_id)] * 2
+    assert audit[2]["issued_serial"] == format(cert.serial_number, "x")
 
 
 def test_pending_then_rejected_is_403(gateway: Gateway) -> None:
@@ -198,6 +222,8 @@ def test_pending_then_rejected_is_403(gateway: Gateway) -> None:
     res = gateway.curl(*args)
     assert res.status == 403
     assert res.body == f"request {request_id} was rejected by the CA operator: unknown device\n".encode()
+    audit = _audit_of(gateway, "CN=will-be-rejected")
+    assert [(a["status"], a["approval_reference"]) for a in audit] == [(202, request_id), (403, request_id)]
     again = gateway.cli("approve", request_id, backend="approvals")
     assert again.returncode != 0 and "already rejected" in again.stderr
 
