@@ -134,10 +134,12 @@ class ESTService:
 
     def simplereenroll(self, alias: AliasSettings, body: bytes, caller: Caller) -> Issued | Pending:
         """RFC 7030 §4.2.2: the current, valid, unrevoked certificate authenticates; no password."""
-        current = self._current_certificate(alias, caller)
+        current, issued_on = self._current_certificate(alias, caller)
         csr = parse_csr_body(body, self.config.limits)
         caller.audit.csr_subject = csr.subject.rfc4514_string()
         check_renewal_matches(csr, current, allow_same_key=alias.allow_same_key_renewal)
+        if issued_on is not None and issued_on not in (alias.name, *alias.accept_renewals_from):
+            raise Forbidden(f'client certificate was issued on EST label "{issued_on}"; renew it there')
         alias.csrattrs.check(csr)
         self._check_binding(alias, csr, caller, current)
         requester = Requester(certificate=current, address=caller.address)
@@ -289,10 +291,11 @@ class ESTService:
         return Requester(username=alias.username if alias.password else None, certificate=cert,
                          address=caller.address)
 
-    def _current_certificate(self, alias: AliasSettings, caller: Caller) -> x509.Certificate:
-        """The certificate being renewed: verified against this label's own CA chain, the
-        exact certificate on the CA's record, not revoked nor superseded, and issued on this
-        label or one it accepts renewals from."""
+    def _current_certificate(self, alias: AliasSettings, caller: Caller) -> tuple[x509.Certificate, str | None]:
+        """The certificate being renewed, verified against this label's own CA chain, the
+        exact certificate on the CA's record, not revoked nor superseded; and the label it
+        was issued on, if the CA records that (the caller checks it after the CSR's own
+        checks, so a same-key CSR on a stricter label is told about the key first)."""
         if caller.certificate is None:
             raise Forbidden("simplereenroll needs the certificate being renewed as TLS client certificate")
         try:
@@ -303,9 +306,7 @@ class ESTService:
             raise Forbidden("client certificate was not issued by this EST label's CA; it cannot be renewed here")
         if status.superseded:
             raise Forbidden("client certificate was already renewed; renew with its newest successor")
-        if status.label is not None and status.label not in (alias.name, *alias.accept_renewals_from):
-            raise Forbidden(f'client certificate was issued on EST label "{status.label}"; renew it there')
-        return current
+        return current, status.label
 
 
 def check_client_ca_names(config: GatewayConfig) -> list[str]:

@@ -62,8 +62,12 @@ def test_rsa_workflow_enroll_reenroll_revoke(gateway: Gateway) -> None:
     # bypassed "newkey"'s same-key ban); the renewed one can no longer renew (superseded).
     _, same = openssl.new_csr(work, "rsa-same", subject="/CN=router-7/O=Acme", key=key2,
                               san="DNS:router-7.example,IP:192.0.2.7")
-    res = _reenroll(gateway, str(work / "rsa2.pem"), str(key2), str(same), alias="newkey")
+    _, csr3 = openssl.new_csr(work, "rsa-other", subject="/CN=router-7/O=Acme",
+                                 san="DNS:router-7.example,IP:192.0.2.7")
+    res = _reenroll(gateway, str(work / "rsa2.pem"), str(key2), str(csr3), alias="newkey")
     assert res.status == 403 and res.body == b'client certificate was issued on EST label "est"; renew it there\n'
+    res = _reenroll(gateway, str(work / "rsa2.pem"), str(key2), str(same), alias="newkey")
+    assert res.status == 403 and b"same key" in res.body       # the key is refused first
     res = _reenroll(gateway, str(work / "rsa1.pem"), str(key), str(csr2))
     assert res.status == 403 and b"already renewed" in res.body
     res = _reenroll(gateway, str(work / "rsa2.pem"), str(key2), str(same))
