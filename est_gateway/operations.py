@@ -355,9 +355,9 @@ def parse_csr_body(body: bytes, limits: Limits) -> x509.CertificateSigningReques
 
 def check_renewal_matches(csr: x509.CertificateSigningRequest, current: x509.Certificate, *,
                           allow_same_key: bool) -> None:
-    """RFC 7030 §4.2.2: the Subject (compared as DER: no case folding, no reordering) and
-    the subjectAltName (a set of exact values) identical; the alias's same-key policy."""
-    if csr.subject.public_bytes() != current.subject.public_bytes():
+    """RFC 7030 §4.2.2: the Subject and the subjectAltName (a set of exact values)
+    identical; the alias's same-key policy."""
+    if _exact_name(csr.subject) != _exact_name(current.subject):
         raise Forbidden("re-enrollment must keep the subject of the current certificate exactly "
                         f"({current.subject.rfc4514_string()})")
     requested = [_san_key(n) for n in wire.requested_sans(csr)]
@@ -365,6 +365,15 @@ def check_renewal_matches(csr: x509.CertificateSigningRequest, current: x509.Cer
         raise Forbidden("re-enrollment must keep the subjectAltName of the current certificate exactly")
     if not allow_same_key and _spki(csr.public_key()) == _spki(current.public_key()):
         raise Forbidden("this EST label does not allow renewal with the same key; generate a new key")
+
+
+def _exact_name(name: x509.Name) -> list[list[tuple[str, object]]]:
+    """A Subject for the renewal comparison: the RDNs in their order, each RDN's attributes
+    with their exact values (no case folding, no space trimming, no Unicode folding). Only
+    the ASN.1 string type may differ: CAs re-encode it (CFSSL, like Go's crypto/x509, issues
+    a CSR's UTF8String as PrintableString), and the renewal carries the current Subject as
+    it is anyway. Stricter than RFC 5280 §7.1, whose caseIgnoreMatch would let case pass."""
+    return [sorted(((a.oid.dotted_string, a.value) for a in rdn), key=repr) for rdn in name.rdns]
 
 
 def _loose_name(name: x509.Name) -> tuple[tuple[str, str], ...]:

@@ -96,9 +96,9 @@ SUBJECT = _name((CN, "Kiosk-7"), (ORG, "Acme"))
     _name((CN, "\u212aiosk-7"), (ORG, "Acme")),                             # Kelvin sign for K
     _name((ORG, "Acme"), (CN, "Kiosk-7")),                                   # swapped RDNs
     _name([(CN, "Kiosk-7"), (ORG, "Acme")]),                                 # merged multi-valued RDN
-    x509.Name([x509.NameAttribute(CN, "Kiosk-7", _ASN1Type.PrintableString),
-               x509.NameAttribute(ORG, "Acme")]),                             # another string type
-], ids=["case", "padding", "kelvin", "swapped", "merged", "string-type"])
+    _name((CN, "Kiosk-7"), (ORG, "Acme"), (ORG, "Acme")),                    # an attribute added
+    _name((CN, "Kiosk-7")),                                                  # one left out
+], ids=["case", "padding", "kelvin", "swapped", "merged", "added", "dropped"])
 def test_renewal_subject_must_be_identical(gw: InProcessGateway, changed: x509.Name) -> None:
     key = p256_key()
     cert = _enroll(gw, key, SUBJECT)
@@ -106,6 +106,19 @@ def test_renewal_subject_must_be_identical(gw: InProcessGateway, changed: x509.N
     assert response.status_code == 403, response.get_data()
     assert response.get_data().startswith(b"re-enrollment must keep the subject of the current certificate")
     assert _renew(gw, cert, key, SUBJECT).status_code == 200
+
+
+def test_only_the_string_type_may_differ_and_the_renewal_keeps_the_current_encoding(
+        gw: InProcessGateway) -> None:
+    """CAs re-encode string types (CFSSL issues UTF8String as PrintableString); the same
+    text in another type renews, and the renewal carries the current certificate's DER."""
+    key = p256_key()
+    cert = _enroll(gw, key, SUBJECT)
+    printable = x509.Name([x509.NameAttribute(CN, "Kiosk-7", _ASN1Type.PrintableString),
+                           x509.NameAttribute(ORG, "Acme", _ASN1Type.PrintableString)])
+    assert printable.public_bytes() != cert.subject.public_bytes()
+    renewed = _cert(_renew(gw, cert, key, printable))
+    assert renewed.subject.public_bytes() == cert.subject.public_bytes()
 
 
 def test_eszett_is_not_ss(gw: InProcessGateway) -> None:
