@@ -19,6 +19,8 @@ command -v cfssl >/dev/null || missing+=(golang-cfssl)
 ensure_venv
 # test: pytest and friends; bench: the smoke test of the benchmark draws its plot too
 .venv/bin/python -m pip install -q -e '.[test,bench]'
+# The real django-ca of tests/django_ca/, in its own virtual environment (.cache/django-ca).
+bash scripts/django-ca-venv.sh
 
 # pytest exits non-zero on any failure, and with 5 when no test ran: both fail this script.
 exec .venv/bin/python -m pytest "$@"

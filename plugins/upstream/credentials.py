@@ -47,6 +47,22 @@ def spki(public_key: object) -> bytes:
     return der
 
 
+def server_trust_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """An ``SSLContext`` trusting only ``ca_bundle`` (``None``: ``insecure = true``, no checks)."""
+    if ca_bundle is None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        try:
+            x509.load_pem_x509_certificates(_read(ca_bundle, "ca_bundle"))
+        except ValueError:
+            raise CredentialError("ca_bundle", f"{ca_bundle} holds no PEM certificate") from None
+        context = ssl.create_default_context(cafile=str(ca_bundle))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 def client_tls_context(cert_path: Path, key_path: Path, passphrase: str | None,
                        ca_bundle: Path | None) -> ssl.SSLContext:
     """An ``SSLContext`` presenting the client identity and trusting only ``ca_bundle``.
@@ -73,17 +89,7 @@ def client_tls_context(cert_path: Path, key_path: Path, passphrase: str | None,
     if spki(key.public_key()) != spki(certs[0].public_key()):
         raise CredentialError("client_key", f"{key_path} does not belong to the certificate in "
                                             f"{cert_path}")
-    if ca_bundle is None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        try:
-            x509.load_pem_x509_certificates(_read(ca_bundle, "ca_bundle"))
-        except ValueError:
-            raise CredentialError("ca_bundle", f"{ca_bundle} holds no PEM certificate") from None
-        context = ssl.create_default_context(cafile=str(ca_bundle))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context = server_trust_context(ca_bundle)
     try:
         context.load_cert_chain(str(cert_path), str(key_path), password=passphrase)
     except ssl.SSLError as exc:

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from est_gateway.config.reader import Section
-from plugins.upstream.credentials import CredentialError, client_tls_context
+from plugins.upstream.credentials import CredentialError, client_tls_context, server_trust_context
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,8 @@ class UpstreamSettings:
 
     url: str
     ca_bundle: Path | None
-    client_cert: Path
+    #: ``None`` when the upstream authenticates the gateway otherwise (HTTP Basic: django-ca)
+    client_cert: Path | None
     insecure: bool
     connect_timeout_s: float
     read_timeout_s: float
@@ -46,22 +47,30 @@ class UpstreamSettings:
 
     def describe(self) -> dict[str, str]:
         trust = "NOT VERIFIED (insecure = true)" if self.insecure else str(self.ca_bundle)
-        return {"upstream": self.url, "upstream trust": trust,
-                "client certificate": str(self.client_cert),
-                "timeouts": f"connect {self.connect_timeout_s:g}s, read {self.read_timeout_s:g}s"}
+        facts = {"upstream": self.url, "upstream trust": trust,
+                 "timeouts": f"connect {self.connect_timeout_s:g}s, read {self.read_timeout_s:g}s"}
+        if self.client_cert is not None:
+            facts["client certificate"] = str(self.client_cert)
+        return facts
 
 
-def parse_upstream(sec: Section) -> UpstreamSettings | None:
-    """Read and check the connection keys of ``sec``; ``None`` if any problem was recorded."""
+def parse_upstream(sec: Section, *, client_cert_required: bool = True) -> UpstreamSettings | None:
+    """Read and check the connection keys of ``sec``; ``None`` if any problem was recorded.
+
+    ``client_cert_required=False``: ``client_cert``/``client_key`` are optional, for an
+    upstream that authenticates the gateway another way (django-ca: HTTP Basic).
+    """
     before = len(sec.problems.items)
     url = sec.str("url")
     if isinstance(url, str) and url:
         parts = urlsplit(url)
         if parts.scheme != "https" or not parts.hostname:
-            sec.error("url", f'"{url}" must be an https:// URL (mutual TLS is the only '
-                             "authentication the gateway offers EJBCA)")
-    cert = sec.path_value("client_cert", must_exist=True)
-    key = sec.path_value("client_key", must_exist=True)
+            why = ("mutual TLS is the only authentication the gateway offers EJBCA" if client_cert_required
+                   else "the gateway's credentials must not cross the network in clear")
+            sec.error("url", f'"{url}" must be an https:// URL ({why})')
+    with_identity = client_cert_required or sec.has("client_cert") or sec.has("client_key")
+    cert = sec.path_value("client_cert", must_exist=True) if with_identity else None
+    key = sec.path_value("client_key", must_exist=True) if with_identity else None
     passphrase = sec.secret("client_key_passphrase", required=False)
     insecure = sec.bool("insecure", False)
     bundle = sec.path_value("ca_bundle", None, must_exist=True)
@@ -77,7 +86,9 @@ def parse_upstream(sec: Section) -> UpstreamSettings | None:
     if len(sec.problems.items) != before:
         return None
     try:
-        context = client_tls_context(cert, key, passphrase, None if insecure else bundle)
+        trust = None if insecure else bundle
+        context = (client_tls_context(cert, key, passphrase, trust) if cert is not None and key is not None
+                   else server_trust_context(trust))
     except CredentialError as exc:
         sec.error(exc.key, exc.message)
         return None
