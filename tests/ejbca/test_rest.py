@@ -59,7 +59,8 @@ def certificate_response(ca: StandinEjbca, csr: x509.CertificateSigningRequest) 
 def _sign(ca: StandinEjbca, csr: x509.CertificateSigningRequest) -> x509.Certificate:
     """Issue through the stand-in's CA model (one end entity per subject, reset to NEW)."""
     username = csr.subject.rfc4514_string()
-    ca.end_entities[username] = EndEntity(username, "pw", csr.subject.rfc4514_string(), "EST Sub CA")
+    ca.end_entities[username] = EndEntity(username, "pw", csr.subject.rfc4514_string(), "EST Sub CA",
+                                          subject=csr.subject)
     return ca.process(username, "pw", csr)
 
 
