@@ -186,6 +186,6 @@ def test_idempotent_operations_are_retried(backend: Any, ca: StandinEjbca) -> No
 
 
 def test_unsupported_san_type_is_400(backend: Any) -> None:
-    csr = make_csr(p256_key(), sans=[x509.RegisteredID(x509.ObjectIdentifier("1.2.3.4"))])
+    csr = make_csr(p256_key(), sans=[x509.OtherName(x509.ObjectIdentifier("1.3.6.1.5.5.7.8.4"), b"\x05\x00")])
     with pytest.raises(BadRequest, match="subjectAltName"):
         backend.enroll(request_for(csr))

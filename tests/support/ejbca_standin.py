@@ -28,8 +28,8 @@ from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, Encoding, PrivateFormat
+from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from est_gateway.backends.local import authority
