@@ -1,7 +1,9 @@
 """How the gateway reaches an upstream CA: URL, mutual-TLS identity, trust, timeouts, retries.
 
-Read from ``[backends.<name>]`` by every HTTP-based adapter. Secrets come from files or
-the environment only (``client_key_passphrase_file`` / ``_env``), never inline.
+Read from ``[backends.<name>]`` by every HTTP-based adapter. The identity is
+``client_cert`` + ``client_key`` or ``client_pkcs12``. Secrets come from files or the
+environment only (``client_key_passphrase_file``/``_env``,
+``client_pkcs12_passphrase_file``/``_env``), never inline.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from est_gateway.config.reader import Section
-from plugins.upstream.credentials import CredentialError, client_tls_context
+from plugins.upstream.credentials import CredentialError, client_tls_context, client_tls_context_pkcs12
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,20 @@ def parse_upstream(sec: Section) -> UpstreamSettings | None:
         if parts.scheme != "https" or not parts.hostname:
             sec.error("url", f'"{url}" must be an https:// URL (mutual TLS is the only '
                              "authentication the gateway offers EJBCA)")
-    cert = sec.path_value("client_cert", must_exist=True)
-    key = sec.path_value("client_key", must_exist=True)
-    passphrase = sec.secret("client_key_passphrase", required=False)
+    keystore = sec.path_value("client_pkcs12", None, must_exist=True)
+    if sec.has("client_pkcs12"):
+        for pem_key in ("client_cert", "client_key", "client_key_passphrase_file",
+                        "client_key_passphrase_env"):
+            if sec.raw(pem_key) is not None:
+                sec.error(pem_key, "give either client_pkcs12 or client_cert + client_key, not both")
+        cert: Path | None = None
+        key: Path | None = None
+        passphrase = sec.secret("client_pkcs12_passphrase", required=False)
+    else:
+        cert = sec.path_value("client_cert", must_exist=True)
+        key = sec.path_value("client_key", must_exist=True)
+        passphrase = sec.secret("client_key_passphrase", required=False)
+    warn_days = sec.int("credential_expiry_warning_days", 30, minimum=0, maximum=3650)
     insecure = sec.bool("insecure", False)
     bundle = sec.path_value("ca_bundle", None, must_exist=True)
     if bundle is None and insecure is False and not sec.has("ca_bundle"):
@@ -76,15 +89,22 @@ def parse_upstream(sec: Section) -> UpstreamSettings | None:
     breaker_cooldown = sec.number("circuit_breaker_cooldown_s", 15.0)
     if len(sec.problems.items) != before:
         return None
+    trust = None if insecure else bundle
     try:
-        context = client_tls_context(cert, key, passphrase, None if insecure else bundle)
+        if keystore is not None:
+            context = client_tls_context_pkcs12(keystore, passphrase, trust, warn_days=warn_days)
+            identity: Path = keystore
+        else:
+            assert cert is not None and key is not None  # path_value recorded a problem otherwise
+            context = client_tls_context(cert, key, passphrase, trust, warn_days=warn_days)
+            identity = cert
     except CredentialError as exc:
         sec.error(exc.key, exc.message)
         return None
     if insecure:
         log.warning("backend %s: insecure = true: the TLS certificate of %s is NOT verified; "
                     "anyone on the network path can impersonate the CA", sec.path, url)
-    return UpstreamSettings(url=url.rstrip("/"), ca_bundle=bundle, client_cert=cert,
+    return UpstreamSettings(url=url.rstrip("/"), ca_bundle=bundle, client_cert=identity,
                             insecure=bool(insecure), connect_timeout_s=connect,
                             read_timeout_s=read, retries=retries, retry_backoff_s=backoff,
                             tls=context, breaker_failures=breaker_failures,
