@@ -5,7 +5,8 @@ EJBCA reads an end entity's ``subjectDN`` with cesecore's ``CeSecoreNameStyle`` 
 ``X509NameTokenizer`` (backslash escapes), and keeps the components in ``DnComponents``'
 forward order. ``rfc4514_string()`` would write dotted OIDs for serialNumber and
 emailAddress, which EJBCA's end entity handling has no field for. Only what EJBCA cannot
-express is refused (400): other attribute types, multi-valued RDNs, binary values, and
+express is refused (400): other attribute types, multi-valued RDNs, binary values, values
+with leading or trailing spaces (EJBCA's tokenizer trims them, escaped or not), and
 subjectAltName types other than the ones below.
 """
 
@@ -59,13 +60,9 @@ UPN = _OID("1.3.6.1.4.1.311.20.2.3")
 
 
 def escape(value: str) -> str:
-    """Backslash-escape separators, and leading ``#``/space and trailing space (trimmed otherwise)."""
+    """Backslash-escape separators and a leading ``#`` (which would start a hex value)."""
     out = "".join(f"\\{ch}" if ch in _SPECIAL else ch for ch in value)
-    if out.startswith(("#", " ")):
-        out = "\\" + out
-    if out.endswith(" ") and not out.endswith("\\ "):
-        out = out[:-1] + "\\ "
-    return out
+    return "\\" + out if out.startswith("#") else out
 
 
 def ejbca_dn(name: x509.Name) -> str:
@@ -82,6 +79,9 @@ def ejbca_dn(name: x509.Name) -> str:
             label = attribute.oid._name if attribute.oid._name != "Unknown OID" else attribute.oid.dotted_string
             raise BadRequest(f"the request subject has attribute {label}, which EJBCA has no "
                              "DN field for")
+        if attribute.value != attribute.value.strip():
+            raise BadRequest(f"the request subject's {keyword} has leading or trailing spaces, which "
+                             "EJBCA trims")
         parts.append((_ORDER[attribute.oid], position, f"{keyword}={escape(attribute.value)}"))
     return ",".join(text for _, _, text in sorted(parts))
 

@@ -3,7 +3,8 @@ every worker process serve them (EJBCA before 8.1 offers no CA download over RES
 
 One PEM file per CA name (``<folder>/ca-chain-<sha256 of the name>.pem``), written to a
 temporary file and renamed, so a reader never sees half a chain. Readers re-read a file
-whose modification time changed, so a chain one worker learns reaches the others. A
+whose identity (inode, modification time, size) changed, so a chain one worker learns
+reaches the others. A
 folder that cannot be written is logged once and the chain is kept in memory only.
 """
 
@@ -29,7 +30,7 @@ class ChainStore:
         self.folder = folder
         self._lock = threading.Lock()
         self._memory: dict[str, tuple[x509.Certificate, ...]] = {}
-        self._seen: dict[str, float] = {}
+        self._seen: dict[str, tuple[int, int, int]] = {}
         self._warned = False
 
     def _path(self, ca: str) -> Path | None:
@@ -41,10 +42,7 @@ class ChainStore:
         """The chain last learnt for ``ca`` by any process sharing the folder; ``()`` if none."""
         path = self._path(ca)
         if path is not None:
-            try:
-                mtime = path.stat().st_mtime
-            except OSError:
-                mtime = None
+            mtime = _signature(path)
             if mtime is not None and self._seen.get(ca) != mtime:
                 try:
                     chain = tuple(x509.load_pem_x509_certificates(path.read_bytes()))
@@ -72,10 +70,20 @@ class ChainStore:
                 out.write(b"".join(c.public_bytes(Encoding.PEM) for c in chain))
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
+            written = _signature(path)
             with self._lock:
-                self._seen[ca] = path.stat().st_mtime
+                if written is not None:
+                    self._seen[ca] = written
         except OSError as exc:
             if not self._warned:
                 self._warned = True
                 log.warning("cannot keep the learnt CA chain in %s (%s); it lives in this process "
                             "only until the next restart", path.parent, exc.strerror)
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size

@@ -80,7 +80,9 @@ ALT_NAME_TYPES = {"dnsname": "dns", "ipaddress": "ip", "rfc822name": "email",
 
 
 def _split_unescaped(text: str, separator: str) -> list[str]:
-    """EJBCA's X509NameTokenizer: split on ``separator`` outside backslash escapes and quotes."""
+    """EJBCA's X509NameTokenizer: split on ``separator`` outside backslash escapes and quotes;
+    each value is then unescaped and trimmed (``nextToken`` returns ``buf.trim()``: EJBCA
+    loses leading and trailing spaces, escaped or not)."""
     parts, buf, escaped, quoted = [], [], False, False
     for ch in text:
         if escaped:
@@ -121,7 +123,7 @@ def parse_ejbca_dn(text: str) -> x509.Name:
         if not sep or oid is None:
             raise Fault(400, f"Subject DN component '{keyword.strip()}' is not a DN field of the end "
                         "entity profile", "UserDoesntFullfillEndEntityProfile")
-        attributes.append(x509.NameAttribute(oid, _unescape(value.strip())))
+        attributes.append(x509.NameAttribute(oid, _unescape(value.strip()).strip()))
     return x509.Name(list(reversed(attributes)))
 
 
