@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -19,6 +23,7 @@ from est_gateway.errors import ConfigError
 from est_gateway.passwords import PasswordHash
 
 CONFIG_ENV = "EST_GATEWAY_CONFIG"
+F = TypeVar("F", bound=Callable[..., Any])
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
     envvar=CONFIG_ENV, required=True, help=f"TOML configuration file (or ${CONFIG_ENV}).")
@@ -88,33 +93,79 @@ def check_config(config_path: Path) -> None:
 @main.command()
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("est-local"), show_default=True, help="Folder of the local instance.")
-@click.option("--port", type=int, default=8443, show_default=True,
-              help="Port, used when the instance is first created.")
-def local(state_dir: Path, port: int) -> None:
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port on 127.0.0.1 [default: 8443 for a new instance]. On an existing "
+                   "instance it replaces the port in its gateway.toml.")
+def local(state_dir: Path, port: int | None) -> None:
     """Local test mode: create (first time) or reuse a self-contained instance and serve it."""
     from est_gateway import localmode
 
-    instance, created = localmode.prepare(state_dir, port=port)
+    instance, created = localmode.prepare(state_dir, port=port or localmode.DEFAULT_PORT)
+    if port is not None and not created:
+        try:
+            former = localmode.set_port(instance, port)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        if former is not None:
+            click.echo(f"{instance.config}: port {former} changed to {port}")
     config = _load(instance.config)
     _serve(config, banner=localmode.instructions(instance, port=config.server.port, created=created))
 
 
 @main.command("hash-password")
-@click.password_option(prompt="Password", confirmation_prompt=True)
-def hash_password(password: str) -> None:
-    """Print a salted scrypt hash for an alias's password_hash setting."""
+@click.option("--password", default=None, metavar="TEXT",
+              help="The password. Without it: read from standard input when that is not a "
+                   "terminal (first line), else asked for twice without echo. Prefer those: "
+                   "a password on the command line is visible to other users.")
+def hash_password(password: str | None) -> None:
+    """Print a salted scrypt hash for an alias's password_hash setting.
+
+    \b
+    Examples:
+      est-gateway hash-password
+      printf '%s\\n' "$SECRET" | est-gateway hash-password
+    """
+    if password is None and not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise click.UsageError("the password is empty")
     click.echo(PasswordHash.create(password).render())
 
 
 # -- operator commands of the built-in CA ----------------------------------------------
+# --config and --backend are accepted before and after the subcommand; the configuration
+# is read only when a subcommand runs, so --help never needs one.
 
-@main.group("local-ca")
-@config_option
-@click.option("--backend", "backend_name", default=None,
-              help="Name of the local backend (default: the only one).")
-@click.pass_context
-def local_ca(ctx: click.Context, config_path: Path, backend_name: str | None) -> None:
-    """Inspect and revoke what the built-in CA issued."""
+@dataclass(frozen=True)
+class _CAChoice:
+    config_path: Path | None
+    backend_name: str | None
+
+
+def _ca_options(func: F) -> F:
+    func = click.option("--backend", "backend_name", default=None,
+                        help="Name of the local backend (default: the only one).")(func)
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+                        envvar=CONFIG_ENV, default=None,
+                        help=f"TOML configuration file (or ${CONFIG_ENV}).")(func)
+
+
+def _with_backend(func: Callable[..., None]) -> Callable[..., None]:
+    """A local-ca subcommand: takes --config/--backend too, and gets the started backend."""
+    def command(ctx: click.Context, /, config_path: Path | None, backend_name: str | None,
+                **kwargs: Any) -> None:
+        group = ctx.find_object(_CAChoice) or _CAChoice(None, None)
+        func(_local_backend(config_path or group.config_path, backend_name or group.backend_name),
+             **kwargs)
+    functools.update_wrapper(command, func)     # the docstring is the subcommand's help
+    return _ca_options(click.pass_context(command))
+
+
+def _local_backend(config_path: Path | None, backend_name: str | None) -> LocalCABackend:
+    if config_path is None:
+        raise click.UsageError(f"Missing option '--config' (or ${CONFIG_ENV}).")
     config = _load(config_path)
     locals_ = {n: b for n, b in config.backends.items() if isinstance(b, LocalCABackend)}
     if backend_name is None and len(locals_) == 1:
@@ -123,13 +174,25 @@ def local_ca(ctx: click.Context, config_path: Path, backend_name: str | None) ->
         raise click.UsageError(f"choose a local backend with --backend: {', '.join(sorted(locals_)) or 'none'}")
     backend = locals_[backend_name]
     backend.start()
-    ctx.obj = backend
+    return backend
+
+
+@main.group("local-ca")
+@_ca_options
+@click.pass_context
+def local_ca(ctx: click.Context, config_path: Path | None, backend_name: str | None) -> None:
+    """Inspect, revoke and approve what the built-in CA issues.
+
+    --config and --backend may come before or after the subcommand.
+    """
+    ctx.obj = _CAChoice(config_path, backend_name)
 
 
 @local_ca.command("list")
-@click.option("--status", type=click.Choice(["valid", "revoked"]), default=None)
-@click.option("--limit", type=int, default=100, show_default=True)
-@click.pass_obj
+@click.option("--status", type=click.Choice(["valid", "revoked"]), default=None,
+              help="Only certificates with this status (default: all).")
+@click.option("--limit", type=int, default=100, show_default=True, help="Most records shown.")
+@_with_backend
 def ca_list(backend: LocalCABackend, status: str | None, limit: int) -> None:
     """List issued certificates, newest first."""
     records = backend.store.records(limit=limit, status=status)
@@ -142,7 +205,7 @@ def ca_list(backend: LocalCABackend, status: str | None, limit: int) -> None:
 @local_ca.command("show")
 @click.argument("serial")
 @click.option("--pem", is_flag=True, help="Print the certificate in PEM too.")
-@click.pass_obj
+@_with_backend
 def ca_show(backend: LocalCABackend, serial: str, pem: bool) -> None:
     """Show one record by serial number (hex)."""
     record = _record(backend, serial)
@@ -158,8 +221,9 @@ def ca_show(backend: LocalCABackend, serial: str, pem: bool) -> None:
 
 @local_ca.command("revoke")
 @click.argument("serial")
-@click.option("--reason", type=click.Choice(REVOCATION_REASONS), default="unspecified", show_default=True)
-@click.pass_obj
+@click.option("--reason", type=click.Choice(REVOCATION_REASONS), default="unspecified", show_default=True,
+              help="Revocation reason recorded with it.")
+@_with_backend
 def ca_revoke(backend: LocalCABackend, serial: str, reason: str) -> None:
     """Revoke a certificate: its next simplereenroll is refused."""
     try:
@@ -171,7 +235,7 @@ def ca_revoke(backend: LocalCABackend, serial: str, reason: str) -> None:
 
 @local_ca.command("pending")
 @click.option("--all", "show_all", is_flag=True, help="Include decided requests.")
-@click.pass_obj
+@_with_backend
 def ca_pending(backend: LocalCABackend, show_all: bool) -> None:
     """List requests waiting for approval (backends with approval = "manual")."""
     records = backend.store.pending_list(status=None if show_all else "pending")
@@ -183,7 +247,7 @@ def ca_pending(backend: LocalCABackend, show_all: bool) -> None:
 
 @local_ca.command("approve")
 @click.argument("request_id")
-@click.pass_obj
+@_with_backend
 def ca_approve(backend: LocalCABackend, request_id: str) -> None:
     """Approve a pending request: the client's next retry receives its certificate."""
     record = _decide(backend, request_id, "approved", None)
@@ -193,7 +257,7 @@ def ca_approve(backend: LocalCABackend, request_id: str) -> None:
 @local_ca.command("reject")
 @click.argument("request_id")
 @click.option("--reason", default=None, help="Told to the client in the 403 reason.")
-@click.pass_obj
+@_with_backend
 def ca_reject(backend: LocalCABackend, request_id: str, reason: str | None) -> None:
     """Reject a pending request: the client's next retry gets 403."""
     record = _decide(backend, request_id, "rejected", reason)

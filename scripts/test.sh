@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian machine, then run it all.
+# Installs missing system packages (curl, openssl, apache2) with apt-get: needs root or sudo.
 # Usage: scripts/test.sh [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh
 
-# System tools the end-to-end tests drive for real: curl, openssl, Apache httpd.
+# System tools the end-to-end tests drive for real: curl, openssl, Apache httpd. What is
+# missing is installed system-wide with apt-get, which needs root or sudo.
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
-[ -x /usr/sbin/apache2 ] || missing+=(apache2)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+[ -x /usr/sbin/apache2 ] || install_apache
 
 ensure_venv
 # test: pytest and friends; bench: the smoke test of the benchmark draws its plot too

@@ -1,5 +1,11 @@
-# Sourced by local.sh and test.sh: make sure .venv exists (installing Debian's venv support when missing).
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+# Sourced by local.sh and test.sh: make sure .venv exists (installing Debian's venv support when
+# missing) and install system packages. Installing needs root, or sudo.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else echo "installing system packages needs root or sudo: run as root, or install sudo" >&2; return 1
+    fi
+}
 
 apt_install() {
     echo "installing system packages: $*"
@@ -12,4 +18,38 @@ ensure_venv() {
         python3 -c "import ensurepip, venv" 2>/dev/null || apt_install python3-venv
         python3 -m venv .venv
     fi
+}
+
+# Apache httpd for the end-to-end tests, which run their own private instance on a loopback
+# port. Debian would also start the system service on :80 and enable it at boot: while
+# apt-get runs, a policy-rc.d refuses every service start (an existing one is put back
+# afterwards), and the service is disabled at boot. An Apache installed before is left alone.
+POLICY_RC_D=${POLICY_RC_D:-/usr/sbin/policy-rc.d}
+
+install_apache() {
+    _policy_saved=""
+    if [ -e "$POLICY_RC_D" ]; then
+        _policy_saved=$(mktemp)
+        as_root cp -p "$POLICY_RC_D" "$_policy_saved"
+    fi
+    trap _restore_policy EXIT
+    printf '#!/bin/sh\n# scripts/test.sh: no service starts while apache2 is installed\nexit 101\n' \
+        | as_root tee "$POLICY_RC_D" >/dev/null
+    as_root chmod 755 "$POLICY_RC_D"
+    apt_install apache2
+    _restore_policy
+    trap - EXIT
+    local unit
+    for unit in apache2 apache-htcacheclean; do
+        if command -v systemctl >/dev/null; then
+            as_root systemctl disable --quiet "$unit.service"   # works without a running systemd too
+        else
+            as_root update-rc.d "$unit" disable
+        fi
+    done
+    echo "installed apache2 for the tests; its system service is not started and not enabled"
+}
+
+_restore_policy() {
+    if [ -n "$_policy_saved" ]; then as_root mv "$_policy_saved" "$POLICY_RC_D"; else as_root rm -f "$POLICY_RC_D"; fi
 }

@@ -44,6 +44,14 @@ key_type = "ec-p384"
 signature_hash = "sha384"
 enforce = true
 
+# serverkeygen generates a key of the CSR's own type (not libest-compatible for EC CSRs).
+[aliases.keylikecsr]
+backend = "local"
+ca = "EST CA"
+username = "estuser"
+password_file = "secrets/est.password"
+serverkeygen_key_type = "csr"
+
 # The CSR's challengePassword must carry this TLS session's channel binding.
 [aliases.bound]
 backend = "local"

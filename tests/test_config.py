@@ -63,6 +63,7 @@ def test_a_good_file_loads_into_typed_settings(folder: Path) -> None:
     assert alias.password is not None and alias.password.verify("s3cret-pass")
     assert not alias.password.verify("wrong")
     assert alias.allow_same_key_renewal is True
+    assert alias.serverkeygen_key_type == "rsa-2048"     # libest's client refuses EC key parts
     assert list(config.backends) == ["local"]
 
 
@@ -93,7 +94,48 @@ def test_alias_pointing_at_unknown_ca_and_profile(folder: Path) -> None:
 
 def test_misspelt_key_gets_a_suggestion(folder: Path) -> None:
     problems = _problems(folder, GOOD.replace("username =", "usernme ="))
-    assert 'aliases.est.usernme: unknown setting; did you mean "username"?' in problems
+    assert problems == ['aliases.est.usernme: unknown setting; did you mean "username"? (it is required)']
+
+
+def test_a_broken_backend_is_reported_once_and_its_aliases_still_checked(folder: Path) -> None:
+    """A mistake inside [backends.local] must not also make every alias say "unknown backend"."""
+    text = GOOD.replace('state_dir = "state"', 'state_dir = "state"\naproval = "manual"') \
+               .replace('password_file = "est.password"',
+                        'password_file = "est.password"\nserverkeygen_key_type = "dsa"')
+    assert sorted(_problems(folder, text)) == [
+        'aliases.est.serverkeygen_key_type: "dsa" is not one of: csr, rsa-2048, rsa-3072, rsa-4096, '
+        'ec-p256, ec-p384',
+        'backends.local.aproval: unknown setting; did you mean "approval"?',
+    ]
+
+
+def test_an_alias_naming_a_missing_backend_lists_every_defined_one(folder: Path) -> None:
+    text = GOOD.replace('key_type = "ec-p256"', 'key_type = "dsa"').replace('backend = "local"', 'backend = "locl"')
+    problems = _problems(folder, text)
+    assert 'aliases.est.backend: unknown backend "locl"; known: local' in problems
+    assert len(problems) == 2
+
+
+def test_a_misspelt_required_key_is_one_problem_with_a_suggestion(folder: Path) -> None:
+    text = GOOD.replace("password_file =", "pasword_file =")
+    assert _problems(folder, text) == [
+        'aliases.est.pasword_file: unknown setting; did you mean "password_file"? (it is required)']
+    text = GOOD.replace('type = "local"', 'typ = "local"')
+    assert _problems(folder, text) == [
+        'backends.local.typ: unknown setting; did you mean "type"? (it is required)']
+
+
+@pytest.mark.parametrize(("section", "typo", "meant"), [
+    ("[server]\n", "listn", "listen"),
+    ("[backends.local]\n", "stat_dir", "state_dir"),
+    ('[backends.local.cas."EST CA"]\n', "hierachy", "hierarchy"),
+    ("[aliases.est]\n", "password_envv", "password_env"),
+    ("[aliases.est]\n", "allow_same_key_renewl", "allow_same_key_renewal"),
+])
+def test_every_unknown_key_gets_a_suggestion(folder: Path, section: str, typo: str, meant: str) -> None:
+    text = GOOD.replace(section, f'{section}{typo} = "x"\n')
+    path = section.strip("[]\n").replace('"', "")
+    assert f'{path}.{typo}: unknown setting; did you mean "{meant}"?' in _problems(folder, text)
 
 
 def test_inline_password_is_refused(folder: Path) -> None:

@@ -71,13 +71,18 @@ def _parse_multipart(content_type: str, body: bytes, key_type: str = "applicatio
     return parts
 
 
-@pytest.mark.parametrize("key_type", ["rsa", "ec"])
-def test_serverkeygen_returns_a_key_matching_its_certificate(gateway: Gateway, key_type: str) -> None:
-    _, csr = openssl.new_csr(gateway.work, f"skg-{key_type}", subject="/CN=keygen-dev",
-                             key_type=key_type, san="DNS:keygen.example")
+@pytest.mark.parametrize(("csr_key", "label", "generated"), [
+    ("rsa", "", "rsa-2048"),          # the default: RSA-2048 whatever the CSR's key
+    ("ec", "", "rsa-2048"),
+    ("ec", "keylikecsr/", "ec-p256"),  # serverkeygen_key_type = "csr"
+])
+def test_serverkeygen_returns_a_key_matching_its_certificate(gateway: Gateway, csr_key: str, label: str,
+                                                             generated: str) -> None:
+    _, csr = openssl.new_csr(gateway.work, f"skg-{csr_key}-{generated}", subject="/CN=keygen-dev",
+                             key_type=csr_key, san="DNS:keygen.example")
     before = gateway.cli("list").stdout
     res = gateway.curl("-u", f"estuser:{gateway.password}", "-H", PKCS10, "--data-binary", f"@{csr}",
-                       f"{gateway.url}/serverkeygen")
+                       f"{gateway.url}/{label}serverkeygen")
     assert res.status == 200, res.body
     assert res.headers["content-type"].startswith("multipart/mixed; boundary=")
     parts = _parse_multipart(res.headers["content-type"], res.body)
@@ -87,7 +92,14 @@ def test_serverkeygen_returns_a_key_matching_its_certificate(gateway: Gateway, k
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     assert cert.public_key().public_bytes(serialization.Encoding.DER, spki) == \
         key.public_key().public_bytes(serialization.Encoding.DER, spki)
-    assert isinstance(key, rsa.RSAPrivateKey if key_type == "rsa" else ec.EllipticCurvePrivateKey)
+    if generated == "rsa-2048":
+        assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
+        estclient.libest_serverkeygen_parts(res.headers["content-type"], res.body)   # libest takes it
+    else:
+        assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
+        # the caveat of "csr": libest's client refuses a P-256 key part as too short
+        with pytest.raises(estclient.LibestRefusal, match="key part of 1[89][0-9] bytes is under 256"):
+            estclient.libest_serverkeygen_parts(res.headers["content-type"], res.body)
     assert cert.subject.rfc4514_string() == "CN=keygen-dev"
     assert list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value) == \
         [x509.DNSName("keygen.example")]

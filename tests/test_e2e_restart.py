@@ -32,11 +32,15 @@ def test_restart_keeps_ca_password_and_records(tmp_path: Path) -> None:
         assert first.stop(signal.SIGTERM) == 0      # graceful shutdown exits cleanly
     banner = first.output()
     assert "(created " in banner and f"estuser / {password}" in banner
-    assert "curl -s --cacert $TA $EST/cacerts" in banner and "estclient -e" in banner
+    assert f"export EST=https://127.0.0.1:{port}/.well-known/est TA={instance.trust_anchor} " in banner
 
-    second = _start_local(folder, port, tmp_path / "second.log")
+    # --port on an existing instance is applied (and said), not silently ignored.
+    new_port = free_port()
+    second = _start_local(folder, new_port, tmp_path / "second.log")
     try:
         assert "(reused " in second.output()
+        assert f"port {port} changed to {new_port}" in second.output()
+        assert f'listen = "127.0.0.1:{new_port}"' in instance.config.read_text()
         assert instance.password() == password
         cacerts2 = curl(f"{second.url}/cacerts", cacert=instance.trust_anchor)
         assert set(wire.read_certs_only(base64.b64decode(cacerts2.body))) == \

@@ -1,6 +1,6 @@
 """The coverage-guided harness (fuzz/fuzz_request.py) runs in CI, bounded in runs and time.
 
-Longer runs are documented in docs/security-tests.md; a crash leaves ``crash-<sha1>`` in
+Longer runs are documented in docs/security.md; a crash leaves ``crash-<sha1>`` in
 the working directory of the run (here: the test's tmp folder) with the input to replay.
 """
 

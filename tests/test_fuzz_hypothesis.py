@@ -7,7 +7,7 @@ very long) and client-certificate chains all go through the real WSGI app. The i
 (tests/support/inproc.check_response): never a 500, always an allowed status, a 4xx is a
 short text/plain reason; each request finishes within a time bound; memory stays bounded.
 
-``HYPOTHESIS_PROFILE=long`` runs 50x the examples (see docs/security-tests.md).
+``HYPOTHESIS_PROFILE=long`` runs 50x the examples (see docs/security.md).
 """
 
 from __future__ import annotations

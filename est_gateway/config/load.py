@@ -50,8 +50,8 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = 
     root = Section(data, "", problems, base_dir)
     server = _server(root.table("server"))
     limits = _limits(root.table("limits"))
-    backends = _backends(root.table("backends", required=True), registry or BackendRegistry())
-    aliases = _aliases(root.table("aliases", required=True), backends)
+    backends, broken = _backends(root.table("backends", required=True), registry or BackendRegistry())
+    aliases = _aliases(root.table("aliases", required=True), backends, broken)
     root.check_unknown()
     if server.tls is False:
         for alias in aliases.values():
@@ -157,11 +157,15 @@ def _server(sec: Section) -> ServerSettings:
     return settings
 
 
-def _backends(sec: Section, registry: BackendRegistry) -> dict[str, CABackend]:
+def _backends(sec: Section, registry: BackendRegistry) -> tuple[dict[str, CABackend], set[str]]:
+    """The backends that are fine, and the names of those with problems (already reported)."""
     backends: dict[str, CABackend] = {}
+    broken: set[str] = set()
     for name, bsec in sec.subtables().items():
+        broken.add(name)
         type_name = bsec.str("type")
         if not isinstance(type_name, str) or not type_name:
+            bsec.check_unknown(only_misspellings=True)     # "typ" for "type"
             continue
         try:
             cls = registry.load(type_name)
@@ -173,15 +177,16 @@ def _backends(sec: Section, registry: BackendRegistry) -> dict[str, CABackend]:
         bsec.check_unknown()
         if len(sec.problems.items) == before:
             backends[name] = backend
+            broken.discard(name)
     if not sec.data:
         sec.problems.add("backends", 'define at least one backend, e.g. [backends.local] type = "local"')
-    return backends
+    return backends, broken
 
 
-def _aliases(sec: Section, backends: dict[str, CABackend]) -> dict[str, AliasSettings]:
+def _aliases(sec: Section, backends: dict[str, CABackend], broken: set[str]) -> dict[str, AliasSettings]:
     aliases: dict[str, AliasSettings] = {}
     for name, asec in sec.subtables().items():
-        alias = _alias(name, asec, backends)
+        alias = _alias(name, asec, backends, broken)
         if alias is not None:
             aliases[name] = alias
     if not sec.data:
@@ -189,15 +194,17 @@ def _aliases(sec: Section, backends: dict[str, CABackend]) -> dict[str, AliasSet
     return aliases
 
 
-def _alias(name: str, sec: Section, backends: dict[str, CABackend]) -> AliasSettings | None:
+def _alias(name: str, sec: Section, backends: dict[str, CABackend], broken: set[str]) -> AliasSettings | None:
     before = len(sec.problems.items)
     if not ALIAS_RE.match(name) or name in OPERATIONS:
         sec.problems.add(sec.path, "alias names are 1-64 letters, digits, '.', '_' or '-', "
                                    f"and not an EST operation name ({', '.join(OPERATIONS)})")
     backend_name = sec.str("backend")
     backend = backends.get(backend_name) if isinstance(backend_name, str) else None
-    if isinstance(backend_name, str) and backend_name and backend is None:
-        sec.error("backend", f'unknown backend "{backend_name}"; known: {", ".join(sorted(backends)) or "none"}')
+    # A backend with problems of its own is not unknown: those problems are reported already.
+    if isinstance(backend_name, str) and backend_name and backend is None and backend_name not in broken:
+        known = ", ".join(sorted({*backends, *broken})) or "none"
+        sec.error("backend", f'unknown backend "{backend_name}"; known: {known}')
     upstream = sec.raw("upstream", {})
     if not isinstance(upstream, dict):
         sec.error("upstream", "must be a table of backend-specific settings")
@@ -223,7 +230,8 @@ def _alias(name: str, sec: Section, backends: dict[str, CABackend]) -> AliasSett
     csrattrs = _csrattrs(sec.table("csrattrs"))
     challenge = sec.str("challenge_password", "none", choices=CHALLENGE_PASSWORD_MEANINGS)
     keygen = sec.bool("serverkeygen", True)
-    keygen_type = sec.str("serverkeygen_key_type", "csr", choices=("csr", *KEY_TYPES))
+    keygen_type = sec.str("serverkeygen_key_type", AliasSettings.serverkeygen_key_type,
+                          choices=("csr", *KEY_TYPES))
     same_key = sec.bool("allow_same_key_renewal", True)
     sec.check_unknown()
     if backend is not None and isinstance(target.ca, str):

@@ -86,8 +86,9 @@ class AliasSettings:
     #: (RFC 7030 §3.5, required) or "enrollment-code" (passed to the CA, EJBCA client mode)
     challenge_password: str = "none"
     serverkeygen: bool = True
-    #: key type for serverkeygen: "csr" (follow the CSR's key) or a fixed type
-    serverkeygen_key_type: str = "csr"
+    #: key type for serverkeygen: a fixed type, or "csr" (follow the CSR's key). RSA by
+    #: default: libest's client refuses key parts under 256 bytes, e.g. any P-256 key.
+    serverkeygen_key_type: str = "rsa-2048"
 
     @property
     def realm(self) -> str:

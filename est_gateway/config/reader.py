@@ -25,6 +25,13 @@ class Problems:
     def add(self, path: str, message: str) -> None:
         self.items.append(f"{path}: {message}")
 
+    def withdraw_required(self, path: str) -> bool:
+        """Drop "``path``: is required ..." problems (a misspelt key explains them); say if any."""
+        kept = [item for item in self.items if not item.startswith(f"{path}: is required")]
+        withdrawn = len(kept) != len(self.items)
+        self.items[:] = kept
+        return withdrawn
+
     def raise_if_any(self) -> None:
         from est_gateway.errors import ConfigError
 
@@ -40,6 +47,9 @@ class Section:
         self.problems = problems
         self.base_dir = base_dir
         self.seen: set[str] = set()
+        #: names asked about without being read (e.g. the optional ``password_file``), so
+        #: that a misspelling of one still gets a "did you mean"
+        self.known: set[str] = set()
         if isinstance(data, Mapping):
             self.data: Mapping[str, Any] = data
         else:
@@ -53,6 +63,7 @@ class Section:
         self.problems.add(self.key(name), message)
 
     def has(self, name: str) -> bool:
+        self.known.add(name)
         return name in self.data
 
     def raw(self, name: str, default: Any = None) -> Any:
@@ -145,6 +156,7 @@ class Section:
     def secret(self, name: builtins.str, *, required: builtins.bool) -> builtins.str | None:
         """A secret read from ``<name>_file`` or ``<name>_env``; inline values are refused."""
         file_key, env_key = f"{name}_file", f"{name}_env"
+        self.known.update((file_key, env_key))
         if name in self.data:
             self.seen.add(name)
             self.error(name, f"inline secrets are not accepted; use {file_key} or {env_key}")
@@ -179,13 +191,21 @@ class Section:
             self.error(file_key, f"is required (or {env_key})")
         return None
 
-    def check_unknown(self) -> None:
-        """Report keys nobody read: almost always a typo, so suggest the closest known key."""
+    def check_unknown(self, *, only_misspellings: builtins.bool = False) -> None:
+        """Report keys nobody read: almost always a typo, so suggest the closest known key.
+
+        ``only_misspellings``: report only keys close to a known one (for a table that was
+        not read through, e.g. a backend whose ``type`` is missing).
+        """
         for name in self.data:
             if name in self.seen:
                 continue
-            close = difflib.get_close_matches(name, sorted(self.seen), n=1)
+            close = difflib.get_close_matches(name, sorted(self.seen | self.known), n=1)
+            if only_misspellings and not close:
+                continue
             hint = f'; did you mean "{close[0]}"?' if close else ""
+            if close and close[0] not in self.data and self.problems.withdraw_required(self.key(close[0])):
+                hint += " (it is required)"
             self.error(name, f"unknown setting{hint}")
 
 

@@ -129,7 +129,7 @@ def test_rejection_expires_the_request_so_a_repeat_asks_again(
     """EJBCA forgets a rejected add/edit at once (EXECUTIONDENIED, expired): nothing tells a
     stateless gateway about the rejection, so the repeat opens a new approval request, which
     the approvers see and reject again. (403 on rejection needs the approval request ID kept
-    between polls; see "Fronting EJBCA" in README.md.)"""
+    between polls; see docs/ejbca.md.)"""
     backend = backend_for(type_name, pki, server, tmp_path, monkeypatch)
     username = f"reject-{type_name}"
     request = request_for(make_csr(p256_key(), cn=username), f"key-reject-{type_name}")

@@ -93,3 +93,42 @@ def _io(sock: socket.socket, call: Callable[..., T], *args: object) -> T:
 
 def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+# -- libest's client-side checks of a serverkeygen answer -------------------------------
+#: libest's client refuses a server-generated key part shorter than 256 bytes and a
+#: certificate part shorter than 128 bytes (EST_MIN_CLIENT_PKEY_LEN / EST_MIN_CLIENT_CERT_LEN
+#: in libest's est.h, checked in est_client_http.c; /work/shared/INTEROP.md): a base64
+#: P-256 PKCS#8 key (about 190 bytes) is refused, an RSA key is not.
+LIBEST_MIN_KEY_PART = 256
+LIBEST_MIN_CERT_PART = 128
+
+
+class LibestRefusal(Exception):
+    """What libest's client would report instead of storing the key and certificate."""
+
+
+def libest_serverkeygen_parts(content_type: str, body: bytes) -> dict[str, bytes]:
+    """The base64 payload of each part (by Content-Type), as libest's client takes it apart,
+    raising :class:`LibestRefusal` where libest's client would give up."""
+    boundary = content_type.partition("boundary=")[2].strip('"')
+    if not boundary:
+        raise LibestRefusal("no multipart boundary")
+    parts: dict[str, bytes] = {}
+    for chunk in body.split(b"--" + boundary.encode())[1:-1]:
+        head, sep, payload = chunk.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        if not sep:
+            raise LibestRefusal("a part without headers")
+        headers = {k.strip().lower(): v.strip() for k, _, v in
+                   (line.partition(":") for line in head.decode("latin-1").split("\r\n"))}
+        if headers.get("content-transfer-encoding") != "base64" or "content-type" not in headers:
+            continue                       # libest ignores such a part
+        parts[headers["content-type"].split(";")[0]] = payload.removesuffix(b"\r\n")
+    key, cert = parts.get("application/pkcs8"), parts.get("application/pkcs7-mime")
+    if key is None or cert is None:
+        raise LibestRefusal(f"missing part: has {sorted(parts)}")
+    if len(key) < LIBEST_MIN_KEY_PART:
+        raise LibestRefusal(f"key part of {len(key)} bytes is under {LIBEST_MIN_KEY_PART}")
+    if len(cert) < LIBEST_MIN_CERT_PART:
+        raise LibestRefusal(f"certificate part of {len(cert)} bytes is under {LIBEST_MIN_CERT_PART}")
+    return parts

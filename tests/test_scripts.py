@@ -1,0 +1,65 @@
+"""scripts/test.sh installs Apache for the tests without leaving the system service running
+or enabled. apt-get, sudo and systemctl are stand-ins here (a test must not install packages
+or change services); they record what they were asked and run policy-rc.d as Debian's
+invoke-rc.d does before starting a service."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+VENV_SH = Path(__file__).resolve().parent.parent / "scripts" / "venv.sh"
+
+STAND_INS = {
+    # invoke-rc.d runs policy-rc.d (if present) and starts nothing when it exits 101
+    "apt-get": '''#!/bin/sh
+echo "apt-get $*" >> "$CALLS"
+case " $* " in *" install "*)
+    if [ -x "$POLICY_RC_D" ]; then "$POLICY_RC_D" apache2 start; echo "policy-rc.d $?" >> "$CALLS"
+    else echo "policy-rc.d none" >> "$CALLS"; fi;;
+esac
+''',
+    "systemctl": '#!/bin/sh\necho "systemctl $*" >> "$CALLS"\n',
+    "sudo": '#!/bin/sh\nexec "$@"\n',
+}
+
+
+def run_install_apache(tmp_path: Path, policy: Path) -> list[str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in STAND_INS.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    calls = tmp_path / "calls"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls),
+           "POLICY_RC_D": str(policy)}
+    done = subprocess.run(["bash", "-c", f'set -euo pipefail; . "{VENV_SH}"; install_apache'],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "not started and not enabled" in done.stdout
+    return calls.read_text().splitlines()
+
+
+def test_apache_is_installed_without_starting_or_enabling_the_system_service(tmp_path: Path) -> None:
+    policy = tmp_path / "policy-rc.d"
+    calls = run_install_apache(tmp_path, policy)
+    install = next(i for i, c in enumerate(calls) if c.startswith("apt-get ") and " install " in c)
+    assert "apache2" in calls[install].split()
+    assert calls[install + 1] == "policy-rc.d 101"      # the service start was refused
+    assert "systemctl disable --quiet apache2.service" in calls[install + 2:]
+    assert "systemctl disable --quiet apache-htcacheclean.service" in calls[install + 2:]
+    assert not policy.exists()                          # the temporary policy is gone
+
+
+@pytest.mark.parametrize("existing", ["#!/bin/sh\nexit 101\n", "#!/bin/sh\nexit 0\n"])
+def test_an_existing_policy_is_put_back(tmp_path: Path, existing: str) -> None:
+    policy = tmp_path / "policy-rc.d"
+    policy.write_text(existing)
+    policy.chmod(0o755)
+    calls = run_install_apache(tmp_path, policy)
+    assert "policy-rc.d 101" in calls                   # refused during the installation
+    assert policy.read_text() == existing               # and put back as it was
+    assert "systemctl disable --quiet apache2.service" in calls
