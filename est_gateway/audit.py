@@ -31,6 +31,9 @@ class AuditEvent:
     client_cert_serial: str | None = None
     csr_subject: str | None = None
     issued_serial: str | None = None
+    #: the CA's approval request (local pending id, EJBCA approval), on the 202 and on the
+    #: 200 or 403 that ends it, so one device's request can be followed to its decision
+    approval_reference: str | None = None
     outcome: str = "error"
     status: int = 500
     latency_ms: float = 0.0

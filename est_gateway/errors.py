@@ -57,6 +57,14 @@ class Forbidden(ESTError):
     default_detail = "forbidden"
 
 
+class Rejected(Forbidden):
+    """The CA operator rejected a request that waited for approval (RFC 7030 §4.2.3 → 403)."""
+
+    def __init__(self, detail: str, *, reference: str) -> None:
+        super().__init__(detail)
+        self.reference = reference
+
+
 class NotFound(ESTError):
     """Unknown alias (EST label) or operation (404)."""
 

@@ -81,6 +81,7 @@ class ServerGeneratedKey:
 
     key_part: tuple[str, bytes]
     certificate: x509.Certificate
+    approval_reference: str = ""
 
 
 class ESTService:
@@ -165,8 +166,9 @@ class ESTService:
             raise Forbidden("this serverkeygen request was already answered; send a new CSR")
         if encrypt_to is not None and self.key_signer is not None:
             wrapped = keywrap.wrap(key, encrypt_to, self.key_signer, self.clock())
-            return ServerGeneratedKey((keywrap.CT_SERVER_GENERATED_KEY, wrapped), result.certificate)
-        return ServerGeneratedKey(keygen.plain_key_part(key), result.certificate)
+            return ServerGeneratedKey((keywrap.CT_SERVER_GENERATED_KEY, wrapped), result.certificate,
+                                      result.approval_reference)
+        return ServerGeneratedKey(keygen.plain_key_part(key), result.certificate, result.approval_reference)
 
     def _call(self, alias: AliasSettings, call: str, fn: Callable[[CABackend], T]) -> T:
         """Every backend call, timed and its failures counted for /metrics."""

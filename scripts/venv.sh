@@ -41,6 +41,7 @@ install_apache() {
     trap - EXIT
     local unit
     for unit in apache2 apache-htcacheclean; do
+        [ -e "/lib/systemd/system/$unit.service" ] || [ -e "/etc/init.d/$unit" ] || continue
         if command -v systemctl >/dev/null; then
             as_root systemctl disable --quiet "$unit.service"   # works without a running systemd too
         else

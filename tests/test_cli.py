@@ -4,8 +4,11 @@ on either side of a subcommand, a hash-password that works in scripts."""
 from __future__ import annotations
 
 import os
+import pty
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -80,3 +83,39 @@ def test_hash_password_refuses_an_empty_password() -> None:
     done = run("hash-password", stdin="\n")
     assert done.returncode == 2 and "the password is empty" in done.stderr
     assert done.stdout == ""
+
+
+def test_hash_password_asks_twice_on_a_terminal() -> None:
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "EST_GATEWAY_CONFIG"}
+    proc = subprocess.Popen([str(COMMAND), "hash-password"], stdin=terminal, stdout=terminal,
+                            stderr=terminal, env=env, close_fds=True)
+    os.close(terminal)
+    seen = b""
+    try:
+        for prompt in (b"Password: ", b"Repeat for confirmation: "):
+            seen = _read_until(controller, seen, prompt)
+            os.write(controller, b"on a terminal\n")
+        seen = _read_until(controller, seen, b"=\r\n")        # the hash (base64) ends its line
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)
+    line = seen.decode().splitlines()[-1]
+    assert "on a terminal" not in seen.decode()                # no echo
+    assert PasswordHash.parse(line).verify("on a terminal")
+
+
+def _read_until(fd: int, seen: bytes, wanted: bytes, timeout: float = 30.0) -> bytes:
+    deadline = time.monotonic() + timeout
+    while wanted not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise AssertionError(f"no {wanted!r} within {timeout}s; got {seen!r}")
+        try:
+            seen += os.read(fd, 4096)
+        except OSError:                  # EIO: the command closed the terminal
+            raise AssertionError(f"no {wanted!r} before the end; got {seen!r}") from None
+    return seen

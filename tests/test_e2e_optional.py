@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import email.parser
 import email.policy
+import json
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,13 @@ def _pending_id(config: Path, subject: str) -> str:
     return line.split()[0]
 
 
+def _audit_of(gateway: Gateway, csr_subject: str) -> list[dict[str, object]]:
+    """The gateway's audit lines (JSON on stderr) for one device's CSR subject, in order."""
+    lines = [json.loads(line) for line in gateway.process.output().splitlines()
+             if line.startswith("{") and '"request_id"' in line]
+    return [line for line in lines if line["csr_subject"] == csr_subject]
+
+
 def test_pending_then_approved_then_issued(gateway: Gateway) -> None:
     _, csr = openssl.new_csr(gateway.work, "pend1", subject="/CN=waits-for-approval")
     args = gateway.enroll_args(csr, alias="manual")
@@ -199,6 +207,10 @@ def test_pending_then_approved_then_issued(gateway: Gateway) -> None:
     assert cert.subject.rfc4514_string() == "CN=waits-for-approval"
     again = gateway.curl(*args)                        # a repeat gets the same certificate
     assert wire.read_certs_only(base64.b64decode(again.body)) == [cert]
+    # The operator follows the request from 202 to 200 by its approval reference.
+    audit = _audit_of(gateway, "CN=waits-for-approval")
+    assert [(a["status"], a["approval_reference"]) for a in audit] == [(202, request_id)] * 2 + [(200, request_id)] * 2
+    assert audit[2]["issued_serial"] == format(cert.serial_number, "x")
 
 
 def test_pending_then_rejected_is_403(gateway: Gateway) -> None:
@@ -210,6 +222,8 @@ def test_pending_then_rejected_is_403(gateway: Gateway) -> None:
     res = gateway.curl(*args)
     assert res.status == 403
     assert res.body == f"request {request_id} was rejected by the CA operator: unknown device\n".encode()
+    audit = _audit_of(gateway, "CN=will-be-rejected")
+    assert [(a["status"], a["approval_reference"]) for a in audit] == [(202, request_id), (403, request_id)]
     again = gateway.cli("approve", request_id, backend="approvals")
     assert again.returncode != 0 and "already rejected" in again.stderr
 

@@ -67,6 +67,8 @@ class Issued:
 
     certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...] = ()
+    #: the approval request this answers, when the CA made the request wait (for the audit)
+    approval_reference: str = ""
 
 
 @dataclass(frozen=True)

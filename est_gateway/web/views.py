@@ -18,6 +18,7 @@ from est_gateway.errors import (
     NotFound,
     NotSupported,
     PayloadTooLarge,
+    Rejected,
     RequestTimeout,
     UnsupportedMediaType,
 )
@@ -77,6 +78,8 @@ def est(rest: str) -> Response:
         return response
     except ESTError as exc:
         event.status, event.outcome = exc.status, exc.detail
+        if isinstance(exc, Rejected):
+            event.approval_reference = exc.reference
         raise
     finally:
         elapsed = time.monotonic() - started
@@ -115,15 +118,21 @@ def _dispatch(service: ESTService, alias: AliasSettings, operation: str, event: 
         caller = _caller(service, event, read_basic=operation != "simplereenroll")
         if operation == "serverkeygen":
             keyed = service.serverkeygen(alias, body, caller)
-            if not isinstance(keyed, Pending):
-                event.issued_serial = format(keyed.certificate.serial_number, "x")
+            _audit_result(event, keyed)
             return _keygen_response(keyed)
         handler = service.simpleenroll if operation == "simpleenroll" else service.simplereenroll
         result = handler(alias, body, caller)
-        if isinstance(result, Issued):
-            event.issued_serial = format(result.certificate.serial_number, "x")
+        _audit_result(event, result)
         return _issued_response(result)
     raise NotSupported(f"{operation} is not supported for this EST label")
+
+
+def _audit_result(event: AuditEvent, result: Issued | ServerGeneratedKey | Pending) -> None:
+    if isinstance(result, Pending):
+        event.approval_reference = result.reference or None
+        return
+    event.issued_serial = format(result.certificate.serial_number, "x")
+    event.approval_reference = result.approval_reference or None
 
 
 def _pkcs10_body() -> bytes:

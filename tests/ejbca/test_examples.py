@@ -25,6 +25,8 @@ def test_example_loads(tmp_path: Path, name: str) -> None:
     config = load_config(tmp_path / name)
     assert config.backends["ejbca"].type_name == name.removesuffix(".toml")
     assert "est" in config.aliases
+    # libest and globalsign's estclient renew with the same key by default
+    assert config.aliases["est"].allow_same_key_renewal is True
 
 
 @pytest.mark.parametrize("version", ["8.0", "8.1"])

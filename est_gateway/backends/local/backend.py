@@ -9,7 +9,7 @@ import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography import x509
@@ -42,7 +42,7 @@ from est_gateway.backends.local.store import (
 )
 from est_gateway.config.model import CATarget
 from est_gateway.config.reader import Section
-from est_gateway.errors import BadRequest, ESTError, Forbidden, UpstreamUnavailable
+from est_gateway.errors import BadRequest, ESTError, Rejected, UpstreamUnavailable
 from est_gateway.wire import requested_sans
 
 _SAN_KIND: dict[type, str] = {x509.DNSName: "dns", x509.IPAddress: "ip", x509.RFC822Name: "email",
@@ -175,12 +175,13 @@ class LocalCABackend(CABackend):
                 subject=request.csr.subject.rfc4514_string(), requester=request.requester.describe(),
                 csr=request.csr.public_bytes(Encoding.DER), at=self.clock())
         if queued.status == "rejected":
-            raise Forbidden(f"request {queued.id} was rejected by the CA operator"
-                            + (f": {queued.reason}" if queued.reason else ""))
+            raise Rejected(f"request {queued.id} was rejected by the CA operator"
+                           + (f": {queued.reason}" if queued.reason else ""), reference=queued.id)
         if queued.status == "issued" and queued.serial:
             record = self.store.get(queued.serial)
             if record is not None:
-                return Issued(record.certificate(), tuple(self._ca(request.target.ca).chain))
+                return Issued(record.certificate(), tuple(self._ca(request.target.ca).chain),
+                              approval_reference=queued.id)
         if queued.status == "approved" and self.store.pending_claim(queued.id):
             try:
                 issued = self.issue(request)
@@ -188,7 +189,7 @@ class LocalCABackend(CABackend):
                 self.store.pending_finish(queued.id, None)
                 raise
             self.store.pending_finish(queued.id, serial_hex(issued.certificate.serial_number))
-            return issued
+            return replace(issued, approval_reference=queued.id)
         return Pending(retry_after=retry, reference=queued.id)
 
     def revocation_status(self, certificate: x509.Certificate, target: CATarget) -> RevocationStatus:
