@@ -83,6 +83,8 @@ class EjbcaRestBackend(EjbcaBackend):
             except ESTError:
                 pass
         offered = {True: "offered (GET /v1/ca)", False: "not offered", None: "unknown"}[self.download_offered]
+        if self.cacerts_source == "enrollment":
+            offered = 'not used (cacerts_source = "enrollment")'
         return f"{version}, CA download: {offered}, chain: {self.chain_source()}"
 
     def download_source(self) -> str:

@@ -114,6 +114,10 @@ def test_the_startup_line_names_version_download_and_chain_source(pki: UpstreamP
         assert lines["8.0"].startswith("EJBCA 8.0.0 Community, CA download: not offered, chain: from "
                                        "enrollment responses (include_chain), kept in ")
         assert lines["8.1"] == "EJBCA 8.1.0 Community, CA download: offered (GET /v1/ca), chain: from the CA download"
+        pinned = make_backend(type_name, upstream_options(pki, ce81.rest_url, cacerts_source="enrollment"),
+                              tmp_path / "pinned")
+        assert pinned.describe_state()["version"].startswith(
+            'EJBCA 8.1.0 Community, CA download: not used (cacerts_source = "enrollment"), chain: from enrollment')
     else:
         assert lines["8.0"] == "EJBCA 8.0.0 Community, CA download: offered (getLastCAChain), chain: getLastCAChain"
     down = make_backend(type_name, upstream_options(pki, "https://127.0.0.1:9/ejbca/x", retries=0), tmp_path)
