@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian machine, then run it all.
-# Installs missing system packages (curl, openssl, apache2) with apt-get: needs root or sudo.
+# Installs missing system packages (curl, openssl, apache2, golang-cfssl) with apt-get: needs root or sudo.
 # Usage: scripts/test.sh [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh
 
-# System tools the end-to-end tests drive for real: curl, openssl, Apache httpd. What is
+# System tools the end-to-end tests drive for real: curl, openssl, Apache httpd, and
+# CloudFlare's CFSSL (cfssl serve/ocspserve, the real upstream CA of tests/cfssl/). What is
 # missing is installed system-wide with apt-get, which needs root or sudo.
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v cfssl >/dev/null || missing+=(golang-cfssl)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 [ -x /usr/sbin/apache2 ] || install_apache
 
