@@ -34,7 +34,18 @@ from est_gateway.backends.base import (
     RevocationStatus,
 )
 from est_gateway.config.model import AliasSettings, GatewayConfig
-from est_gateway.errors import BadRequest, ConfigError, ESTError, Forbidden, NotFound, NotSupported, Unauthorized
+from est_gateway.errors import (
+    BadRequest,
+    ConfigError,
+    ESTError,
+    Forbidden,
+    NotFound,
+    NotSupported,
+    Unauthorized,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from est_gateway.identity import (
     BasicCredentials,
     PresentedCertificate,
@@ -265,6 +276,11 @@ class ESTService:
             try:
                 cert, _ = self._verified(alias, caller.certificate, self.trust_anchors(alias))
             except (UntrustedCertificate, Forbidden):
+                cert = None
+            except (UpstreamError, UpstreamUnavailable, UpstreamTimeout) as exc:
+                # An optional check: the CA's chain or revocation answer being unavailable
+                # must not fail a request that authenticates without the certificate.
+                log.info("alias %s: client certificate not checked (%s)", alias.name, exc.detail)
                 cert = None
         if alias.require_client_cert:
             if caller.certificate is None:
