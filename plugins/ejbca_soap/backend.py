@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import threading
 from importlib import resources
 from pathlib import Path
@@ -24,9 +25,9 @@ from zeep.transports import Transport
 from est_gateway.backends.base import EnrollRequest, Issued, Pending, RevocationStatus
 from est_gateway.config.model import CATarget
 from est_gateway.config.reader import Section
-from est_gateway.errors import BadRequest, ESTError, UpstreamError, UpstreamUnavailable
-from est_gateway.wire import requested_sans
+from est_gateway.errors import ESTError, UpstreamError, UpstreamUnavailable
 from plugins.ejbca_soap.faults import invoke
+from plugins.ejbca_soap.names import ejbca_alt_names, ejbca_dn
 from plugins.upstream.alias import AliasUpstream
 from plugins.upstream.ejbca import (
     REVOCATION_REASONS,
@@ -34,19 +35,24 @@ from plugins.upstream.ejbca import (
     EjbcaOptions,
     Meaning,
     ca_missing,
+    clip,
     enrollment_refused,
     not_registered,
     unknown_ca_or_profile,
 )
 from plugins.upstream.session import UpstreamClient
 
+log = logging.getLogger(__name__)
+
 NAMESPACE = "http://ws.protocol.core.ejbca.org/"
 BINDING = f"{{{NAMESPACE}}}EjbcaWSServiceSoapBinding"
 #: EndEntityConstants.STATUS_NEW
 STATUS_NEW = 10
-#: EJBCA's subjectAltName keywords (``DnComponents``)
-SAN_KEYWORDS: dict[type, str] = {x509.DNSName: "dNSName", x509.IPAddress: "iPAddress",
-                x509.RFC822Name: "rfc822Name", x509.UniformResourceIdentifier: "uniformResourceIdentifier"}
+#: access rules (AccessRulesConstants, StandardRules) every alias needs
+ADMINISTRATOR = "/administrator"
+CREATE_CERTIFICATE = "/ca_functionality/create_certificate"
+#: and RA mode's, to add and edit end entities
+RA_RULES = ("/ra_functionality/create_end_entity", "/ra_functionality/edit_end_entity")
 
 
 def bundled_wsdl() -> Path:
@@ -123,8 +129,8 @@ class EjbcaSoapBackend(EjbcaBackend):
         user_type = self._local.client.get_type(f"{{{NAMESPACE}}}userDataVOWS")
         return user_type(
             username=username, password=password, clearPwd=False,
-            subjectDN=request.csr.subject.rfc4514_string(),
-            subjectAltName=subject_alt_name(request.csr), caName=target.ca,
+            subjectDN=ejbca_dn(request.csr.subject),
+            subjectAltName=ejbca_alt_names(request.csr), caName=target.ca,
             endEntityProfileName=target.end_entity_profile,
             certificateProfileName=target.certificate_profile,
             status=STATUS_NEW, tokenType="USERGENERATED",
@@ -142,13 +148,10 @@ class EjbcaSoapBackend(EjbcaBackend):
         return _answered(self._pkcs10(request, username, password,
                                       Meaning(not_found=unknown_ca_or_profile, pending_allowed=True)))
 
-    def collect(self, request: EnrollRequest, username: str, password: str) -> Issued | None:
+    def collect(self, request: EnrollRequest, username: str, password: str) -> Issued | Pending | None:
         """``pkcs10Request`` for the end entity an approved ``editUser`` created."""
-        issued = self._pkcs10(request, username, password,
-                              Meaning(not_found=None, login_refused_is_none=True))
-        if isinstance(issued, Pending):  # not allowed by the meaning; never returned
-            raise UpstreamError("the upstream CA answered pkcs10Request with an approval")
-        return issued
+        return self._pkcs10(request, username, password,
+                            Meaning(not_found=None, login_refused_is_none=True, pending_allowed=True))
 
     def issue_registered(self, request: EnrollRequest, username: str, code: str) -> Issued | Pending:
         """``pkcs10Request`` for an end entity registered in status NEW with ``code``."""
@@ -197,11 +200,58 @@ class EjbcaSoapBackend(EjbcaBackend):
         return [_double_base64_certificate(getattr(c, "certificateData", None)) for c in found]
 
     def health(self) -> None:
-        """``getEjbcaVersion`` over the mutual-TLS session: reachable, TLS trusted both ways,
-        EjbcaWS enabled and answering SOAP; a version string or an ``ESTError``."""
+        """Reachable, TLS trusted both ways, EjbcaWS enabled, and the gateway's role holding
+        every access rule the configured aliases need (``getEjbcaVersion`` checks none):
+
+        - ``isAuthorized`` of ``/administrator`` and ``/ca_functionality/create_certificate``,
+          and in RA mode ``/ra_functionality/create_end_entity`` and ``…/edit_end_entity``;
+        - ``getAvailableCAs`` lists each configured CA (``/ca/<id>``);
+        - in RA mode ``getAuthorizedEndEntityProfiles`` lists each end entity profile (its
+          ``create_end_entity`` rule) and ``isAuthorized`` of its ``edit_end_entity`` rule.
+
+        It cannot prove what only an enrollment shows: that the certificate profile is
+        allowed in the end entity profile, or the profile's DN rules.
+        """
         version = self._call("getEjbcaVersion", meaning=Meaning(not_found=ca_missing), idempotent=True)
         if not isinstance(version, str) or not version.strip():
             raise UpstreamError("the upstream CA answered getEjbcaVersion without a version")
+        if not self.targets:
+            return
+        ra = [t for t in self.targets if self.aliases.get(t.extra).mode == "ra"]
+        rules = [ADMINISTRATOR, CREATE_CERTIFICATE, *(RA_RULES if ra else ())]
+        cas = self._names("getAvailableCAs")
+        profiles = self._names("getAuthorizedEndEntityProfiles") if ra else {}
+        missing = [r for r in rules if not self._authorized(r)]
+        missing += [f"/ca/<id of {t.ca}>" for t in self.targets if t.ca not in cas]
+        for target in ra:
+            profile = profiles.get(target.end_entity_profile)
+            if profile is None:
+                missing.append(f"/endentityprofilesrules/<id of {target.end_entity_profile}>/create_end_entity")
+            elif not self._authorized(f"/endentityprofilesrules/{profile}/edit_end_entity"):
+                missing.append(f"/endentityprofilesrules/{profile}/edit_end_entity")
+        if missing:
+            unique = list(dict.fromkeys(missing))
+            log.error("backend %s: the gateway's EJBCA role lacks the access rules %s", self.name,
+                      ", ".join(unique))
+            raise UpstreamError(f"the gateway's EJBCA role lacks {', '.join(unique)}")
+
+    def _authorized(self, rule: str) -> bool:
+        return self._call("isAuthorized", rule, meaning=Meaning(not_found=None), idempotent=True) is True
+
+    def _names(self, operation: str) -> dict[str, int]:
+        found = self._call(operation, meaning=Meaning(not_found=None), idempotent=True) or []
+        return {str(getattr(n, "name", "")): int(getattr(n, "id", 0)) for n in found}
+
+    def describe_upstream(self) -> str:
+        """``getEjbcaVersion``; EjbcaWS always offers the CA chain (``getLastCAChain``)."""
+        try:
+            version = self._call("getEjbcaVersion", meaning=Meaning(not_found=ca_missing), idempotent=True)
+        except ESTError as exc:
+            version = f"unknown ({exc.detail})"
+        return f"{clip(version, 80)}, CA download: offered (getLastCAChain), chain: {self.chain_source()}"
+
+    def download_source(self) -> str:
+        return "getLastCAChain"
 
 
 def _answered(result: Issued | Pending | None) -> Issued | Pending:
@@ -210,20 +260,6 @@ def _answered(result: Issued | Pending | None) -> Issued | Pending:
     if result is None:
         raise UpstreamError("the upstream CA answered pkcs10Request without a certificate")
     return result
-
-
-def subject_alt_name(csr: x509.CertificateSigningRequest) -> str | None:
-    """The CSR's SANs in EJBCA's notation, e.g. ``dNSName=a.example, iPAddress=192.0.2.1``."""
-    names = requested_sans(csr)
-    if not names:
-        return None
-    parts = []
-    for name in names:
-        keyword = SAN_KEYWORDS.get(type(name))
-        if keyword is None:
-            raise BadRequest(f"subjectAltName type {type(name).__name__} cannot be passed to EJBCA")
-        parts.append(f"{keyword}={name.value}")
-    return ", ".join(parts) or None
 
 
 def _double_base64_certificate(data: object) -> x509.Certificate:

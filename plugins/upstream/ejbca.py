@@ -33,6 +33,7 @@ from est_gateway.config.reader import Section
 from est_gateway.errors import BadRequest, ESTError, Forbidden, UpstreamError, UpstreamUnavailable
 from plugins.upstream.alias import AliasSettingsCache, AliasUpstream
 from plugins.upstream.cache import ExpiringCache
+from plugins.upstream.chainstore import ChainStore
 from plugins.upstream.credentials import spki
 from plugins.upstream.session import UpstreamClient
 from plugins.upstream.settings import UpstreamSettings, parse_upstream
@@ -57,8 +58,11 @@ class Meaning:
     not_found: Callable[[str], ESTError] | None
     refused: Callable[[str], ESTError] | None = None
     pending_allowed: bool = False
-    #: a refused login (wrong password, end entity not NEW) is a normal answer (``None``)
+    #: a refused login (no such end entity, wrong password, status not NEW) is a normal
+    #: answer (``None``)
     login_refused_is_none: bool = False
+    #: a resource this EJBCA version lacks is expected (probing for it): no operator error log
+    missing_is_quiet: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,9 @@ class EjbcaOptions:
 
     upstream: UpstreamSettings | None
     base_dir: Path
+    #: where chains learnt from enrollment answers are kept (``state_dir``; default
+    #: ``state/<backend name>`` next to the configuration file)
+    state_dir: Path | None = None
     cacerts_cache_s: float = 300.0
     pending_retry_after_s: int = 300
     #: ``approval_secret_file``/``_env``: makes end-entity passwords derivable (see
@@ -135,7 +142,10 @@ def not_registered(reason: str) -> Forbidden:
 
 
 def enrollment_refused(reason: str) -> Forbidden:
-    """Client mode: a wrong enrollment code, or an end entity not in status NEW."""
+    """Client mode: EJBCA refused the login of the pre-registered end entity. It answers the
+    same "Wrong username or password" for an unknown end entity as for a wrong code (so as
+    not to leak which), and names a status that forbids enrolling; all are the device's
+    problem (403), never the gateway's."""
     return Forbidden("the CA refused the enrollment code or the end entity's status")
 
 
@@ -175,14 +185,18 @@ class EjbcaBackend(CABackend):
         self.options = options
         self.aliases = AliasSettingsCache(options.base_dir, allow_subject_dn=self.alias_subject_dn)
         self._chains: ExpiringCache[tuple[x509.Certificate, ...]] = ExpiringCache(options.cacerts_cache_s)
-        self._learnt: dict[str, tuple[x509.Certificate, ...]] = {}
+        self.learnt = ChainStore(options.state_dir)
+        #: the CA targets of the aliases that use this backend (what health checks)
+        self.targets: list[CATarget] = []
         self.client = UpstreamClient(options.upstream) if options.upstream is not None else None
 
     @classmethod
     def from_options(cls, name: str, options: Section) -> CABackend:
         upstream = parse_upstream(options)
+        state_dir = options.path_value("state_dir", None)
         common = EjbcaOptions(
             upstream=upstream, base_dir=options.base_dir,
+            state_dir=state_dir if state_dir is not None else options.base_dir / "state" / name,
             cacerts_cache_s=options.number("cacerts_cache_s", 300.0),
             pending_retry_after_s=options.int("pending_retry_after_s", 300, minimum=1, maximum=86400),
             approval_secret=_approval_secret(options),
@@ -207,14 +221,35 @@ class EjbcaBackend(CABackend):
         return self.client
 
     def check_target(self, target: CATarget, path: str) -> list[str]:
-        return self.aliases.check(target.extra, path)
+        problems = self.aliases.check(target.extra, path)
+        if not problems and target not in self.targets:
+            self.targets.append(target)
+        return problems
 
     def accepts_enrollment_code(self, target: CATarget) -> bool:
         """Client mode checks the CSR's challengePassword as the end entity's enrollment code."""
         return self.aliases.get(target.extra).mode == "client"
 
     def describe_state(self) -> dict[str, str]:
-        return self.upstream.describe() if self.options.upstream is not None else {}
+        facts = self.upstream.describe() if self.options.upstream is not None else {}
+        if self.options.upstream is not None:
+            facts["version"] = self.describe_upstream()
+        facts["state folder"] = str(self.options.state_dir)
+        return facts
+
+    def describe_upstream(self) -> str:
+        """One start-up line: EJBCA's version, whether it offers a CA download, where the
+        ``cacerts`` chain comes from (asks EJBCA once; never fails start-up)."""
+        return "unknown"
+
+    def chain_source(self) -> str:
+        """Where ``cacerts`` comes from when an alias has no ``ca_chain_file``."""
+        files = sorted({t.ca for t in self.targets if self.aliases.get(t.extra).ca_chain})
+        note = f"; ca_chain_file for CA {', '.join(files)}" if files else ""
+        return f"{self.download_source()}{note}"
+
+    def download_source(self) -> str:
+        return "the CA download"
 
     def pending(self, reference: Any) -> Pending:
         return Pending(retry_after=self.options.pending_retry_after_s, reference=clip(reference, 120))
@@ -234,15 +269,18 @@ class EjbcaBackend(CABackend):
         if spki(certificate.public_key()) != spki(request.csr.public_key()):
             raise UpstreamError("the upstream CA returned a certificate for another key")
         if chain:
-            self._learnt[request.target.ca] = chain
+            self.learnt.put(request.target.ca, chain)
         return Issued(certificate, chain)
 
     def learnt_chain(self, target: CATarget) -> list[x509.Certificate]:
-        """The chain that came with the last certificate of this CA (for EJBCA before 8.1)."""
-        chain = self._learnt.get(target.ca)
+        """The chain that came with the last certificate of this CA, from any worker or an
+        earlier run (the state folder): how ``cacerts`` works on EJBCA before 8.1."""
+        chain = self.learnt.get(target.ca)
         if not chain:
-            raise UpstreamUnavailable("the CA chain is not known yet: it is learnt from the first "
-                                      "enrollment; configure ca_chain_file for this label")
+            raise UpstreamUnavailable("the CA chain is not known yet: this EJBCA offers no CA "
+                                      "download, so the chain is learnt from the first enrollment "
+                                      "and kept; configure ca_chain_file for this label to serve it "
+                                      "from the start", retry_after=self.options.pending_retry_after_s)
         return list(chain)
 
     def enroll(self, request: EnrollRequest) -> Issued | Pending:
@@ -253,9 +291,12 @@ class EjbcaBackend(CABackend):
         return self.issue(request, username)
 
     def reenroll(self, request: ReenrollRequest) -> Issued | Pending:
-        """Renewal edits the same end entity (the core checked Subject/SAN and revocation)."""
+        """Renewal edits the end entity that holds the current certificate: the username comes
+        from the verified client certificate, never from the CSR (whose Subject may differ in
+        case or encoding and must not select or create another end entity)."""
         alias = self.aliases.get(request.target.extra)
-        return self.issue(request, alias.username.derive(request.csr.subject))
+        holder = request.current.subject if request.current is not None else request.csr.subject
+        return self.issue(request, alias.username.derive(holder))
 
     def issue(self, request: EnrollRequest, username: str) -> Issued | Pending:
         """RA mode: create or update end entity ``username`` and issue for the CSR.
@@ -294,9 +335,10 @@ class EjbcaBackend(CABackend):
         :class:`ApprovalAlreadyExists` when EJBCA says an approval request is still open."""
 
     @abc.abstractmethod
-    def collect(self, request: EnrollRequest, username: str, password: str) -> Issued | None:
+    def collect(self, request: EnrollRequest, username: str, password: str) -> Issued | Pending | None:
         """Issue for an existing end entity in status NEW with ``password``; ``None`` when
-        it does not exist, has another status or another password."""
+        it does not exist, has another status or another password (EJBCA refused the
+        login: go on and add/edit it); a :class:`Pending` when EJBCA answers 202."""
 
     @abc.abstractmethod
     def issue_registered(self, request: EnrollRequest, username: str, code: str) -> Issued | Pending:

@@ -1,7 +1,9 @@
 """How the gateway reaches an upstream CA: URL, mutual-TLS identity, trust, timeouts, retries.
 
-Read from ``[backends.<name>]`` by every HTTP-based adapter. Secrets come from files or
-the environment only (``client_key_passphrase_file`` / ``_env``), never inline.
+Read from ``[backends.<name>]`` by every HTTP-based adapter. The identity is
+``client_cert`` + ``client_key`` or ``client_pkcs12``. Secrets come from files or the
+environment only (``client_key_passphrase_file``/``_env``,
+``client_pkcs12_passphrase_file``/``_env``), never inline.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from est_gateway.config.reader import Section
-from plugins.upstream.credentials import CredentialError, client_tls_context, server_trust_context
+from plugins.upstream.credentials import (
+    CredentialError,
+    client_tls_context,
+    client_tls_context_pkcs12,
+    server_trust_context,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +75,21 @@ def parse_upstream(sec: Section, *, client_cert_required: bool = True) -> Upstre
             why = ("mutual TLS is the only authentication the gateway offers EJBCA" if client_cert_required
                    else "the gateway's credentials must not cross the network in clear")
             sec.error("url", f'"{url}" must be an https:// URL ({why})')
-    with_identity = client_cert_required or sec.has("client_cert") or sec.has("client_key")
-    cert = sec.path_value("client_cert", must_exist=True) if with_identity else None
-    key = sec.path_value("client_key", must_exist=True) if with_identity else None
-    passphrase = sec.secret("client_key_passphrase", required=False)
+    keystore = sec.path_value("client_pkcs12", None, must_exist=True)
+    cert: Path | None = None
+    key: Path | None = None
+    if sec.has("client_pkcs12"):
+        for pem_key in ("client_cert", "client_key", "client_key_passphrase_file",
+                        "client_key_passphrase_env"):
+            if sec.raw(pem_key) is not None:
+                sec.error(pem_key, "give either client_pkcs12 or client_cert + client_key, not both")
+        passphrase = sec.secret("client_pkcs12_passphrase", required=False)
+    else:
+        with_identity = client_cert_required or sec.has("client_cert") or sec.has("client_key")
+        cert = sec.path_value("client_cert", must_exist=True) if with_identity else None
+        key = sec.path_value("client_key", must_exist=True) if with_identity else None
+        passphrase = sec.secret("client_key_passphrase", required=False)
+    warn_days = sec.int("credential_expiry_warning_days", 30, minimum=0, maximum=3650)
     insecure = sec.bool("insecure", False)
     bundle = sec.path_value("ca_bundle", None, must_exist=True)
     if bundle is None and insecure is False and not sec.has("ca_bundle"):
@@ -85,17 +103,24 @@ def parse_upstream(sec: Section, *, client_cert_required: bool = True) -> Upstre
     breaker_cooldown = sec.number("circuit_breaker_cooldown_s", 15.0)
     if len(sec.problems.items) != before:
         return None
+    trust = None if insecure else bundle
     try:
-        trust = None if insecure else bundle
-        context = (client_tls_context(cert, key, passphrase, trust) if cert is not None and key is not None
-                   else server_trust_context(trust))
+        identity: Path | None = None
+        if keystore is not None:
+            context = client_tls_context_pkcs12(keystore, passphrase, trust, warn_days=warn_days)
+            identity = keystore
+        elif cert is not None and key is not None:
+            context = client_tls_context(cert, key, passphrase, trust, warn_days=warn_days)
+            identity = cert
+        else:   # no client identity: the upstream authenticates the gateway otherwise
+            context = server_trust_context(trust)
     except CredentialError as exc:
         sec.error(exc.key, exc.message)
         return None
     if insecure:
         log.warning("backend %s: insecure = true: the TLS certificate of %s is NOT verified; "
                     "anyone on the network path can impersonate the CA", sec.path, url)
-    return UpstreamSettings(url=url.rstrip("/"), ca_bundle=bundle, client_cert=cert,
+    return UpstreamSettings(url=url.rstrip("/"), ca_bundle=bundle, client_cert=identity,
                             insecure=bool(insecure), connect_timeout_s=connect,
                             read_timeout_s=read, retries=retries, retry_backoff_s=backoff,
                             tls=context, breaker_failures=breaker_failures,

@@ -3,11 +3,13 @@ REQUESTS_CA_BUNDLE trap, the loud ``insecure`` switch, per-alias upstream settin
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
 
 from est_gateway.config.load import parse_config
 from est_gateway.config.model import CATarget
@@ -130,7 +132,7 @@ def test_environment_ca_bundles_do_not_replace_the_configured_one(
     monkeypatch.setenv("CURL_CA_BUNDLE", str(elsewhere))
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # must not be used either
     target = CATarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY")
-    with StandinServer(StandinEjbca(), pki.server_context()) as server:
+    with StandinServer(StandinEjbca(version="8.1"), pki.server_context()) as server:
         url = server.rest_url if type_name == "ejbca-rest" else server.ws_url
         good = make_backend(type_name, upstream_options(pki, url), tmp_path)
         assert good.ca_certs(target) == server.standin.chain
@@ -138,3 +140,105 @@ def test_environment_ca_bundles_do_not_replace_the_configured_one(
         wrong = make_backend(type_name, upstream_options(pki, url, ca_bundle=str(elsewhere)), tmp_path)
         with pytest.raises(UpstreamUnavailable, match="TLS handshake"):
             wrong.ca_certs(target)
+
+
+# -- client_pkcs12: the RA credential as EJBCA hands it out (token type P12) ---------------------
+
+P12_PASSPHRASE = "p12 passphrase from the RA web"
+
+
+def keystore(pki: UpstreamPKI, path: Path, *, passphrase: str = P12_PASSPHRASE, mode: int = 0o600,
+             key: Any = None) -> Path:
+    """The RA identity as a PKCS#12 keystore, the way EJBCA's RA web issues one."""
+    cert, cas = (pki.client_cert, [pki.management.cert]) if key is None else (None, [pki.client_cert])
+    path.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"est-gateway RA", key or pki.client_key, cert, cas, BestAvailableEncryption(passphrase.encode())))
+    path.chmod(mode)
+    return path
+
+
+def p12_options(pki: UpstreamPKI, url: str, p12: Path, secret: Path, **more: Any) -> dict[str, Any]:
+    options = {**upstream_options(pki, url), "client_cert": None, "client_key": None,
+               "client_pkcs12": str(p12), "client_pkcs12_passphrase_file": str(secret), **more}
+    return {k: v for k, v in options.items() if v is not None}
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    path = tmp_path / "p12.passphrase"
+    path.write_text(P12_PASSPHRASE + "\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.mark.parametrize("type_name", ["ejbca-rest", "ejbca-soap"])
+def test_a_pkcs12_keystore_authenticates_over_mutual_tls(pki: UpstreamPKI, server: Any, tmp_path: Path,
+                                                         secret_file: Path, type_name: str) -> None:
+    p12 = keystore(pki, tmp_path / "ra.p12")
+    url = server.rest_url if type_name == "ejbca-rest" else server.ws_url
+    backend = make_backend(type_name, p12_options(pki, url, p12, secret_file), tmp_path)
+    before = len(server.standin.calls)
+    backend.health()
+    peer = server.standin.calls[before]["peer"]
+    assert dict(x[0] for x in peer["subject"])["commonName"] == "est-gateway RA"
+    assert backend.describe_state()["client certificate"] == str(p12)
+
+
+def test_pkcs12_passphrase_from_the_environment(pki: UpstreamPKI, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RA_P12_PASS", P12_PASSPHRASE)
+    p12 = keystore(pki, tmp_path / "ra.p12")
+    data = config(pki, tmp_path, client_cert=None, client_key=None, client_pkcs12=str(p12),
+                  client_pkcs12_passphrase_env="RA_P12_PASS")
+    assert parse_config(data, base_dir=tmp_path).backends["ejbca"] is not None
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("inline", "backends.ejbca.client_pkcs12_passphrase: inline secrets are not accepted"),
+    ("world-readable", "backends.ejbca.client_pkcs12: {p12} is readable by every user (mode 644); chmod 600 it"),
+    ("wrong passphrase", "backends.ejbca.client_pkcs12: {p12} is not a readable PKCS#12 keystore "
+                         "(or the passphrase is wrong)"),
+    ("no passphrase", "backends.ejbca.client_pkcs12: {p12} is not a readable PKCS#12 keystore "
+                      "(set client_pkcs12_passphrase_file or client_pkcs12_passphrase_env)"),
+    ("key without its certificate", "backends.ejbca.client_pkcs12: {p12} must hold a private key and its "
+                                    "certificate"),
+    ("both identities", "backends.ejbca.client_cert: give either client_pkcs12 or client_cert + client_key"),
+])
+def test_pkcs12_problems_carry_key_paths(pki: UpstreamPKI, tmp_path: Path, secret_file: Path, case: str,
+                                         expected: str) -> None:
+    from tests.support.pki import rsa_key
+
+    p12 = keystore(pki, tmp_path / "ra.p12", mode=0o644 if case == "world-readable" else 0o600,
+                   key=rsa_key() if case == "key without its certificate" else None)
+    backend: dict[str, Any] = {"client_cert": None, "client_key": None, "client_pkcs12": str(p12),
+                               "client_pkcs12_passphrase_file": str(secret_file)}
+    if case == "inline":
+        backend = {**backend, "client_pkcs12_passphrase_file": None, "client_pkcs12_passphrase": "x"}
+    elif case == "wrong passphrase":
+        secret_file.write_text("not it")
+    elif case == "no passphrase":
+        backend["client_pkcs12_passphrase_file"] = None
+    elif case == "both identities":
+        backend["client_cert"] = str(pki.client_cert_file)
+    found = problems(config(pki, tmp_path, **backend), tmp_path)
+    assert expected.format(p12=p12) in found[0], found
+    assert P12_PASSPHRASE not in " ".join(found)
+
+
+@pytest.mark.parametrize("identity", ["pem", "pkcs12"])
+def test_an_expiring_client_certificate_is_logged_at_start_up(pki: UpstreamPKI, tmp_path: Path,
+                                                              secret_file: Path, identity: str,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    extra: dict[str, Any] = {}
+    if identity == "pkcs12":
+        extra = {"client_cert": None, "client_key": None, "client_pkcs12": str(keystore(pki, tmp_path / "ra.p12")),
+                 "client_pkcs12_passphrase_file": str(secret_file)}
+    days_left = (pki.client_cert.not_valid_after_utc - dt.datetime.now(dt.UTC)).days
+    with caplog.at_level(logging.WARNING):
+        parse_config(config(pki, tmp_path, credential_expiry_warning_days=max(days_left - 1, 0), **extra),
+                     base_dir=tmp_path)
+    assert "expires on" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        parse_config(config(pki, tmp_path, credential_expiry_warning_days=days_left + 2, **extra),
+                     base_dir=tmp_path)
+    assert f"expires on {pki.client_cert.not_valid_after_utc:%Y-%m-%d}" in caplog.text

@@ -1,4 +1,6 @@
-"""The backend contract run against both EJBCA adapters and the stand-in EJBCA over mutual TLS."""
+"""The backend contract run against both EJBCA adapters and the stand-in EJBCA over mutual TLS:
+REST against CE 8.0 (no CA download: the chain is learnt from a first enrollment) and
+against 8.1 (``/v1/ca``), SOAP against CE 8.0."""
 
 from __future__ import annotations
 
@@ -8,16 +10,18 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from est_gateway.backends.base import CABackend
+from est_gateway.backends.base import CABackend, EnrollRequest, Issued, Requester
 from est_gateway.config.model import CATarget
 from est_gateway.testing.contract import BackendContract
 from tests.support.ejbca_standin import (
     CA_NAME,
+    StandinEjbca,
     StandinServer,
     UpstreamPKI,
     make_backend,
     upstream_options,
 )
+from tests.support.pki import make_csr, p256_key
 
 
 class _EjbcaContract(BackendContract):
@@ -46,10 +50,41 @@ class _EjbcaContract(BackendContract):
 
 
 class TestEjbcaRestContract(_EjbcaContract):
+    """CE 8.0: ``cacerts`` serves the chain learnt from an enrollment, so one comes first."""
+
     type_name = "ejbca-rest"
 
     def url(self, server: StandinServer) -> str:
         return server.rest_url
+
+    @pytest.fixture
+    def backend(self, pki: UpstreamPKI, server: StandinServer, tmp_path: Path) -> Iterator[CABackend]:
+        backend = make_backend(self.type_name, upstream_options(pki, self.url(server)), tmp_path)
+        target = CATarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY")
+        first = backend.enroll(EnrollRequest(csr=make_csr(p256_key(), cn="contract-first"), alias="c",
+                                             target=target, requester=Requester(), request_id="first"))
+        assert isinstance(first, Issued)
+        yield backend
+        backend.close()
+
+
+@pytest.fixture(scope="module")
+def server_81(pki: UpstreamPKI) -> Iterator[StandinServer]:
+    with StandinServer(StandinEjbca(version="8.1"), pki.server_context()) as running:
+        yield running
+
+
+class TestEjbcaRest81Contract(_EjbcaContract):
+    """EJBCA 8.1 and later: ``cacerts`` downloads the chain (``/v1/ca``)."""
+
+    type_name = "ejbca-rest"
+
+    def url(self, server: StandinServer) -> str:
+        return server.rest_url
+
+    @pytest.fixture
+    def server(self, server_81: StandinServer) -> StandinServer:
+        return server_81
 
 
 class TestEjbcaSoapContract(_EjbcaContract):

@@ -1,8 +1,10 @@
 """End to end: curl/openssl → real gateway process → stand-in EJBCA over mutual TLS.
 
-One gateway serves four aliases: ``est`` (REST adapter, passphrase-protected client key
-from the environment), ``soap`` (SOAP adapter), ``refused`` (nothing listens upstream) and
-``untrusted`` (the upstream presents a certificate from a CA the gateway does not trust).
+One gateway serves five aliases: ``est`` (REST adapter, passphrase-protected client key
+from the environment), ``soap`` (SOAP adapter), ``fresh`` (REST, a backend that has not
+learnt its chain yet), ``refused`` (nothing listens upstream) and ``untrusted`` (the
+upstream presents a certificate from a CA the gateway does not trust). The stand-in is
+EJBCA CE 8.0: no CA download over REST.
 Faults are switched on the stand-in while the gateway runs; after each, the gateway must
 still serve.
 """
@@ -10,6 +12,7 @@ still serve.
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,9 +22,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
+from lxml import etree
 
 from est_gateway import localmode
-from tests.support.ejbca_standin import CA_NAME, StandinEjbca, StandinServer, UpstreamPKI
+from tests.support.ejbca_standin import CA_NAME, REST, WS, StandinEjbca, StandinServer, UpstreamPKI
 from tests.support.gateway import GatewayProcess, curl, free_port
 
 pytestmark = pytest.mark.e2e
@@ -34,6 +38,7 @@ listen = "127.0.0.1:{port}"
 tls_cert = "tls/server.pem"
 tls_key = "tls/server.key"
 workers = 1
+log_level = "debug"
 
 [backends.rest]
 type = "ejbca-rest"
@@ -54,6 +59,14 @@ client_cert = "{pki}/ra-client.pem"
 client_key = "{pki}/ra-client.key"
 ca_bundle = "{pki}/upstream-ca.pem"
 read_timeout_s = 1
+retries = 0
+
+[backends.fresh]
+type = "ejbca-rest"
+url = "{rest_url}"
+client_cert = "{pki}/ra-client.pem"
+client_key = "{pki}/ra-client.key"
+ca_bundle = "{pki}/upstream-ca.pem"
 retries = 0
 
 [backends.refused]
@@ -119,7 +132,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         port = free_port()
         instance, _ = localmode.prepare(folder / "gateway", port=port)
         aliases = "\n".join(ALIAS.format(name=n, backend=b, ca=CA_NAME) for n, b in
-                            (("est", "rest"), ("soap", "soap"), ("refused", "refused"),
+                            (("est", "rest"), ("soap", "soap"), ("fresh", "fresh"), ("refused", "refused"),
                              ("untrusted", "untrusted")))
         config = instance.folder / "ejbca.toml"
         config.write_text(CONFIG.format(port=port, rest_url=server.rest_url, ws_url=server.ws_url,
@@ -160,12 +173,18 @@ def leaf(body: bytes) -> x509.Certificate:
 def test_cacerts_enroll_reenroll_and_revoked_renewal(setup: Setup, alias: str) -> None:
     cn = f"device-{alias}"
     answer = curl(f"{setup.gateway.url}/{alias}/cacerts", cacert=setup.trust_anchor)
-    assert answer.status == 200, answer.body
-    assert {c.subject for c in certificates(answer.body)} == \
-        {c.subject for c in setup.standin.chain}
+    if alias == "est":  # CE 8.0 REST: no CA download; the chain comes with the first enrollment
+        assert answer.status == 503, answer.body
+        assert b"not known yet" in answer.body and answer.headers["retry-after"].isdigit()
+    else:  # EjbcaWS: getLastCAChain
+        assert answer.status == 200, answer.body
 
     enrolled = setup.enroll(alias, new_csr(setup.folder, cn, f"{alias}-1"))
     assert enrolled.status == 200, enrolled.body
+    answer = curl(f"{setup.gateway.url}/{alias}/cacerts", cacert=setup.trust_anchor)
+    assert answer.status == 200, answer.body
+    assert {c.subject for c in certificates(answer.body)} == \
+        {c.subject for c in setup.standin.chain}
     first = leaf(enrolled.body)
     assert first.issuer == setup.standin.ca_cert.subject
     assert f"est-{cn}" in setup.standin.end_entities  # username = prefix + CN
@@ -250,3 +269,88 @@ def test_serverkeygen_through_ejbca(setup: Setup, alias: str) -> None:
     assert cert.public_key().public_bytes(serialization.Encoding.DER, spki) == \
         key.public_key().public_bytes(serialization.Encoding.DER, spki)
     assert cert.subject.rfc4514_string() == f"CN=keygen-{alias}"
+
+
+def _end_entity_passwords(standin: StandinEjbca) -> set[str]:
+    """Every end-entity password the gateway sent upstream (REST JSON, EjbcaWS editUser and
+    pkcs10Request), read from the requests the stand-in received."""
+    found = set()
+    for call in standin.calls:
+        body = call["body"]
+        if call["path"].startswith(REST) and body.startswith(b"{"):
+            password = json.loads(body).get("password")
+            if password:
+                found.add(password)
+        elif call["path"] == WS and body:
+            tree = etree.fromstring(body)
+            found |= {e.text for e in tree.iter() if etree.QName(e).localname == "password" and e.text}
+            found |= {e.text for e in tree.iter("arg1") if e.getparent() is not None and e.text
+                      and etree.QName(e.getparent()).localname == "pkcs10Request"}
+    return found
+
+
+def test_end_entity_passwords_never_reach_a_log_line_or_a_response(setup: Setup) -> None:
+    """Issue 10 §6: the one-time password the gateway sets at EJBCA appears in no log line
+    (the gateway logs at debug level here) and in no response, through enrollment, renewal,
+    an approval wait and an upstream fault."""
+    answers = []
+    for alias in ("est", "soap"):
+        cn = f"secret-{alias}"
+        enrolled = setup.enroll(alias, new_csr(setup.folder, cn, f"secret-{alias}-1"))
+        assert enrolled.status == 200, enrolled.body
+        (setup.folder / f"secret-{alias}-1.pem").write_bytes(
+            leaf(enrolled.body).public_bytes(pkcs7.serialization.Encoding.PEM))
+        tls = ("--cert", str(setup.folder / f"secret-{alias}-1.pem"),
+               "--key", str(setup.folder / f"secret-{alias}-1.key"))
+        answers += [enrolled, setup.post(alias, "simplereenroll", new_csr(setup.folder, cn, "secret-2"), *tls)]
+        setup.standin.approval = True
+        try:
+            answers.append(setup.enroll(alias, new_csr(setup.folder, f"secret-wait-{alias}", "secret-3")))
+        finally:
+            setup.standin.approval = False
+        setup.standin.fault = "garbage"
+        try:
+            answers.append(setup.enroll(alias, new_csr(setup.folder, f"secret-fault-{alias}", "secret-4")))
+        finally:
+            setup.standin.fault = None
+    assert [a.status for a in answers] == [200, 200, 202, 502] * 2
+    passwords = _end_entity_passwords(setup.standin)
+    assert len(passwords) >= 6
+    log = setup.gateway.output()
+    assert "simplereenroll" in log and "DEBUG" in log
+    for password in passwords:
+        assert password not in log
+        for answer in answers:
+            assert password.encode() not in answer.body
+            assert all(password not in v for v in answer.headers.values())
+
+
+def test_startup_lines_name_the_version_and_the_chain_source(setup: Setup) -> None:
+    out = setup.gateway.output()
+    assert "backend rest: version: EJBCA 8.0.0 Community, CA download: not offered, chain: from " \
+           "enrollment responses" in out
+    assert "backend soap: version: EJBCA 8.0.0 Community, CA download: offered (getLastCAChain)" in out
+
+
+def test_an_optional_client_certificate_does_not_fail_simpleenroll_while_the_chain_is_unknown(
+        setup: Setup) -> None:
+    """``fresh`` knows no chain yet (CE 8.0 REST): checking a presented client certificate is
+    impossible, and must not fail an enrollment that the password authenticates."""
+    pki = setup.folder.parent / "upstream"
+    before = curl(f"{setup.gateway.url}/fresh/cacerts", cacert=setup.trust_anchor)
+    assert before.status == 503, before.body
+    answer = setup.post("fresh", "simpleenroll", new_csr(setup.folder, "device-fresh", "fresh"),
+                        "-u", f"estuser:{setup.password}", "--cert", str(pki / "ra-client.pem"),
+                        "--key", str(pki / "ra-client.key"))
+    assert answer.status == 200, answer.body
+    assert curl(f"{setup.gateway.url}/fresh/cacerts", cacert=setup.trust_anchor).status == 200
+
+
+def test_a_restarted_gateway_serves_the_learnt_chain_at_once(setup: Setup) -> None:
+    """Runs last: the chain learnt from enrollments is in the state folder, not only in memory."""
+    assert list((setup.folder / "state" / "rest").glob("ca-chain-*.pem"))
+    setup.gateway.stop()
+    setup.gateway.start()
+    answer = curl(f"{setup.gateway.url}/est/cacerts", cacert=setup.trust_anchor)
+    assert answer.status == 200, answer.body
+    assert {c.subject for c in certificates(answer.body)} == {c.subject for c in setup.standin.chain}

@@ -4,6 +4,7 @@ rule: ``known=False`` only when EJBCA itself says it does not know the certifica
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -11,6 +12,8 @@ from urllib.parse import quote
 import pytest
 import responses
 
+from est_gateway.backends.base import EnrollRequest, Issued, Requester
+from est_gateway.config.model import CATarget
 from est_gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from tests.support.ejbca_standin import (
     TARGET,
@@ -147,3 +150,80 @@ def test_known_and_unknown_against_the_stand_in(type_name: str, pki: UpstreamPKI
             backend.revocation_status(issued.certificate, TARGET)
     finally:
         server.standin.fault = None
+
+
+# -- health proves authorization (neither /v1/certificate/status nor getEjbcaVersion does) -------
+
+CA_RULE = f"/ca/{StandinEjbca().ca_id}"
+
+
+@pytest.fixture
+def standin(pki: UpstreamPKI) -> Any:
+    with StandinServer(StandinEjbca(), pki.server_context()) as running:
+        yield running
+
+
+def _checked(type_name: str, pki: UpstreamPKI, server: StandinServer, tmp_path: Path,
+             target: CATarget = TARGET) -> Any:
+    backend = fast(pki, url_of(server, type_name), tmp_path, type_name)
+    assert backend.check_target(target, "aliases.est") == []
+    return backend
+
+
+@pytest.mark.parametrize(("rule", "shown"), [
+    ("/administrator", "/administrator"),
+    ("/ra_functionality/create_end_entity", "/ra_functionality/create_end_entity"),
+    ("/ra_functionality/edit_end_entity", "/ra_functionality/edit_end_entity"),
+    ("/ca_functionality/create_certificate", "/ca_functionality/create_certificate"),
+    (CA_RULE, "/ca/<id of EST Sub CA>"),
+    ("/endentityprofilesrules/1/create_end_entity", "/endentityprofilesrules/<id of EMPTY>/create_end_entity"),
+    ("/endentityprofilesrules/1/edit_end_entity", "/endentityprofilesrules/1/edit_end_entity"),
+])
+def test_soap_health_names_each_missing_access_rule(pki: UpstreamPKI, standin: StandinServer, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture, rule: str,
+                                                    shown: str) -> None:
+    backend = _checked("ejbca-soap", pki, standin, tmp_path)
+    backend.health()
+    standin.standin.denied.add(rule)
+    error = "refused the gateway's credentials" if rule == "/administrator" else f"lacks .*{re.escape(shown)}"
+    with caplog.at_level(logging.ERROR), pytest.raises(UpstreamError, match=error):
+        backend.health()
+    assert "backend ejbca" in caplog.text  # the operator learns which right is missing
+
+
+def test_soap_health_of_a_client_mode_alias_needs_no_end_entity_rights(pki: UpstreamPKI, standin: StandinServer,
+                                                                      tmp_path: Path) -> None:
+    client = CATarget(ca=TARGET.ca, certificate_profile="ENDUSER", end_entity_profile="EMPTY",
+                      extra={"mode": "client"})
+    backend = _checked("ejbca-soap", pki, standin, tmp_path, client)
+    standin.standin.denied |= {"/ra_functionality/create_end_entity", "/ra_functionality/edit_end_entity"}
+    backend.health()
+    standin.standin.denied.add("/ca_functionality/create_certificate")
+    with pytest.raises(UpstreamError, match="create_certificate"):
+        backend.health()
+
+
+def test_rest_health_needs_an_administrator_role(pki: UpstreamPKI, standin: StandinServer, tmp_path: Path) -> None:
+    backend = _checked("ejbca-rest", pki, standin, tmp_path)
+    backend.health()
+    standin.standin.denied.add("/administrator")
+    with pytest.raises(UpstreamError, match="refused the gateway's credentials"):
+        backend.health()
+
+
+def test_rest_health_checks_the_ca_once_its_dn_is_known(pki: UpstreamPKI, standin: StandinServer,
+                                                        tmp_path: Path) -> None:
+    """CE 8.0 REST: the CA's DN comes from the learnt chain (or ca_subject_dn); before either,
+    health can only prove the administrator role."""
+    backend = _checked("ejbca-rest", pki, standin, tmp_path)
+    standin.standin.denied.add(CA_RULE)
+    backend.health()  # no DN known yet: the CA right cannot be asked about
+    standin.standin.denied.clear()
+    assert isinstance(backend.enroll(EnrollRequest(csr=make_csr(p256_key(), cn="health-ca"), alias="est",
+                                                   target=TARGET, requester=Requester(), request_id="r")),
+                      Issued)
+    standin.standin.denied.add(CA_RULE)
+    with pytest.raises(UpstreamError, match="refused the gateway's credentials"):
+        backend.health()
+    probes = [c["path"] for c in standin.standin.calls if c["path"].endswith("/0/revocationstatus")]
+    assert quote(standin.standin.ca_cert.subject.rfc4514_string(), safe="") in probes[-1]

@@ -5,6 +5,7 @@ ExceptionErrorRestResponse, ExceptionInfoRestResponse; EJBCA CE 8.0 / Keyfactor 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -59,7 +60,8 @@ def certificate_response(ca: StandinEjbca, csr: x509.CertificateSigningRequest) 
 def _sign(ca: StandinEjbca, csr: x509.CertificateSigningRequest) -> x509.Certificate:
     """Issue through the stand-in's CA model (one end entity per subject, reset to NEW)."""
     username = csr.subject.rfc4514_string()
-    ca.end_entities[username] = EndEntity(username, "pw", csr.subject.rfc4514_string(), "EST Sub CA")
+    ca.end_entities[username] = EndEntity(username, "pw", csr.subject.rfc4514_string(), "EST Sub CA",
+                                          subject=csr.subject)
     return ca.process(username, "pw", csr)
 
 
@@ -206,13 +208,95 @@ def test_client_mode_posts_certificaterequest_with_the_enrollment_code(backend: 
                     "certificate_authority_name": "EST Sub CA"}
 
 
-@pytest.mark.parametrize(("status", "error"), [(404, Forbidden), (403, Forbidden), (400, BadRequest)])
+#: EJBCA CE 8.0's answers of certificaterequest (CertificateRestResource.certificateRequest wraps
+#: every EjbcaException as 400 + message; messages from ejbcaresources.en.properties and
+#: SignSessionBean.createCertificateWS)
+WRONG_USER = "Wrong username or password"
+WRONG_PASSWORD = "Got request for user with invalid password: meter-1."
+WRONG_STATUS = "Got request with status GENERATED (40), NEW, FAILED or INPROCESS required: meter-1."
+WRONG_TOKEN = ("Error: Wrong Token Type of user, must be 'USERGENERATED' for PKCS10/SPKAC/CRMF/CVC "
+               "requests")
+
+
+@pytest.mark.parametrize(("status", "message", "error", "detail"), [
+    (400, WRONG_USER, Forbidden, "enrollment code"),
+    (400, WRONG_PASSWORD, Forbidden, "enrollment code"),
+    (400, WRONG_STATUS, Forbidden, "enrollment code"),
+    (400, WRONG_TOKEN, BadRequest, "Wrong Token Type"),
+    (404, "Could not find username meter-1", Forbidden, "no end entity is registered"),
+    (403, "Administrator is not authorized to resource /ca/-1652389506.", UpstreamError,
+     "refused the gateway's credentials"),
+])
 @responses.activate
-def test_client_mode_refusals(backend: Any, status: int, error: type[Exception]) -> None:
+def test_client_mode_refusals(backend: Any, status: int, message: str, error: type[Exception],
+                              detail: str) -> None:
     backend.check_target(CLIENT, "aliases.est")
-    responses.post(CERTREQ, status=status, json={"error_code": status, "error_message": "Invalid username"})
-    with pytest.raises(error):
-        backend.enroll(enroll_request(make_csr(p256_key(), challenge_password="x"), CLIENT))
+    responses.post(CERTREQ, status=status, json={"error_code": status, "error_message": message})
+    with pytest.raises(error, match=detail):
+        backend.enroll(enroll_request(make_csr(p256_key(), cn="meter-1", challenge_password="x"), CLIENT))
+
+
+@responses.activate
+def test_client_mode_202_is_pending(backend: Any) -> None:
+    backend.check_target(CLIENT, "aliases.est")
+    responses.post(CERTREQ, status=202, json={"status_code": 202, "info_message": "Waiting for approval",
+                                              "link": "/v1/approval/3"})
+    assert isinstance(backend.enroll(enroll_request(make_csr(p256_key(), challenge_password="x"), CLIENT)),
+                      Pending)
+
+
+APPROVAL_SECRET = "s" * 40
+
+
+@pytest.fixture
+def ra_with_secret(pki: UpstreamPKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("EST_TEST_APPROVAL_SECRET", APPROVAL_SECRET)
+    return make_backend("ejbca-rest", upstream_options(pki, BASE, approval_secret_env="EST_TEST_APPROVAL_SECRET"),
+                        tmp_path)
+
+
+@pytest.mark.parametrize("message", [WRONG_USER, WRONG_PASSWORD, WRONG_STATUS])
+@responses.activate
+def test_with_approval_secret_a_refused_login_goes_on_to_enroll(ra_with_secret: Any, ca: StandinEjbca,
+                                                                message: str) -> None:
+    """RA mode first tries to collect an approved request with certificaterequest; CE 8.0's
+    400 for "no such end entity / wrong password / wrong status" means: add/edit and enroll."""
+    csr = make_csr(p256_key(), cn="meter-1")
+    responses.post(CERTREQ, status=400, json={"error_code": 400, "error_message": message})
+    responses.post(ENROLL, json=certificate_response(ca, csr), status=201)
+    request = dataclasses.replace(enroll_request(csr), retry_key="k1")
+    assert isinstance(ra_with_secret.enroll(request), Issued)
+    assert [c.request.url for c in responses.calls] == [CERTREQ, ENROLL]
+    assert body_of(responses.calls[0])["password"] == body_of(responses.calls[1])["password"]
+
+
+@responses.activate
+def test_with_approval_secret_another_400_is_the_devices_400(ra_with_secret: Any) -> None:
+    responses.post(CERTREQ, status=400, json={"error_code": 400, "error_message": WRONG_TOKEN})
+    request = dataclasses.replace(enroll_request(make_csr(p256_key())), retry_key="k2")
+    with pytest.raises(BadRequest, match="Wrong Token Type"):
+        ra_with_secret.enroll(request)
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_with_approval_secret_a_202_while_collecting_is_pending(ra_with_secret: Any) -> None:
+    responses.post(CERTREQ, status=202, json={"status_code": 202, "info_message": "Waiting for approval",
+                                              "link": "/v1/approval/9"})
+    request = dataclasses.replace(enroll_request(make_csr(p256_key())), retry_key="k3")
+    assert ra_with_secret.enroll(request) == Pending(retry_after=300, reference="Waiting for approval")
+
+
+@responses.activate
+def test_renewal_username_comes_from_the_current_certificate_not_the_csr(backend: Any,
+                                                                          ca: StandinEjbca) -> None:
+    """A CSR whose Subject differs in case must not select or create another end entity."""
+    current = _sign(ca, make_csr(p256_key(), cn="Device-9"))
+    csr = make_csr(p256_key(), cn="device-9")
+    responses.post(ENROLL, json=certificate_response(ca, csr), status=201)
+    backend.reenroll(ReenrollRequest(csr=csr, alias="est", target=TARGET, requester=Requester(),
+                                     request_id="r", current=current))
+    assert body_of(responses.calls[0])["username"] == "Device-9"
 
 
 def test_client_mode_without_challenge_password_is_400(backend: Any) -> None:

@@ -186,6 +186,89 @@ def test_idempotent_operations_are_retried(backend: Any, ca: StandinEjbca) -> No
 
 
 def test_unsupported_san_type_is_400(backend: Any) -> None:
-    csr = make_csr(p256_key(), sans=[x509.RegisteredID(x509.ObjectIdentifier("1.2.3.4"))])
+    csr = make_csr(p256_key(), sans=[x509.OtherName(x509.ObjectIdentifier("1.3.6.1.5.5.7.8.4"), b"\x05\x00")])
     with pytest.raises(BadRequest, match="subjectAltName"):
         backend.enroll(request_for(csr))
+
+
+# -- subjectDN / subjectAltName in EJBCA's notation (DnComponents, CeSecoreNameStyle) ----------
+
+def _attrs(*pairs: tuple[x509.ObjectIdentifier, str]) -> x509.Name:
+    return x509.Name([x509.NameAttribute(oid, value) for oid, value in pairs])
+
+
+def _csr_for(subject: x509.Name, sans: list[x509.GeneralName] | None = None) -> x509.CertificateSigningRequest:
+    from cryptography.hazmat.primitives import hashes
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(p256_key(), hashes.SHA256())
+
+
+@responses.activate
+def test_subject_dn_uses_ejbcas_names_and_order_and_the_certificate_keeps_the_subject(
+        backend: Any, ca: StandinEjbca) -> None:
+    from cryptography.x509.oid import NameOID as N
+    subject = _attrs((N.COUNTRY_NAME, "SE"), (N.DOMAIN_COMPONENT, "org"), (N.DOMAIN_COMPONENT, "example"),
+                     (N.ORGANIZATION_NAME, "Acme"), (N.ORGANIZATIONAL_UNIT_NAME, "Meters"),
+                     (N.TITLE, "Sensor"), (N.SURNAME, "Doe"), (N.INITIALS, "JD"), (N.GIVEN_NAME, "Jane"),
+                     (N.SERIAL_NUMBER, "SN-0042"), (N.COMMON_NAME, "meter-42"), (N.USER_ID, "u42"),
+                     (N.EMAIL_ADDRESS, "meter-42@example.org"))
+    responses.add_callback(responses.POST, URL, callback=answer_with(ca))
+    issued = backend.enroll(request_for(_csr_for(subject)))
+    user = {child.tag: child.text for child in sent(responses.calls[0]).find("arg0")}
+    assert user["subjectDN"] == ("E=meter-42@example.org,UID=u42,CN=meter-42,SN=SN-0042,GIVENNAME=Jane,"
+                                 "INITIALS=JD,SURNAME=Doe,T=Sensor,OU=Meters,O=Acme,DC=example,DC=org,C=SE")
+    assert isinstance(issued, Issued)
+    assert sorted((a.oid.dotted_string, a.value) for a in issued.certificate.subject) == \
+        sorted((a.oid.dotted_string, a.value) for a in subject)
+
+
+@pytest.mark.parametrize(("value", "written"), [
+    ("a,b+c", "a\\,b\\+c"),
+    ('say "hi"; x=1 <y>', 'say \\"hi\\"\\; x\\=1 \\<y\\>'),
+    ("#hash", "\\#hash"),
+    ("back\\slash", "back\\\\slash"),
+])
+@responses.activate
+def test_dn_values_are_escaped_the_way_ejbcas_tokenizer_reads_them(backend: Any, ca: StandinEjbca,
+                                                                   value: str, written: str) -> None:
+    from cryptography.x509.oid import NameOID as N
+    subject = _attrs((N.ORGANIZATION_NAME, "Acme"), (N.COMMON_NAME, value))
+    responses.add_callback(responses.POST, URL, callback=answer_with(ca))
+    issued = backend.enroll(request_for(_csr_for(subject)))
+    user = {child.tag: child.text for child in sent(responses.calls[0]).find("arg0")}
+    assert user["subjectDN"] == f"CN={written},O=Acme"
+    assert isinstance(issued, Issued)
+    assert issued.certificate.subject.get_attributes_for_oid(N.COMMON_NAME)[0].value == value
+
+
+@responses.activate
+def test_subject_alt_names_in_ejbcas_keywords(backend: Any, ca: StandinEjbca) -> None:
+    import ipaddress
+    sans: list[x509.GeneralName] = [
+        x509.DNSName("meter.example.org"), x509.IPAddress(ipaddress.ip_address("192.0.2.7")),
+        x509.IPAddress(ipaddress.ip_address("2001:db8::7")), x509.RFC822Name("ops@example.org"),
+        x509.UniformResourceIdentifier("urn:dev:ops:a,b"), x509.RegisteredID(x509.ObjectIdentifier("1.2.3.4"))]
+    responses.add_callback(responses.POST, URL, callback=answer_with(ca))
+    issued = backend.enroll(request_for(make_csr(p256_key(), cn="meter-san", sans=sans)))
+    user = {child.tag: child.text for child in sent(responses.calls[0]).find("arg0")}
+    assert user["subjectAltName"] == ("dNSName=meter.example.org, iPAddress=192.0.2.7, iPAddress=2001:db8::7, "
+                                      "rfc822name=ops@example.org, uniformResourceIdentifier=urn:dev:ops:a\\,b, "
+                                      "registeredID=1.2.3.4")
+    assert isinstance(issued, Issued)
+    got = issued.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(got) == set(sans)
+
+
+@pytest.mark.parametrize(("subject", "detail"), [
+    (x509.Name([x509.NameAttribute(x509.ObjectIdentifier("1.2.3.4.5"), "x"),
+                x509.NameAttribute(x509.NameOID.COMMON_NAME, "a")]), "1.2.3.4.5"),
+    (x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, " padded ")]), "leading or trailing spaces"),
+    (x509.Name([x509.RelativeDistinguishedName([
+        x509.NameAttribute(x509.NameOID.COMMON_NAME, "a"), x509.NameAttribute(x509.NameOID.USER_ID, "b")])]),
+     "multi-valued"),
+])
+def test_what_ejbca_cannot_express_is_400(backend: Any, subject: x509.Name, detail: str) -> None:
+    with pytest.raises(BadRequest, match=detail):
+        backend.enroll(request_for(_csr_for(subject)))

@@ -1,9 +1,11 @@
 """A stand-in EJBCA: its REST API and EjbcaWS over real mutual TLS on 127.0.0.1.
 
-It models what the adapters rely on (EJBCA CE 8.x behaviour as described by its sources):
-end entities with status and password, ``pkcs10enroll`` creating or editing the end
-entity, a default CA's refusal of a second end entity with the same subject DN, client
-mode, revocation status, CA chain download, approvals. Faults are injected with
+It answers as EJBCA CE 8.0 does (``version="8.1"`` adds the ``/v1/ca`` resource of 8.1 and
+later), each behaviour with the CE source it follows: end entities with status and
+password, ``pkcs10enroll`` creating or editing the end entity, ``certificaterequest``'s
+400s, EJBCA's DN and altName keywords, a default CA's refusal of a second end entity with
+the same subject DN, client mode, revocation status, CA chain download, approvals, and
+the access rules of the gateway's RA role (``denied``). Faults are injected with
 :attr:`StandinEjbca.fault`. The TLS layer REQUIRES a client certificate from the
 management CA, so the gateway's upstream credentials go through a real handshake.
 """
@@ -27,6 +29,7 @@ from xml.sax.saxutils import escape
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, Encoding, PrivateFormat
+from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from est_gateway.backends.local import authority
@@ -43,15 +46,126 @@ TARGET = CATarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile=
 CA_DN = "CN=EST Sub CA,O=Stand-in EJBCA"
 
 
+#: EndEntityConstants statuses and their texts (EndEntityConstants.getStatusText)
+STATUS_NEW, STATUS_GENERATED = 10, 40
+STATUS_TEXT = {10: "NEW", 11: "FAILED", 20: "INITIALIZED", 30: "INPROCESS", 40: "GENERATED",
+               50: "REVOKED", 60: "HISTORICAL", 70: "KEYRECOVERY", 80: "WAITINGFORADDAPPROVAL"}
+
+#: DN component names EJBCA reads in a DN string: cesecore ``CeSecoreNameStyle.DefaultLookUp``
+#: (lower-cased keys; SN is serialNumber, E is emailAddress, T is title, DN is dnQualifier).
+#: The stand-in refuses any other keyword (e.g. a dotted OID such as ``2.5.4.5``): EJBCA's
+#: end entity handling (DnComponents/DNFieldExtractor) has no field for it.
+EJBCA_DN_NAMES: dict[str, x509.ObjectIdentifier] = {
+    "c": NameOID.COUNTRY_NAME, "o": NameOID.ORGANIZATION_NAME, "t": NameOID.TITLE,
+    "ou": NameOID.ORGANIZATIONAL_UNIT_NAME, "cn": NameOID.COMMON_NAME, "l": NameOID.LOCALITY_NAME,
+    "st": NameOID.STATE_OR_PROVINCE_NAME, "sn": NameOID.SERIAL_NUMBER, "serialnumber": NameOID.SERIAL_NUMBER,
+    "street": NameOID.STREET_ADDRESS, "e": NameOID.EMAIL_ADDRESS, "emailaddress": NameOID.EMAIL_ADDRESS,
+    "dc": NameOID.DOMAIN_COMPONENT, "uid": NameOID.USER_ID, "surname": NameOID.SURNAME,
+    "givenname": NameOID.GIVEN_NAME, "initials": NameOID.INITIALS,
+    "generation": NameOID.GENERATION_QUALIFIER, "dn": NameOID.DN_QUALIFIER,
+    "pseudonym": NameOID.PSEUDONYM, "postalcode": NameOID.POSTAL_CODE,
+    "businesscategory": NameOID.BUSINESS_CATEGORY, "name": x509.ObjectIdentifier("2.5.4.41"),
+    "unstructuredname": x509.ObjectIdentifier("1.2.840.113549.1.9.2"),
+    "organizationidentifier": x509.ObjectIdentifier("2.5.4.97"),
+    "unstructuredaddress": x509.ObjectIdentifier("1.2.840.113549.1.9.8"),
+    "telephonenumber": x509.ObjectIdentifier("2.5.4.20"),
+    "jurisdictionlocality": x509.ObjectIdentifier("1.3.6.1.4.1.311.60.2.1.1"),
+    "jurisdictionstate": x509.ObjectIdentifier("1.3.6.1.4.1.311.60.2.1.2"),
+    "jurisdictioncountry": x509.ObjectIdentifier("1.3.6.1.4.1.311.60.2.1.3"),
+}
+#: subjectAltName keywords EJBCA reads (CertTools/DnComponents: DNSNAME, IPADDR, EMAIL ``rfc822name``,
+#: URI ``uniformResourceIdentifier``, ``registeredID``); matched case-insensitively.
+ALT_NAME_TYPES = {"dnsname": "dns", "ipaddress": "ip", "rfc822name": "email",
+                  "uniformresourceidentifier": "uri", "uri": "uri", "registeredid": "rid"}
+
+
+def _split_unescaped(text: str, separator: str) -> list[str]:
+    """EJBCA's X509NameTokenizer: split on ``separator`` outside backslash escapes and quotes;
+    each value is then unescaped and trimmed (``nextToken`` returns ``buf.trim()``: EJBCA
+    loses leading and trailing spaces, escaped or not)."""
+    parts, buf, escaped, quoted = [], [], False, False
+    for ch in text:
+        if escaped:
+            buf.append("\\" + ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+            buf.append(ch)
+        elif ch == separator and not quoted:
+            parts.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+    parts.append("".join(buf))
+    return [p for p in (s.strip() for s in parts) if p]
+
+
+def _unescape(value: str) -> str:
+    out, i = [], 0
+    while i < len(value):
+        if value[i] == "\\" and i + 1 < len(value):
+            out.append(value[i + 1])
+            i += 2
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_ejbca_dn(text: str) -> x509.Name:
+    """A ``subjectDN`` as EJBCA reads it (most specific first, EJBCA's component names)."""
+    attributes = []
+    for part in _split_unescaped(text, ","):
+        keyword, sep, value = part.partition("=")
+        oid = EJBCA_DN_NAMES.get(keyword.strip().lower())
+        if not sep or oid is None:
+            raise Fault(400, f"Subject DN component '{keyword.strip()}' is not a DN field of the end "
+                        "entity profile", "UserDoesntFullfillEndEntityProfile")
+        attributes.append(x509.NameAttribute(oid, _unescape(value.strip()).strip()))
+    return x509.Name(list(reversed(attributes)))
+
+
+def parse_ejbca_alt_names(text: str) -> list[x509.GeneralName]:
+    """A ``subjectAltName`` as EJBCA reads it (``dNSName=a, iPAddress=192.0.2.1``)."""
+    names: list[x509.GeneralName] = []
+    for part in _split_unescaped(text, ","):
+        keyword, _, value = part.partition("=")
+        kind = ALT_NAME_TYPES.get(keyword.strip().lower())
+        value = _unescape(value.strip())
+        if kind == "dns":
+            names.append(x509.DNSName(value))
+        elif kind == "ip":
+            names.append(x509.IPAddress(ipaddress.ip_address(value)))
+        elif kind == "email":
+            names.append(x509.RFC822Name(value))
+        elif kind == "uri":
+            names.append(x509.UniformResourceIdentifier(value))
+        elif kind == "rid":
+            names.append(x509.RegisteredID(x509.ObjectIdentifier(value)))
+        else:
+            raise Fault(400, f"Unknown subject alternative name component '{keyword.strip()}'",
+                        "UserDoesntFullfillEndEntityProfile")
+    return names
+
+
 @dataclass
 class EndEntity:
     username: str
     password: str
     subject_dn: str
     ca: str
-    status: int = 10  # NEW
+    status: int = STATUS_NEW
     certificate_profile: str = "ENDUSER"
     end_entity_profile: str = "EMPTY"
+    #: the end entity's DN and altNames as EJBCA keeps them; EJBCA issues with these, not
+    #: with the CSR's (certificate profile default: no DN or extension override by the CSR)
+    subject: x509.Name | None = None
+    alt_names: list[x509.GeneralName] | None = None
+
+    def name(self) -> x509.Name:
+        return self.subject if self.subject is not None else parse_ejbca_dn(self.subject_dn)
 
 
 #: ApprovalDataVO statuses and approval types (EJBCA ``ApprovalDataVO``)
@@ -96,14 +210,35 @@ class Fault(Exception):
         self.status, self.message, self.bean, self.code = status, message, bean, code
 
 
+#: access rules (AccessRulesConstants, StandardRules) the RA administrator role needs
+ADMINISTRATOR = "/administrator"
+CREATE_END_ENTITY = "/ra_functionality/create_end_entity"
+EDIT_END_ENTITY_RULE = "/ra_functionality/edit_end_entity"
+CREATE_CERTIFICATE = "/ca_functionality/create_certificate"
+#: end entity profile IDs of the stand-in (EJBCA gives each profile a random int ID)
+PROFILE_IDS = {"EMPTY": 1, "EST_DEVICES": 1785328532}
+
+
+def versioned(version: str) -> str:
+    """``GlobalConfiguration.EJBCA_VERSION`` as the REST status and getEjbcaVersion report it."""
+    return f"EJBCA {version}.0 Community"
+
+
 @dataclass
 class StandinEjbca:
-    """The CA model plus fault switches; thread-safe enough for tests (one lock)."""
+    """The CA model plus fault switches; thread-safe enough for tests (one lock).
+
+    ``version`` is the EJBCA CE release modelled: "8.0" has no ``/v1/ca`` resource (CE 8.0
+    ships no CaRestResource; it came with 8.1), "8.1" and later have it. ``denied`` holds the
+    access rules the gateway's RA role lacks (``/administrator``, ``/ca/<id>``, ...).
+    """
 
     root: CA = field(default_factory=lambda: CA.create("Stand-in Root CA"))
+    version: str = "8.0"
     approval: bool = False
     fault: str | None = None
     hang_s: float = 4.0
+    denied: set[str] = field(default_factory=set)
     end_entities: dict[str, EndEntity] = field(default_factory=dict)
     approvals: dict[int, ApprovalRequest] = field(default_factory=dict)
     issued: dict[tuple[str, str], Issuance] = field(default_factory=dict)
@@ -121,10 +256,32 @@ class StandinEjbca:
     def chain(self) -> list[x509.Certificate]:
         return [self.ca_cert, self.root.cert]
 
+    @property
+    def ca_id(self) -> int:
+        """EJBCA's CA ID: the hash of the CA's subject DN (``CertTools.stringToBCDNString(dn).hashCode()``)."""
+        return java_hash(CA_DN)
+
+    @property
+    def has_ca_resource(self) -> bool:
+        return tuple(int(p) for p in self.version.split(".")) >= (8, 1)
+
     # -- EJBCA behaviour --------------------------------------------------------------------
+
+    def require(self, rule: str) -> None:
+        """``AuthorizationSession.isAuthorized`` failing → ``AuthorizationDeniedException``
+        (REST ExceptionHandler: 403; EjbcaWS: the AuthorizationDeniedException fault)."""
+        if rule in self.denied:
+            raise Fault(403, f"Administrator is not authorized to resource {rule}.",
+                        "AuthorizationDeniedException")
+
+    def admin(self) -> None:
+        """``getAdmin(..., allowNonAdmins=false)``: the client certificate must belong to a role
+        with ``/administrator`` (EjbcaRestHelperSessionBean.getAdmin, EjbcaWSHelperSession.getAdmin)."""
+        self.require(ADMINISTRATOR)
 
     def add_or_edit(self, ee: EndEntity) -> None:
         """``editUser``/``addOrEditUser``: add, or overwrite an existing end entity."""
+        self.admin()
         if ee.ca != CA_NAME:
             raise Fault(404, f"CA with name {ee.ca} doesn't exist.", "CADoesntExistsException")
         if ee.end_entity_profile == "MISSING":
@@ -133,6 +290,13 @@ class StandinEjbca:
         if ee.certificate_profile == "STRICT":
             raise Fault(422, "Wrong number of CN fields in Subject DN.",
                         "UserDoesntFullfillEndEntityProfile")
+        exists = ee.username in self.end_entities
+        self.require(EDIT_END_ENTITY_RULE if exists else CREATE_END_ENTITY)
+        profile = PROFILE_IDS.get(ee.end_entity_profile, 0)
+        self.require(f"/endentityprofilesrules/{profile}"
+                     f"{'/edit_end_entity' if exists else '/create_end_entity'}")
+        self.require(f"/ca/{self.ca_id}")
+        ee.name()  # the DN must be one EJBCA can read
         if self.approval:
             self._request_approval(ee)
         with self.lock:
@@ -177,33 +341,52 @@ class StandinEjbca:
             request.status = EXECUTION_DENIED
 
     def process(self, username: str, password: str, csr: x509.CertificateSigningRequest) -> x509.Certificate:
-        """``processCertificateRequest``: the end entity must be NEW with this password."""
+        """``SignSessionBean.createCertificateWS`` + ``EndEntityAuthenticationSessionBean.authenticateUser``
+        (EJBCA CE 8.0), with EJBCA's messages (ejbcaresources.en.properties):
+
+        - no such end entity: ``NotFoundException("Wrong username or password")``
+          (``ra.wrongusernameorpassword``; the same text either way, not to leak which);
+        - status not NEW/FAILED/INPROCESS/KEYRECOVERY, checked *before* the password
+          (``isAllowedToEnroll``): ``AuthStatusException`` ``authentication.wrongstatus``;
+        - wrong password: ``AuthLoginException(LOGIN_ERROR)`` ``authentication.invalidpwd``.
+
+        All three extend ``EjbcaException``; EjbcaWS turns the last two into an EjbcaException
+        fault with ``USER_WRONG_STATUS``/``LOGIN_ERROR``. The certificate carries the end
+        entity's DN and altNames.
+        """
+        self.admin()
         with self.lock:
             ee = self.end_entities.get(username)
             if ee is None:
-                raise Fault(404, f"Could not find username {username}", "NotFoundException")
-            if ee.password != password:
-                raise Fault(403, "Got request with status NEW but wrong password", "EjbcaException",
-                            "LOGIN_ERROR")
-            if ee.status != 10:
-                raise Fault(403, "Got request for user with status GENERATED", "EjbcaException",
+                raise Fault(400, "Wrong username or password", "NotFoundException")
+            if ee.status not in (10, 11, 30, 70):
+                raise Fault(400, f"Got request with status {STATUS_TEXT[ee.status]} ({ee.status}), NEW, "
+                            f"FAILED or INPROCESS required: {username}.", "EjbcaException",
                             "USER_WRONG_STATUS")
-            subject = csr.subject.rfc4514_string()
+            if ee.password != password:
+                raise Fault(400, f"Got request for user with invalid password: {username}.",
+                            "EjbcaException", "LOGIN_ERROR")
+        self.require(f"/ca/{self.ca_id}")
+        self.require(CREATE_CERTIFICATE)
+        with self.lock:
+            subject = ee.name()
             for issuance in self.issued.values():
-                if (issuance.certificate.subject.rfc4514_string() == subject
-                        and issuance.username != username):
-                    raise Fault(400, "User '" + username + "' is not allowed to use same subject DN "
-                                "as the user(s) 'other' is using", "EjbcaException",
+                if issuance.certificate.subject == subject and issuance.username != username:
+                    raise Fault(400, f"User '{username}' is not allowed to use same subject DN as the "
+                                f"user(s) {issuance.username} is/are using while issued by the same CA "
+                                "(even if CN postfix is used). See setting for 'Enforce unique DN' in "
+                                "the section Certification Authorities.", "EjbcaException",
                                 "CERTIFICATE_WITH_THIS_SUBJECTDN_ALREADY_EXISTS_FOR_ANOTHER_USER")
             cert = authority.build_leaf(
-                subject=csr.subject, public_key=csr.public_key(), sans=_sans(csr),
+                subject=subject, public_key=csr.public_key(),
+                sans=ee.alt_names if ee.alt_names is not None else _sans(csr),
                 issuer=self.ca_cert, issuer_key=self.ca_key,
                 not_before=NOW - dt.timedelta(minutes=5), not_after=NOW + dt.timedelta(days=30),
                 key_usage=["digitalSignature"], extended_key_usage=["clientAuth"],
                 serial=authority.random_serial())
             self.issued[(self.ca_cert.subject.rfc4514_string(), f"{cert.serial_number:X}")] = \
                 Issuance(cert, username)
-            ee.status = 40  # GENERATED
+            ee.status = STATUS_GENERATED
             return cert
 
     def revoke(self, cert: x509.Certificate, reason: int = 1) -> None:
@@ -215,6 +398,9 @@ class StandinEjbca:
     # -- REST (field names of EnrollCertificateRestRequest & co.) ----------------------------
 
     def rest(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+        """Faults as CE 8.0's ``ExceptionHandler`` renders them: ``ExceptionErrorRestResponse``
+        ``{"error_code", "error_message"}``, or ``ExceptionInfoRestResponse`` with 202 for
+        ``WaitingForApprovalException``."""
         try:
             return self._rest(method, path, json.loads(body) if body else {})
         except Fault as f:
@@ -225,29 +411,48 @@ class StandinEjbca:
 
     def _rest(self, method: str, path: str, data: dict[str, Any]) -> tuple[int, str, bytes]:
         if method == "POST" and path == "/v1/certificate/pkcs10enroll":
+            # CE 8.0 CertificateRestResource.enrollPkcs10Certificate catches EjbcaException,
+            # EndEntityProfileValidationException and CesecoreException → 400 with the message;
+            # AuthorizationDeniedException (403) and WaitingForApprovalException (202) pass to
+            # the ExceptionHandler.
             csr = x509.load_pem_x509_csr(data["certificate_request"].encode())
-            self.add_or_edit(EndEntity(
-                username=data["username"], password=data["password"],
-                subject_dn=csr.subject.rfc4514_string(), ca=data["certificate_authority_name"],
-                certificate_profile=data["certificate_profile_name"],
-                end_entity_profile=data["end_entity_profile_name"]))
-            cert = self.process(data["username"], data["password"], csr)
+            try:
+                self.add_or_edit(EndEntity(
+                    username=data["username"], password=data["password"],
+                    subject_dn=csr.subject.rfc4514_string(), subject=csr.subject,
+                    ca=data["certificate_authority_name"],
+                    certificate_profile=data["certificate_profile_name"],
+                    end_entity_profile=data["end_entity_profile_name"]))
+                cert = self.process(data["username"], data["password"], csr)
+            except Fault as f:
+                raise Fault(f.status if f.status in (202, 403) else 400, f.message, f.bean, f.code) from None
             return _json(201, self._cert_response(cert, bool(data.get("include_chain"))))
         if method == "POST" and path == "/v1/certificate/certificaterequest":
-            if data.get("certificate_request_type") != "PKCS10":
+            # CE 8.0 CertificateRestResource.certificateRequest: raMasterApi.processCertificateRequest
+            # (= createCertificateWS); every EjbcaException — NotFoundException, AuthLoginException,
+            # AuthStatusException included — becomes 400 with the exception's message.
+            if data.get("certificate_request_type", "PKCS10") != "PKCS10":
                 raise Fault(400, "Invalid certificate request type")
             csr = x509.load_pem_x509_csr(data["certificate_request"].encode())
             try:
                 cert = self.process(data["username"], data["password"], csr)
-            except Fault as f:  # REST maps AuthLogin/AuthStatus to 403 and NoSuchEndEntity to 404
-                raise Fault(f.status if f.status in (403, 404) else 400, f.message) from None
+            except Fault as f:
+                raise Fault(403 if f.status == 403 else 400, f.message, f.bean, f.code) from None
             return _json(201, self._cert_response(cert, bool(data.get("include_chain"))))
         m = re.fullmatch(r"/v1/certificate/([^/]+)/([^/]+)/revocationstatus", path)
         if method == "GET" and m:
+            # CE 8.0 CertificateRestResource.revocationStatus: getAdmin(false), then the CA must
+            # exist (CADoesntExistsException "CA '<dn>' does not exist." → 404) and be one the
+            # administrator may access; an unknown serial is a NotFoundException (404).
+            self.admin()
             issuer, serial = unquote(m.group(1)), m.group(2)
+            if issuer != self.ca_cert.subject.rfc4514_string():
+                raise Fault(404, f"CA '{issuer}' does not exist.")
+            self.require(f"/ca/{self.ca_id}")
             found = self.lookup(issuer, serial)
             if found is None:
-                raise Fault(404, f"Could not find certificate with serial number '{serial}'")
+                raise Fault(404, f"Certificate with serial number '{serial}' and issuer DN '{issuer}' "
+                            "was not found")
             answer: dict[str, Any] = {"issuer_dn": issuer, "serial_number": serial,
                                       "revoked": found.revoked_reason != -1,
                                       "revocation_reason": "NOT_REVOKED" if found.revoked_reason == -1
@@ -255,18 +460,23 @@ class StandinEjbca:
             if found.revoked_reason != -1:
                 answer["revocation_date"] = "2024-05-01T10:00:00Z"
             return _json(200, answer)
-        if method == "GET" and path == "/v1/ca":
-            return _json(200, {"certificate_authorities": [
-                {"id": 1652389506, "name": CA_NAME, "subject_dn": CA_DN,
-                 "issuer_dn": self.root.cert.subject.rfc4514_string(),
-                 "expiration_date": "2030-01-01T00:00:00Z"}]})
-        m = re.fullmatch(r"/v1/ca/([^/]+)/certificate/download", path)
-        if method == "GET" and m:
-            if unquote(m.group(1)) != CA_DN:
-                raise Fault(404, "CA doesn't exist")
-            return 200, "application/octet-stream", authority.cert_pem(*self.chain)
         if method == "GET" and path == "/v1/certificate/status":
-            return _json(200, {"status": "OK", "version": "1.0", "revision": "EJBCA 8.2.0 Community"})
+            # BaseRestResource.status: no authentication, no authorization
+            return _json(200, {"status": "OK", "version": "1.0", "revision": versioned(self.version)})
+        if self.has_ca_resource:  # CaRestResource: EJBCA 8.1 CE and later
+            if method == "GET" and path == "/v1/ca":
+                self.admin()
+                listed = [] if f"/ca/{self.ca_id}" in self.denied else [
+                    {"id": self.ca_id, "name": CA_NAME, "subject_dn": CA_DN,
+                     "issuer_dn": self.root.cert.subject.rfc4514_string(),
+                     "expiration_date": "2030-01-01T00:00:00Z"}]
+                return _json(200, {"certificate_authorities": listed})
+            m = re.fullmatch(r"/v1/ca/([^/]+)/certificate/download", path)
+            if method == "GET" and m:
+                if unquote(m.group(1)) != CA_DN:
+                    raise Fault(404, "CA doesn't exist")
+                return 200, "application/octet-stream", authority.cert_pem(*self.chain)
+        # RESTEasy's own answer for a path no resource serves (issue #520 for /v1/ca on 8.0)
         raise Fault(404, f"RESTEASY003210: Could not find resource for full path: {path}")
 
     def _cert_response(self, cert: x509.Certificate, include_chain: bool) -> dict[str, Any]:
@@ -293,6 +503,11 @@ class StandinEjbca:
 
     def _soap(self, op: str, args: dict[str, Any]) -> str:
         text = {k: (v.text or "") for k, v in args.items()}
+        if op == "getEjbcaVersion":  # allows non-admins
+            return f"<return>{versioned(self.version)}</return>"
+        if op == "isAuthorized":  # EjbcaWS.isAuthorized: isAuthorizedNoLogging(admin, resource)
+            return f"<return>{'false' if text['arg0'] in self.denied else 'true'}</return>"
+        self.admin()
         if op == "editUser":
             user = {c.tag: (c.text or "") for c in args["arg0"]}
             assert user["status"] == "10" and user["tokenType"] == "USERGENERATED"
@@ -300,6 +515,7 @@ class StandinEjbca:
             self.add_or_edit(EndEntity(
                 username=user["username"], password=user["password"],
                 subject_dn=user["subjectDN"], ca=user["caName"],
+                alt_names=parse_ejbca_alt_names(user.get("subjectAltName", "")),
                 certificate_profile=user["certificateProfileName"],
                 end_entity_profile=user["endEntityProfileName"]))
             return ""
@@ -311,6 +527,7 @@ class StandinEjbca:
         if op == "checkRevokationStatus":
             if text["arg0"] != self.ca_cert.subject.rfc4514_string():  # caSession.verifyExistenceOfCA
                 raise Fault(404, f"CA with DN {text['arg0']} doesn't exist.", "CADoesntExistsException")
+            self.require(f"/ca/{self.ca_id}")
             found = self.lookup(text["arg0"], text["arg1"])
             if found is None:
                 return ""  # JAX-WS leaves out a null return
@@ -320,10 +537,18 @@ class StandinEjbca:
         if op == "getLastCAChain":
             if text["arg0"] != CA_NAME:
                 raise Fault(404, f"CA with name {text['arg0']} doesn't exist.", "CADoesntExistsException")
+            self.require(f"/ca/{self.ca_id}")
             return "".join(f"<return><type>0</type><certificateData>{_double_b64(c)}</certificateData></return>"
                            for c in self.chain)
-        if op == "getEjbcaVersion":
-            return "<return>EJBCA 8.2.0 Community (stand-in)</return>"
+        if op == "getAuthorizedEndEntityProfiles":
+            # EjbcaWS: the profiles the administrator may create end entities with
+            return "".join(f"<return><id>{pid}</id><name>{escape(name)}</name></return>"
+                           for name, pid in sorted(PROFILE_IDS.items())
+                           if f"/endentityprofilesrules/{pid}/create_end_entity" not in self.denied)
+        if op == "getAvailableCAs":  # EjbcaWS: raMasterApi.getAuthorizedCas
+            if f"/ca/{self.ca_id}" in self.denied:
+                return ""
+            return f"<return><id>{self.ca_id}</id><name>{escape(CA_NAME)}</name></return>"
         raise Fault(500, f"unknown operation {op}")
 
 
