@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,12 +66,15 @@ class Gateway:
         self.process.stop()
 
 
-def start_gateway(folder: Path, *, fill: object = None, extra_config: str = "") -> Gateway:
+def start_gateway(folder: Path, *, fill: object = None, extra_config: str = "",
+                  tls_key_type: str = "rsa-2048") -> Gateway:
     """A local-mode gateway with an RSA-2048 CA (label est) and a P-256 CA (label p256),
-    plus ``extra_config`` (the upstream alias).
+    plus ``extra_config`` (the upstream alias), serving TLS with a ``tls_key_type`` key.
 
     ``fill(state_dir)`` runs before the first start, e.g. to pre-load the certificate store."""
     instance, process = local_instance(folder, extra_config=P256_CONFIG + extra_config)
+    if tls_key_type != "rsa-2048":
+        reissue_tls_certificate(folder, tls_key_type)
     # reenroll-mtls renews each certificate many times: the label must not supersede them.
     text = instance.config.read_text(encoding="utf-8")
     instance.config.write_text(text.replace("allow_same_key_renewal = true\n",
@@ -80,6 +84,23 @@ def start_gateway(folder: Path, *, fill: object = None, extra_config: str = "") 
         fill(folder / "local-ca")
     process.start(timeout=60)
     return Gateway(folder, process, instance.password(), instance.trust_anchor)
+
+
+def reissue_tls_certificate(folder: Path, key_type: str) -> None:
+    """Replace the local instance's RSA-2048 TLS key and certificate by a ``key_type`` pair
+    from the same management CA (the clients' trust anchor)."""
+    mgmt_key = authority.load_key(folder / "management-ca" / "ca.key")
+    anchor = x509.load_pem_x509_certificates((folder / "trust-anchor.pem").read_bytes())[0]
+    old = x509.load_pem_x509_certificates((folder / "tls" / "server.pem").read_bytes())[0]
+    key = authority.new_key(key_type)
+    now = dt.datetime.now(dt.UTC)
+    cert = authority.build_leaf(subject=old.subject, public_key=key.public_key(),
+                                sans=list(old.extensions.get_extension_for_class(x509.SubjectAlternativeName).value),
+                                issuer=anchor, issuer_key=mgmt_key, not_before=now - authority.BACKDATE,
+                                not_after=now + dt.timedelta(days=30), key_usage=["digitalSignature"],
+                                extended_key_usage=["serverAuth"], serial=authority.random_serial())
+    authority.write_private(folder / "tls" / "server.key", authority.key_pem(key))
+    authority.write_public(folder / "tls" / "server.pem", authority.cert_pem(cert))
 
 
 def csr_pool(key_type: str, size: int, prefix: str) -> list[bytes]:

@@ -51,6 +51,19 @@ def ceiling_table(ceiling: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(rows: list[dict[str, Any]]) -> str:
+    """Issue 14's table: server CPU per request (median of the repeats, all of them) against
+    the crypto floor measured in the same run and the target."""
+    cells = [["scenario", "mode", "N", "srv CPU ms/req (median)", "runs", "crypto floor ms", "target ms", "met?"]]
+    for r in rows:
+        cells.append([r["scenario"], r["mode"], str(r["clients"]), f"{r['cpu_ms_median']:.2f}",
+                      " ".join(f"{v:.2f}" for v in r["cpu_ms"]), f"{r['crypto_floor_ms']:.2f}",
+                      f"{r['target_ms']:.1f}", "met" if r["met"] else "MISSED"])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    return "\n".join(["server CPU per request (utime+stime of the gateway's processes from /proc)"]
+                     + ["  ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)) for line in cells])
+
+
 def attack_table(attack: dict[str, Any]) -> str:
     """Legitimate p50/p99 without and with the idle-connection attack, side by side."""
     a = attack["attack"]
