@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -103,6 +104,11 @@ class CertificateStore:
         self.path = path
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        #: certificates waiting for the next group commit (see :meth:`add`)
+        self._queued: list[_QueuedRow] = []
+        self._queue_lock = threading.Lock()
+        #: (pid, descriptor) of the folder's lock file, kept open; reopened after a fork
+        self._lock_fd: tuple[int, int] | None = None
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -120,13 +126,23 @@ class CertificateStore:
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
         """A connection for one write, holding the process's and the folder's write locks."""
-        with self._write_lock, open(self.path.with_name(self.path.name + ".lock"), "a+b") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        with self._write_lock:
+            lock = self._folder_lock()
+            fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 with self._connect() as conn:
                     yield conn
             finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _folder_lock(self) -> int:
+        """The lock file's descriptor for this process (called under ``_write_lock``); an
+        inherited one would share its lock with the parent, so a forked child opens its own."""
+        if self._lock_fd is None or self._lock_fd[0] != os.getpid():
+            fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            weakref.finalize(self, os.close, fd)
+            self._lock_fd = (os.getpid(), fd)
+        return self._lock_fd[1]
 
     def initialise(self) -> None:
         """Create the record (mode 0600: SQLite gives its WAL and shared-memory files the
@@ -141,7 +157,12 @@ class CertificateStore:
 
     def add(self, cert: x509.Certificate, *, ca: str, alias: str, certificate_profile: str,
             requester: str, request_id: str, issued_at: dt.datetime) -> None:
-        """Commit a new record; raises :class:`DuplicateSerial` if the serial exists."""
+        """Commit a new record; raises :class:`DuplicateSerial` if the serial exists.
+
+        Group commit: the rows of threads that arrive while another thread commits wait
+        for the write lock together, and the first of them to get it commits them all in
+        one transaction (one fsync). Every caller returns only after the transaction that
+        holds its row has committed, so "returned means on disk" is unchanged."""
         row = (
             serial_hex(cert.serial_number), cert.issuer.rfc4514_string(),
             cert.subject.rfc4514_string(), json.dumps(describe_sans(cert)),
@@ -149,16 +170,49 @@ class CertificateStore:
             ca, alias, certificate_profile, requester, request_id, issued_at.isoformat(),
             cert.public_bytes(Encoding.DER),
         )
+        mine = _QueuedRow(row)
+        with self._queue_lock:
+            self._queued.append(mine)
         with self._writing() as conn:
-            try:
-                conn.execute(
-                    "INSERT INTO certificates (serial, issuer, subject, sans, not_before, not_after,"
-                    " ca, alias, certificate_profile, requester, request_id, issued_at, der)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
-            except sqlite3.IntegrityError as exc:
-                if exc.sqlite_errorname != "SQLITE_CONSTRAINT_PRIMARYKEY":
-                    raise                   # not a taken serial: the record cannot be written
-                raise DuplicateSerial(row[0]) from None
+            if not mine.done:
+                with self._queue_lock:
+                    batch, self._queued = self._queued, []
+                self._commit(conn, batch)
+        if mine.error is not None:
+            raise mine.error
+
+    @staticmethod
+    def _commit(conn: sqlite3.Connection, batch: list[_QueuedRow]) -> None:
+        """Insert ``batch`` in one transaction. A taken serial fails only its own row (SQLite
+        aborts the statement, not the transaction); a failed commit fails every row."""
+        failure: Exception = sqlite3.OperationalError("the group commit did not complete")
+        committed = False
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                try:
+                    conn.execute(
+                        "INSERT INTO certificates (serial, issuer, subject, sans, not_before, not_after,"
+                        " ca, alias, certificate_profile, requester, request_id, issued_at, der)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", item.row)
+                except sqlite3.IntegrityError as exc:
+                    if exc.sqlite_errorname != "SQLITE_CONSTRAINT_PRIMARYKEY":
+                        raise            # not a taken serial: the record cannot be written
+                    item.error = DuplicateSerial(item.row[0])
+            conn.execute("COMMIT")
+            committed = True
+        except sqlite3.Error as exc:
+            failure = exc
+        finally:
+            if not committed and conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            for item in batch:
+                if not committed and not isinstance(item.error, DuplicateSerial):
+                    item.error = failure
+                item.done = True
 
     def get(self, serial: str) -> Record | None:
         with self._connect() as conn:
@@ -270,6 +324,15 @@ class CertificateStore:
                 conn.execute("UPDATE pending SET status='approved' WHERE id=? AND status='issuing'", (record_id,))
             else:
                 conn.execute("UPDATE pending SET status='issued', serial=? WHERE id=?", (serial, record_id))
+
+
+@dataclass
+class _QueuedRow:
+    """One certificate row waiting for a group commit, and what became of it."""
+
+    row: tuple[Any, ...]
+    done: bool = False
+    error: Exception | None = None
 
 
 _PENDING_COLUMNS = "id, retry_key, alias, subject, requester, csr, created_at, status, decided_at, reason, serial"
