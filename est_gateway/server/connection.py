@@ -39,6 +39,8 @@ class Connection:
         self._buffered = bytearray()
         #: the selector event :meth:`read_nowait` waits for when it returned None
         self.wants = selectors.EVENT_READ
+        #: writes held back until :meth:`uncork` (None: not corked)
+        self._corked: bytearray | None = None
 
     # -- non-blocking, for the event loop ---------------------------------------------------
 
@@ -101,7 +103,21 @@ class Connection:
         if not any(ready):
             raise TimeoutError("client too slow")
 
+    def cork(self) -> None:
+        """Hold writes back until :meth:`uncork`: an answer's head and body then leave in one
+        write (one TLS record, one system call) instead of one each."""
+        self._corked = bytearray()
+
+    def uncork(self) -> None:
+        """Send what was held back (if anything) and write directly again."""
+        held, self._corked = self._corked, None
+        if held:
+            self.sendall(bytes(held))
+
     def sendall(self, data: bytes) -> None:
+        if self._corked is not None:
+            self._corked += data
+            return
         view = memoryview(data)
         while view:
             sent = self.send(view[:16384])

@@ -135,6 +135,7 @@ class ESTWorker(Worker):  # type: ignore[misc]
         respiter = self.wsgi(environ, resp.start_response)
         # The answer gets its own time to be written, whatever the request took.
         conn.deadline = time.monotonic() + self.server_settings.request_timeout_s
+        conn.cork()
         try:
             for item in respiter:
                 resp.write(item)
@@ -142,6 +143,7 @@ class ESTWorker(Worker):  # type: ignore[misc]
         finally:
             if hasattr(respiter, "close"):
                 respiter.close()
+            conn.uncork()
         # After an error the request body may be unread (413): never reuse such a connection.
         return bool(not resp.should_close() and int(resp.status_code) < 400)
 
