@@ -63,6 +63,8 @@ T = TypeVar("T")
 
 #: how a username that is not the configured one appears in logs (it may be a password)
 UNKNOWN_USER = "<unknown>"
+#: CA chains whose certs-only PKCS#7 is kept (one per label is the usual need)
+CHAIN_PKCS7_ENTRIES = 64
 #: The alias that is also served without a label, at /.well-known/est/<operation>.
 DEFAULT_ALIAS = "est"
 
@@ -110,6 +112,9 @@ class ESTService:
         # cores keeps them CPU-bound without letting each worker's peak memory grow by 32 MiB.
         share = max(1, (os.cpu_count() or 1) // max(1, config.server.workers))
         self.passwords = PasswordChecker(config.limits.password_cache_s, max_hashing=share)
+        #: certs-only PKCS#7 of the CA chains answered lately, by the chain itself (a backend
+        #: that learns a new chain gets a new entry, never the old answer)
+        self._chain_pkcs7: dict[tuple[x509.Certificate, ...], bytes] = {}
 
     # -- lookup --------------------------------------------------------------------------
 
@@ -127,7 +132,13 @@ class ESTService:
 
     def cacerts(self, alias: AliasSettings) -> bytes:
         """RFC 7030 §4.1: the CA chain as certs-only PKCS#7 (DER)."""
-        return wire.certs_only(self._call(alias, "ca_certs", lambda b: b.ca_certs(alias.target)))
+        chain = tuple(self._call(alias, "ca_certs", lambda b: b.ca_certs(alias.target)))
+        der = self._chain_pkcs7.get(chain)
+        if der is None:
+            if len(self._chain_pkcs7) >= CHAIN_PKCS7_ENTRIES:
+                self._chain_pkcs7.clear()
+            der = self._chain_pkcs7[chain] = wire.certs_only(list(chain))
+        return der
 
     def csrattrs(self, alias: AliasSettings) -> bytes | None:
         """RFC 7030 §4.5: DER CsrAttrs, or None when the alias asks for nothing (→ 204)."""
