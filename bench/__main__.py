@@ -129,17 +129,24 @@ class Bench:
         ids = enroll_identities(gw, self.identity_count, self.tmp / name / "bench-identities")
         return gw, ids
 
+    def serving(self, scenario: str, gw: Gateway, ids: list[Any]) -> tuple[Gateway, list[Any]]:
+        """The gateway a scenario runs against: enroll-p256 (issue 14's P-256 row: P-256 TLS key
+        and P-256 CA) on the P-256 one when it was started, everything else on ``gw``."""
+        if scenario == "enroll-p256" and self.p256 is not None:
+            return self.p256
+        return gw, ids
+
     def run(self, gw: Gateway, ids: list[Any], scenario: str, clients: int, keep_alive: bool,
             duration: float | None = None) -> dict[str, Any]:
         a = self.args
-        if scenario == "enroll-p256" and self.p256 is not None:
-            gw, ids = self.p256      # the issue's P-256 row: P-256 TLS key and P-256 CA
+        gw, ids = self.serving(scenario, gw, ids)
         target = scenario_target(gw, scenario, pools=self.pools, identities=ids, keep_alive=keep_alive)
         up = self.upstream if scenario == "enroll-upstream" else None
         before = up.counters() if up else None
         result = run_load(target, scenario=scenario, clients=clients, keep_alive=keep_alive,
                           duration=duration or a.duration, warmup=a.warmup, max_requests=a.max_requests,
                           tree=ProcessTree(gw.pid)).to_dict()
+        result["gateway"] = gw.folder.name     # "p256tls": the one with a P-256 TLS key
         if up and before:
             # whole run (warm-up included): every connection the adapter opened is counted
             result["upstream"] = upstream_ca.delta(before, up.counters())
@@ -282,7 +289,7 @@ def attack_runs(args: argparse.Namespace, bench: Bench, gw: Gateway, ids: list[A
     runs = []
     for scenario in ATTACK_SCENARIOS:
         quiet = bench.run(gw, ids, scenario, ATTACK_CLIENTS, False)
-        with Attack(gw.process.port, **attack) as held:
+        with Attack(bench.serving(scenario, gw, ids)[0].process.port, **attack) as held:
             time.sleep(1.0)     # the drippers are dripping
             loud = bench.run(gw, ids, scenario, ATTACK_CLIENTS, False)
             opened, closed = held.opened, held.closed_by_server

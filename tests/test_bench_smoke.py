@@ -17,20 +17,31 @@ from bench.__main__ import main
 @pytest.mark.e2e
 def test_tiny_benchmark_writes_well_formed_results(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    assert main(["--tiny", "--no-scale", "--scenarios", "reenroll-mtls,cacerts", "--out", str(out)]) == 0
+    assert main(["--tiny", "--no-scale", "--scenarios", "reenroll-mtls,cacerts,enroll-p256", "--out", str(out)]) == 0
     data = json.loads((out / "latest.json").read_text())
     assert data["machine"]["nproc"] >= 1
     assert set(data["ceiling"]["ceilings"]) >= {"enroll-rsa", "enroll-p256", "reenroll-mtls", "cacerts"}
     assert all(v > 0 for v in data["ceiling"]["costs_ms"].values())
     assert isinstance(data["keep_alive_probe"]["available"], bool)
     runs = data["runs"]
-    assert {(r["scenario"], r["mode"]) for r in runs} >= {("reenroll-mtls", "new"), ("cacerts", "new")}
+    assert {(r["scenario"], r["mode"]) for r in runs} >= {("reenroll-mtls", "new"), ("cacerts", "new"),
+                                                         ("enroll-p256", "new")}   # on the P-256 TLS gateway
+    assert {r["gateway"] for r in runs if r["scenario"] == "enroll-p256"} == {"p256tls"}
+    assert {r["gateway"] for r in runs if r["scenario"] != "enroll-p256"} == {"main"}
     for r in runs:
         assert r["errors"] == 0, r["statuses"]
         assert r["requests"] > 0 and set(r["statuses"]) == {"200"}
         assert r["p50_ms"] <= r["p99_ms"]
         assert r["handshakes_per_request"] >= 1.0 or r["mode"] == "keepalive"
     assert data["upstream"]["measured"] is False
+    # issue 14's table: the targeted scenarios that ran, each with its crypto floor and target
+    cpu = {(r["scenario"], r["mode"]): r for r in data["cpu"]}
+    assert set(cpu) == {("reenroll-mtls", "new"), ("cacerts", "keepalive"), ("enroll-p256", "new")}
+    assert cpu["reenroll-mtls", "new"]["crypto_floor_ms"] > 0 and cpu["cacerts", "keepalive"]["crypto_floor_ms"] == 0
+    for row in cpu.values():
+        assert row["cpu_ms"] and all(ms > 0 for ms in row["cpu_ms"]) and row["target_ms"] > 0
+    assert data["ceiling"]["costs_ms"]["tls_handshake_full_p256"] > 0
+    assert data["peak_rss_mib_end"] > 0
     attacked = data["attack"]["runs"]
     assert {r["scenario"] for r in attacked} == {"cacerts", "enroll-p256"}
     for r in attacked:
