@@ -250,8 +250,8 @@ def test_channel_binding_refuses_to_be_served_behind_a_proxy(folder: Path) -> No
 
 def test_enrollment_code_needs_a_backend_that_checks_it(folder: Path) -> None:
     problems = _problems(folder, GOOD.replace('ca = "EST CA"', 'ca = "EST CA"\nchallenge_password = "enrollment-code"'))
-    assert 'aliases.est.challenge_password: backend "local" does not take enrollment codes for this alias ' \
-           "(EJBCA client mode does)" in problems
+    assert 'aliases.est.challenge_password: backend "local" does not check enrollment codes for this alias' \
+        in problems
 
 
 def test_csrattrs_settings_are_validated(folder: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
 
-from est_gateway.backends.base import CABackend
+from est_gateway.backends.base import AnyBackend, CABackend
 
 GROUP = "est_gateway.backends"
 
@@ -26,7 +26,7 @@ class BackendRegistry:
     def known(self) -> list[str]:
         return sorted(self._entries)
 
-    def load(self, type_name: str) -> type[CABackend]:
+    def load(self, type_name: str) -> type[AnyBackend]:
         """The class for ``type_name``; raises ``LookupError`` with an operator-facing reason."""
         found = self._entries.get(type_name)
         if not found:
