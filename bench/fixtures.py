@@ -71,6 +71,11 @@ def start_gateway(folder: Path, *, fill: object = None, extra_config: str = "") 
 
     ``fill(state_dir)`` runs before the first start, e.g. to pre-load the certificate store."""
     instance, process = local_instance(folder, extra_config=P256_CONFIG + extra_config)
+    # reenroll-mtls renews each certificate many times: the label must not supersede them.
+    text = instance.config.read_text(encoding="utf-8")
+    instance.config.write_text(text.replace("allow_same_key_renewal = true\n",
+                                            "allow_same_key_renewal = true\nsupersede_on_renewal = false\n", 1),
+                               encoding="utf-8")
     if callable(fill):
         fill(folder / "local-ca")
     process.start(timeout=60)

@@ -64,7 +64,12 @@ def _serve(config: GatewayConfig, *, banner: str | None = None) -> None:
     click.echo(f"serving EST on {server.url} ({server.workers} worker processes); Ctrl-C or SIGTERM stops")
     sys.stdout.flush()
     try:
-        GatewayServer(config, create_app(config)).run()
+        try:
+            app = create_app(config)
+        except ConfigError as exc:   # checks that need the started CAs (client CA names)
+            click.echo(f"{config.source}: {exc.render()}", err=True)
+            sys.exit(2)
+        GatewayServer(config, app).run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -189,8 +194,8 @@ def local_ca(ctx: click.Context, config_path: Path | None, backend_name: str | N
 
 
 @local_ca.command("list")
-@click.option("--status", type=click.Choice(["valid", "revoked"]), default=None,
-              help="Only certificates with this status (default: all).")
+@click.option("--status", type=click.Choice(["valid", "superseded", "revoked"]), default=None,
+              help="Only certificates with this status (default: all; superseded: renewed).")
 @click.option("--limit", type=int, default=100, show_default=True, help="Most records shown.")
 @_with_backend
 def ca_list(backend: LocalCABackend, status: str | None, limit: int) -> None:
@@ -229,7 +234,7 @@ def ca_revoke(backend: LocalCABackend, serial: str, reason: str) -> None:
     try:
         record = backend.store.revoke(serial, reason, utcnow())
     except (LookupError, ValueError) as exc:
-        raise click.ClickException(str(exc).strip("'\"")) from None
+        raise click.ClickException(_message(exc)) from None
     click.echo(f"revoked {record.serial} ({record.subject}) at {record.revoked_at}, reason {reason}")
 
 
@@ -268,14 +273,19 @@ def _decide(backend: LocalCABackend, request_id: str, decision: str, reason: str
     try:
         return backend.store.pending_decide(request_id, decision, utcnow(), reason)
     except (LookupError, ValueError) as exc:
-        raise click.ClickException(str(exc).strip("'\"")) from None
+        raise click.ClickException(_message(exc)) from None
+
+
+def _message(exc: Exception) -> str:
+    """An exception's own message (``str()`` of a KeyError would add quotes around it)."""
+    return str(exc.args[0]) if exc.args else str(exc)
 
 
 def _record(backend: LocalCABackend, serial: str) -> Record:
     try:
         record = backend.store.get(serial)
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(_message(exc)) from None
     if record is None:
         raise click.ClickException(f"no certificate with serial {serial} on record")
     return record

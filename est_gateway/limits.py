@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import multiprocessing
 import os
+import re
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
+import idna
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -31,6 +36,10 @@ class Limits:
     max_value_length: int = 256
     #: failed authentications from one address within a minute before 429 (0 = off)
     auth_failures_per_minute: int = 10
+    #: "label": failures on one EST label never throttle another's; "gateway": counted together
+    auth_failure_scope: str = "label"
+    #: addresses the throttle remembers at once (shared memory, 44 bytes each)
+    auth_failure_entries: int = 32768
     #: seconds a worker remembers a verified password (as an HMAC) to skip scrypt (0 = off)
     password_cache_s: int = 60
 
@@ -71,54 +80,162 @@ class Limits:
         for name in sans:
             if len(str(name.value)) > self.max_value_length:
                 raise BadRequest(f"a subjectAltName is longer than {self.max_value_length} characters")
+            if isinstance(name, x509.DNSName):
+                check_dns_name(name.value)
+
+
+_LDH_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def check_dns_name(value: str) -> None:
+    """A dNSName SAN in the preferred name syntax (RFC 5280 §4.2.1.6, RFC 1034 §3.5):
+    ASCII letter-digit-hyphen labels of 1-63 characters, at most 253 in all; an IDN label
+    as a valid A-label (RFC 5891, IDNA 2008); a wildcard only as a whole leftmost label
+    above at least two labels ("*.example.com"). Whether a wildcard may be issued is the
+    certificate profile's decision. Refused with 400."""
+    shown = value.encode("unicode_escape").decode("ascii")[:80]
+    labels = value.split(".")
+    if len(value) > 253 or not value.isascii() or not all(labels):
+        raise BadRequest(f'dNSName "{shown}" is not a valid DNS name (ASCII labels; IDNs as xn-- A-labels)')
+    if labels[0] == "*":
+        if len(labels) < 3:
+            raise BadRequest(f'wildcard dNSName "{shown}" must stand for names under a domain, e.g. *.example.com')
+        labels = labels[1:]
+    for label in labels:
+        if not _LDH_LABEL.match(label):
+            raise BadRequest(f'dNSName "{shown}" is not a valid DNS name (letters, digits and inner hyphens; '
+                             "labels of 1-63 characters)")
+        if label[:4].lower() == "xn--":
+            try:
+                idna.decode(label)
+            except idna.IDNAError:
+                raise BadRequest(f'dNSName "{shown}" has an invalid IDN label "{label}"') from None
+
+
+class Attempt(NamedTuple):
+    """One authentication attempt that passed :meth:`FailureThrottle.begin`."""
+
+    key: bytes
+    scope: int
+    reserved: bool
 
 
 class FailureThrottle:
-    """Counts failed authentications per source address, shared by all worker processes.
+    """Counts failed authentications per client address and EST label, shared by all workers.
 
-    Created before gunicorn forks, its counters live in shared memory: addresses hash
-    into a fixed number of buckets (bounded memory whatever the number of addresses),
-    each counting failures over a fixed one-minute window. After ``limit`` failures in
-    the window, requests from that address get 429 with Retry-After until it ends, so
-    password guessing is slowed without locking a legitimate client out for long.
+    Created before the worker processes fork, its table lives in shared memory. Each entry
+    holds one exact key (the address, an IPv6 address by its /64, plus the label unless
+    ``per_label`` is off), so failures of one address never count against another; the
+    table has a fixed number of entries (bounded memory) and when the set of entries an
+    address maps to is full, the entry whose last failure is oldest is dropped. The set is
+    chosen by a keyed hash with a per-process-tree secret, so a client cannot aim at the
+    set of another address. Each entry counts failures over a one-minute window; after
+    ``limit`` failures, requests from that key get 429 with Retry-After until it ends.
+
+    Concurrency: once a key has failed, every attempt in flight counts against the limit
+    (:meth:`begin` reserves, :meth:`end` settles), so concurrent guesses from it cannot
+    overshoot; a key with no failure yet is never refused, so at most the limit plus the
+    number of requests in flight at once (worker threads) fail before the first 429.
     """
 
     WINDOW_S = 60.0
-    BUCKETS = 4096
+    WAYS = 8
+    _ENTRY = struct.Struct("=16sIddII")   # key, scope, window start, last failure, failures, in flight
 
-    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limit: int, *, scopes: Sequence[str] = (), per_label: bool = True,
+                 entries: int = 32768, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self._now = clock
-        # [window start, failures] per bucket; a fresh bucket has window start 0.
-        self._table = multiprocessing.RawArray("d", 2 * self.BUCKETS)
+        self._scopes = {name: i + 1 for i, name in enumerate(sorted(scopes))} if per_label else {}
+        self._sets = max(1, entries // self.WAYS)
+        self._table = multiprocessing.RawArray("c", self._ENTRY.size * self._sets * self.WAYS) if limit else None
         self._lock = multiprocessing.Lock()
 
-    def _bucket(self, address: str) -> int:
-        digest = hashlib.blake2b(address.encode(), digest_size=8, key=_HASH_KEY).digest()
-        return 2 * (int.from_bytes(digest, "big") % self.BUCKETS)
-
-    def check(self, address: str | None) -> None:
-        """Raise 429 if ``address`` has failed too often in the current window."""
-        if not self.limit or not address:
-            return
-        i = self._bucket(address)
-        with self._lock:
-            start, count = self._table[i], self._table[i + 1]
-        elapsed = self._now() - start
-        if elapsed <= self.WINDOW_S and count >= self.limit:
-            raise TooManyRequests("too many failed authentication attempts; try again later",
-                                  retry_after=int(self.WINDOW_S - elapsed) + 1)
-
-    def failed(self, address: str | None) -> None:
-        if not self.limit or not address:
-            return
-        i = self._bucket(address)
+    def begin(self, address: str | None, scope: str = "") -> Attempt | None:
+        """Raise 429 if this address has failed too often on ``scope`` (an EST label);
+        otherwise start an attempt that :meth:`end` must settle."""
+        if not self.limit or not address or self._table is None:
+            return None
+        key, index = address_key(address), self._scopes.get(scope, 0)
         now = self._now()
         with self._lock:
-            if now - self._table[i] > self.WINDOW_S:
-                self._table[i], self._table[i + 1] = now, 1.0
+            slot = self._find(key, index)
+            if slot is None:
+                return Attempt(key, index, reserved=False)    # never failed: nothing to count
+            _, _, start, last, failures, pending = self._ENTRY.unpack_from(self._table, slot)
+            elapsed = now - start
+            if elapsed > self.WINDOW_S:
+                start, failures, pending = now, 0, 0
+            elif failures >= self.limit:
+                raise TooManyRequests("too many failed authentication attempts; try again later",
+                                      retry_after=int(self.WINDOW_S - elapsed) + 1)
+            elif failures and failures + pending >= self.limit:
+                raise TooManyRequests("too many authentication attempts at once after a failure; "
+                                      "try again later", retry_after=1)
+            self._ENTRY.pack_into(self._table, slot, key, index, start, last, failures, pending + 1)
+        return Attempt(key, index, reserved=True)
+
+    def end(self, attempt: Attempt | None, *, failed: bool) -> None:
+        """Settle an attempt: release its reservation and count it if it ``failed``."""
+        if attempt is None or self._table is None:
+            return
+        now = self._now()
+        with self._lock:
+            slot = self._find(attempt.key, attempt.scope)
+            if slot is None:
+                if not failed:
+                    return
+                slot = self._free_or_oldest(attempt.key, attempt.scope, now)
+                start, last, failures, pending = now, now, 0, 0
             else:
-                self._table[i + 1] += 1.0
+                _, _, start, last, failures, pending = self._ENTRY.unpack_from(self._table, slot)
+            if attempt.reserved and pending:
+                pending -= 1
+            if failed:
+                if now - start > self.WINDOW_S:
+                    start, failures = now, 0
+                failures, last = failures + 1, now
+            self._ENTRY.pack_into(self._table, slot, attempt.key, attempt.scope, start, last, failures, pending)
+
+    def _set_slots(self, key: bytes, scope: int) -> range:
+        digest = hashlib.blake2b(key + scope.to_bytes(4, "big"), digest_size=8, key=_HASH_KEY).digest()
+        first = (int.from_bytes(digest, "big") % self._sets) * self.WAYS
+        return range(first * self._ENTRY.size, (first + self.WAYS) * self._ENTRY.size, self._ENTRY.size)
+
+    def _find(self, key: bytes, scope: int) -> int | None:
+        assert self._table is not None
+        for slot in self._set_slots(key, scope):
+            entry_key, entry_scope, _, _, failures, pending = self._ENTRY.unpack_from(self._table, slot)
+            if entry_key == key and entry_scope == scope and (failures or pending):
+                return slot
+        return None
+
+    def _free_or_oldest(self, key: bytes, scope: int, now: float) -> int:
+        """A slot for a new key in its set: an unused or expired one, else the one whose
+        last failure is oldest (that address's count is forgotten, never merged)."""
+        assert self._table is not None
+        oldest, oldest_at = -1, float("inf")
+        for slot in self._set_slots(key, scope):
+            _, _, start, last, failures, pending = self._ENTRY.unpack_from(self._table, slot)
+            if not (failures or pending) or (now - start > self.WINDOW_S and not pending):
+                return slot
+            if last < oldest_at:
+                oldest, oldest_at = slot, last
+        return oldest
+
+
+def address_key(address: str) -> bytes:
+    """16 bytes naming one client: an IPv4 address (IPv4-mapped), an IPv6 address's /64
+    (one host usually holds all of it), or a keyed hash of anything else."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return b"\xfe" + hashlib.blake2b(address.encode(), digest_size=15, key=_HASH_KEY).digest()
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is None:
+            return ip.packed[:8] + bytes(8)
+        ip = ip.ipv4_mapped
+    return bytes(10) + b"\xff\xff" + ip.packed
 
 
 #: per-process-tree key: a client cannot choose addresses that collide with another's bucket

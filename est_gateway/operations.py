@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import hmac
 import logging
 import os
 import time
@@ -30,10 +31,12 @@ from est_gateway.backends.base import (
     Pending,
     ReenrollRequest,
     Requester,
+    RevocationStatus,
 )
 from est_gateway.config.model import AliasSettings, GatewayConfig
 from est_gateway.errors import (
     BadRequest,
+    ConfigError,
     ESTError,
     Forbidden,
     NotFound,
@@ -58,6 +61,8 @@ log = logging.getLogger(__name__)
 R = TypeVar("R", bound=EnrollRequest[Any])
 T = TypeVar("T")
 
+#: how a username that is not the configured one appears in logs (it may be a password)
+UNKNOWN_USER = "<unknown>"
 #: The alias that is also served without a label, at /.well-known/est/<operation>.
 DEFAULT_ALIAS = "est"
 
@@ -90,11 +95,17 @@ class ESTService:
 
     def __init__(self, config: GatewayConfig, clock: Callable[[], dt.datetime], metrics: Metrics | None = None,
                  key_signer: keywrap.KeySigner | None = None) -> None:
+        problems = check_client_ca_names(config)
+        if problems:
+            raise ConfigError(problems)
         self.config = config
         self.key_signer = key_signer
         self.clock = clock
         self.metrics = metrics or Metrics()
-        self.throttle = FailureThrottle(config.limits.auth_failures_per_minute)
+        limits = config.limits
+        self.throttle = FailureThrottle(limits.auth_failures_per_minute, scopes=tuple(config.aliases),
+                                        per_label=limits.auth_failure_scope == "label",
+                                        entries=limits.auth_failure_entries)
         # scrypt takes 16 MiB per run: as many runs at once as this process's share of the
         # cores keeps them CPU-bound without letting each worker's peak memory grow by 32 MiB.
         share = max(1, (os.cpu_count() or 1) // max(1, config.server.workers))
@@ -134,16 +145,21 @@ class ESTService:
 
     def simplereenroll(self, alias: AliasSettings, body: bytes, caller: Caller) -> Issued | Pending:
         """RFC 7030 §4.2.2: the current, valid, unrevoked certificate authenticates; no password."""
-        current = self._current_certificate(alias, caller)
+        current, issued_on = self._current_certificate(alias, caller)
         csr = parse_csr_body(body, self.config.limits)
         caller.audit.csr_subject = csr.subject.rfc4514_string()
         check_renewal_matches(csr, current, allow_same_key=alias.allow_same_key_renewal)
+        if issued_on is not None and issued_on not in (alias.name, *alias.accept_renewals_from):
+            raise Forbidden(f'client certificate was issued on EST label "{issued_on}"; renew it there')
         alias.csrattrs.check(csr)
         self._check_binding(alias, csr, caller, current)
         requester = Requester(certificate=current, address=caller.address)
         request = self._request(ReenrollRequest, "simplereenroll", alias, csr, requester, caller, csr)
         request = dataclasses.replace(request, current=current)
-        return self._call(alias, "reenroll", lambda b: b.reenroll(request))
+        result = self._call(alias, "reenroll", lambda b: b.reenroll(request))
+        if isinstance(result, Issued) and alias.supersede_on_renewal:
+            self._call(alias, "supersede", lambda b: b.supersede(current, alias.target))
+        return result
 
     def serverkeygen(self, alias: AliasSettings, body: bytes, caller: Caller) -> ServerGeneratedKey | Pending:
         """RFC 7030 §4.4: generate the key here, have the backend issue for it, return both."""
@@ -208,34 +224,48 @@ class ESTService:
     # -- authentication ------------------------------------------------------------------
 
     def trust_anchors(self, alias: AliasSettings) -> list[x509.Certificate]:
-        """CAs whose certificates authenticate on this alias: its own CA chain plus any
-        extra client CAs the operator configured."""
-        anchors = list(self._call(alias, "ca_certs", lambda b: b.ca_certs(alias.target)))
-        return anchors + list(alias.trusted_client_cas)
+        """CAs whose certificates authenticate simpleenroll on this alias: its own CA chain
+        plus any extra client CAs the operator configured."""
+        return self._ca_chain(alias) + list(alias.trusted_client_cas)
 
-    def _verified(self, alias: AliasSettings, presented: PresentedCertificate, *,
-                  must_be_known: bool = False) -> x509.Certificate:
-        """Chain, validity, clientAuth, then revocation as the backend knows it. A certificate
-        being renewed must be one the CA issued (``must_be_known``); one from an extra trusted
-        client CA (a device maker's) can authenticate simpleenroll but not renew."""
-        cert = verify_client_certificate(presented, self.trust_anchors(alias), self.clock())
+    def renewal_anchors(self, alias: AliasSettings) -> list[x509.Certificate]:
+        """CAs whose certificates may renew on this alias: its own CA chain and those of the
+        labels it accepts renewals from, never ``trusted_client_cas`` (a device maker's CA
+        may name itself like ours; it must not be able to mint renewable certificates)."""
+        anchors = self._ca_chain(alias)
+        for label in alias.accept_renewals_from:
+            anchors += self._ca_chain(self.alias(label))
+        return anchors
+
+    def _ca_chain(self, alias: AliasSettings) -> list[x509.Certificate]:
+        return list(self._call(alias, "ca_certs", lambda b: b.ca_certs(alias.target)))
+
+    def _verified(self, alias: AliasSettings, presented: PresentedCertificate,
+                  anchors: list[x509.Certificate], audit: AuditEvent | None = None
+                  ) -> tuple[x509.Certificate, RevocationStatus]:
+        """Chain to ``anchors``, validity, clientAuth, then revocation as the backend knows it.
+        A verified certificate goes into ``audit`` before any refusal, so the operator sees
+        which certificate was refused."""
+        cert = verify_client_certificate(presented, anchors, self.clock())
+        if audit is not None:
+            audit.client_certificate(cert)
         status = self._call(alias, "revocation_status", lambda b: b.revocation_status(cert, alias.target))
         if status.revoked:
             raise Forbidden("client certificate is revoked")
-        if must_be_known and not status.known:
-            raise Forbidden("client certificate was not issued by this EST label's CA; it cannot be renewed here")
-        return cert
+        return cert, status
 
     def _authenticate_enroll(self, alias: AliasSettings, caller: Caller) -> Requester:
         """simpleenroll/serverkeygen authentication; failures count towards the throttle."""
-        self.throttle.check(caller.address)
+        attempt = self.throttle.begin(caller.address, alias.name)
+        failed = False
         try:
             return self._check_enroll_credentials(alias, caller)
         except Unauthorized:
             # libest's first request carries no credentials by design: that is no failure.
-            if caller.credentials is not None or caller.certificate is not None:
-                self.throttle.failed(caller.address)
+            failed = caller.credentials is not None or caller.certificate is not None
             raise
+        finally:
+            self.throttle.end(attempt, failed=failed)
 
     def _check_enroll_credentials(self, alias: AliasSettings, caller: Caller) -> Requester:
         realm = alias.realm if alias.password is not None else None
@@ -244,7 +274,7 @@ class ESTService:
             # Not needed to authenticate here, but a valid one identifies the caller (audit,
             # and the RA exemption from channel binding).
             try:
-                cert = self._verified(alias, caller.certificate)
+                cert, _ = self._verified(alias, caller.certificate, self.trust_anchors(alias))
             except (UntrustedCertificate, Forbidden):
                 cert = None
             except (UpstreamError, UpstreamUnavailable, UpstreamTimeout) as exc:
@@ -256,33 +286,64 @@ class ESTService:
             if caller.certificate is None:
                 raise Unauthorized("this EST label requires a TLS client certificate", realm=realm)
             try:
-                cert = self._verified(alias, caller.certificate)
+                cert, _ = self._verified(alias, caller.certificate, self.trust_anchors(alias), caller.audit)
             except UntrustedCertificate as exc:
                 raise Unauthorized(str(exc), realm=realm) from None
         if alias.password is not None:
             creds = caller.credentials
-            if creds is not None:
-                caller.audit.username = creds.username
             if creds is None:
                 raise Unauthorized("HTTP Basic credentials are required", realm=realm)
+            # A username that is not the configured one may be a password typed in the
+            # wrong field: it is never logged.
+            shown = creds.username if hmac.compare_digest(creds.username.encode(), (alias.username or "").encode()) \
+                else UNKNOWN_USER
+            caller.audit.username = shown
             # Always run the hash, so a wrong username costs the same time as a wrong password.
             password_ok = self.passwords.verify(alias.name, alias.password, creds.password)
-            if not (password_ok and creds.username == alias.username):
-                log.info("rejected credentials for user %r on alias %s", creds.username, alias.name)
+            if not (password_ok and shown != UNKNOWN_USER):
+                log.info("rejected credentials for user %s on alias %s", shown, alias.name)
                 raise Unauthorized("invalid username or password", realm=realm)
         caller.audit.client_certificate(cert)
         return Requester(username=alias.username if alias.password else None, certificate=cert,
                          address=caller.address)
 
-    def _current_certificate(self, alias: AliasSettings, caller: Caller) -> x509.Certificate:
+    def _current_certificate(self, alias: AliasSettings, caller: Caller) -> tuple[x509.Certificate, str | None]:
+        """The certificate being renewed, verified against this label's own CA chain, the
+        exact certificate on the CA's record, not revoked nor superseded; and the label it
+        was issued on, if the CA records that (the caller checks it after the CSR's own
+        checks, so a same-key CSR on a stricter label is told about the key first)."""
         if caller.certificate is None:
             raise Forbidden("simplereenroll needs the certificate being renewed as TLS client certificate")
         try:
-            current = self._verified(alias, caller.certificate, must_be_known=True)
+            current, status = self._verified(alias, caller.certificate, self.renewal_anchors(alias), caller.audit)
         except UntrustedCertificate as exc:
             raise Forbidden(str(exc)) from None
-        caller.audit.client_certificate(current)
-        return current
+        if not status.known:
+            raise Forbidden("client certificate was not issued by this EST label's CA; it cannot be renewed here")
+        if status.superseded:
+            raise Forbidden("client certificate was already renewed; renew with its newest successor")
+        return current, status.label
+
+
+def check_client_ca_names(config: GatewayConfig) -> list[str]:
+    """Start-up check: a ``trusted_client_cas_file`` CA named like a CA of its label (even
+    in case or spacing) is refused, so no client CA can pass for the label's own CA."""
+    problems = []
+    for alias in config.aliases.values():
+        if not alias.trusted_client_cas:
+            continue
+        try:
+            own = {_loose_name(c.subject) for c in config.backends[alias.backend].ca_certs(alias.target)}
+        except ESTError as exc:
+            log.warning("cannot compare aliases.%s.trusted_client_cas_file with its CA now: %s",
+                        alias.name, exc.detail)
+            continue
+        for cert in alias.trusted_client_cas:
+            if _loose_name(cert.subject) in own:
+                problems.append(f"aliases.{alias.name}.trusted_client_cas_file: the CA "
+                                f'"{cert.subject.rfc4514_string()}" has the name of this label\'s own CA; '
+                                "a client CA must have a name of its own")
+    return problems
 
 
 def retry_key(operation: str, alias: str, requester: Requester,
@@ -310,25 +371,40 @@ def parse_csr_body(body: bytes, limits: Limits) -> x509.CertificateSigningReques
 
 def check_renewal_matches(csr: x509.CertificateSigningRequest, current: x509.Certificate, *,
                           allow_same_key: bool) -> None:
-    """RFC 7030 §4.2.2: same Subject and SubjectAltName; the alias's same-key policy."""
-    if _name_key(csr.subject) != _name_key(current.subject):
-        raise Forbidden("re-enrollment must keep the subject of the current certificate "
+    """RFC 7030 §4.2.2: the Subject and the subjectAltName (a set of exact values)
+    identical; the alias's same-key policy."""
+    if _exact_name(csr.subject) != _exact_name(current.subject):
+        raise Forbidden("re-enrollment must keep the subject of the current certificate exactly "
                         f"({current.subject.rfc4514_string()})")
-    if set(wire.requested_sans(csr)) != _cert_sans(current):
-        raise Forbidden("re-enrollment must keep the subjectAltName of the current certificate")
+    requested = [_san_key(n) for n in wire.requested_sans(csr)]
+    if len(requested) != len(set(requested)) or set(requested) != {_san_key(n) for n in wire.certificate_sans(current)}:
+        raise Forbidden("re-enrollment must keep the subjectAltName of the current certificate exactly")
     if not allow_same_key and _spki(csr.public_key()) == _spki(current.public_key()):
         raise Forbidden("this EST label does not allow renewal with the same key; generate a new key")
 
 
-def _name_key(name: x509.Name) -> list[tuple[str, str]]:
-    return sorted((a.oid.dotted_string, str(a.value).strip().casefold()) for a in name)
+def _exact_name(name: x509.Name) -> list[list[tuple[str, object]]]:
+    """A Subject for the renewal comparison: the RDNs in their order, each RDN's attributes
+    with their exact values (no case folding, no space trimming, no Unicode folding). Only
+    the ASN.1 string type may differ: CAs re-encode it (CFSSL, like Go's crypto/x509, issues
+    a CSR's UTF8String as PrintableString), and the renewal carries the current Subject as
+    it is anyway. Stricter than RFC 5280 §7.1, whose caseIgnoreMatch would let case pass."""
+    return [sorted(((a.oid.dotted_string, a.value) for a in rdn), key=repr) for rdn in name.rdns]
 
 
-def _cert_sans(cert: x509.Certificate) -> set[x509.GeneralName]:
-    try:
-        return set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
-    except x509.ExtensionNotFound:
-        return set()
+def _loose_name(name: x509.Name) -> tuple[tuple[str, str], ...]:
+    """A name as loosely as any relying party might match it (for conflict checks only)."""
+    return tuple(sorted((a.oid.dotted_string, " ".join(str(a.value).split()).casefold()) for a in name))
+
+
+def _san_key(name: x509.GeneralName) -> tuple[str, object]:
+    """One subjectAltName as an exact value: its type and its value (a directory name by DER)."""
+    value = name.value
+    if isinstance(value, x509.Name):
+        value = value.public_bytes()
+    elif isinstance(name, x509.OtherName):
+        value = (name.type_id.dotted_string, name.value)
+    return type(name).__name__, value
 
 
 def _spki(key: CertificatePublicKeyTypes) -> bytes:

@@ -81,6 +81,14 @@ def requested_sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName
         raise BadRequest("CSR extension request is malformed") from None
 
 
+def certificate_sans(cert: x509.Certificate) -> list[x509.GeneralName]:
+    """The subjectAltNames of a certificate, in its order."""
+    try:
+        return list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return []
+
+
 def certs_only(certificates: list[x509.Certificate]) -> bytes:
     """A degenerate (certs-only) PKCS#7 SignedData in DER."""
     return pkcs7.serialize_certificates(certificates, Encoding.DER)

@@ -119,3 +119,18 @@ def _read_until(fd: int, seen: bytes, wanted: bytes, timeout: float = 30.0) -> b
         except OSError:                  # EIO: the command closed the terminal
             raise AssertionError(f"no {wanted!r} before the end; got {seen!r}") from None
     return seen
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["revoke", "zz"], 'Error: "zz" is not a hexadecimal serial number'),
+    (["show", "zz"], 'Error: "zz" is not a hexadecimal serial number'),
+    (["revoke", "it's"], 'Error: "it\'s" is not a hexadecimal serial number'),
+    (["revoke", "0x12"], "Error: no certificate with serial 12 on record"),
+    (["approve", "nope"], "Error: no pending request nope"),
+])
+def test_errors_quote_values_in_balanced_quotes(instance: localmode.LocalInstance, args: list[str],
+                                                message: str) -> None:
+    """Issue 10 §5: `local-ca revoke zz` said `zz' is not ...`: one quote of a repr() was cut."""
+    done = run("local-ca", "--config", str(instance.config), *args)
+    assert done.returncode == 1
+    assert done.stderr.strip() == message

@@ -38,6 +38,8 @@ def folder(tmp_path: Path) -> Path:
     (tmp_path / "server.pem").write_text("x")
     (tmp_path / "server.key").write_text("x")
     (tmp_path / "est.password").write_text("s3cret-pass\n")
+    (tmp_path / "server.key").chmod(0o600)
+    (tmp_path / "est.password").chmod(0o600)
     return tmp_path
 
 
@@ -223,6 +225,8 @@ def test_shipped_example_configs_are_valid(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "tls" / "server.key").write_text("x")
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "est.password").write_text("pw\n")
+    (tmp_path / "tls" / "server.key").chmod(0o600)
+    (tmp_path / "secrets" / "est.password").chmod(0o600)
     config = load_config(cfg)
     assert "est" in config.aliases
 
@@ -274,3 +278,14 @@ def test_unix_socket_listen(folder: Path) -> None:
                                               "tls_key = \"server.key\"\nunix_socket_group = \"no-such-group-x\""))
     assert "server.tls: a Unix socket serves plain HTTP to a local proxy: set tls = false" in problems
     assert 'server.unix_socket_group: no group "no-such-group-x" on this machine' in problems
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660])
+@pytest.mark.parametrize("which", ["server.key", "est.password"])
+def test_group_or_world_accessible_secret_files_are_refused(folder: Path, which: str, mode: int) -> None:
+    """Issue 10 §5: like ssh, a TLS key or password file others can read does not start."""
+    (folder / which).chmod(mode)
+    key = "server.tls_key" if which == "server.key" else "aliases.est.password_file"
+    assert _problems(folder, GOOD) == [
+        f"{key}: {folder / which} is accessible by group or others (mode {mode:04o}); a secret must be "
+        f"private to the gateway's user: chmod 600 {folder / which}"]

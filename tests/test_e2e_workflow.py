@@ -58,11 +58,18 @@ def test_rsa_workflow_enroll_reenroll_revoke(gateway: Gateway) -> None:
     openssl.certs_from_pkcs7_b64(res.body, work / "rsa2.pem")
     assert openssl.serial_of(work / "rsa2.pem") != serial1
 
-    # Renewal with the same key: allowed on the default alias, refused on "newkey".
+    # A certificate renews only on the label that issued it (issue 10 §4: renewing on "est"
+    # bypassed "newkey"'s same-key ban); the renewed one can no longer renew (superseded).
     _, same = openssl.new_csr(work, "rsa-same", subject="/CN=router-7/O=Acme", key=key2,
                               san="DNS:router-7.example,IP:192.0.2.7")
+    _, csr3 = openssl.new_csr(work, "rsa-other", subject="/CN=router-7/O=Acme",
+                                 san="DNS:router-7.example,IP:192.0.2.7")
+    res = _reenroll(gateway, str(work / "rsa2.pem"), str(key2), str(csr3), alias="newkey")
+    assert res.status == 403 and res.body == b'client certificate was issued on EST label "est"; renew it there\n'
     res = _reenroll(gateway, str(work / "rsa2.pem"), str(key2), str(same), alias="newkey")
-    assert res.status == 403 and b"same key" in res.body
+    assert res.status == 403 and b"same key" in res.body       # the key is refused first
+    res = _reenroll(gateway, str(work / "rsa1.pem"), str(key), str(csr2))
+    assert res.status == 403 and b"already renewed" in res.body
     res = _reenroll(gateway, str(work / "rsa2.pem"), str(key2), str(same))
     assert res.status == 200, res.body
     openssl.certs_from_pkcs7_b64(res.body, work / "rsa3.pem")
@@ -77,6 +84,22 @@ def test_rsa_workflow_enroll_reenroll_revoke(gateway: Gateway) -> None:
     assert res.status == 403
     assert res.headers["content-type"].startswith("text/plain")
     assert res.body == b"client certificate is revoked\n"
+
+
+def test_newkey_label_refuses_renewal_with_the_same_key(gateway: Gateway) -> None:
+    work = gateway.work
+    key, csr = openssl.new_csr(work, "nk1", subject="/CN=strict-1")
+    res = gateway.curl(*gateway.enroll_args(csr, alias="newkey"))
+    assert res.status == 200, res.body
+    openssl.certs_from_pkcs7_b64(res.body, work / "nk1.pem")
+    _, same = openssl.new_csr(work, "nk-same", subject="/CN=strict-1", key=key)
+    res = _reenroll(gateway, str(work / "nk1.pem"), str(key), str(same), alias="newkey")
+    assert res.status == 403 and b"same key" in res.body
+    res = _reenroll(gateway, str(work / "nk1.pem"), str(key), str(same))     # nor on "est"
+    assert res.status == 403 and b'issued on EST label "newkey"' in res.body
+    _, fresh = openssl.new_csr(work, "nk2", subject="/CN=strict-1")
+    res = _reenroll(gateway, str(work / "nk1.pem"), str(key), str(fresh), alias="newkey")
+    assert res.status == 200, res.body
 
 
 def test_p256_workflow(gateway: Gateway) -> None:

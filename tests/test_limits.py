@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from pathlib import Path
 
 import pytest
@@ -56,21 +57,24 @@ def test_subject_and_san_counts_and_lengths() -> None:
 
 
 
+def _fail(throttle: FailureThrottle, address: str, scope: str = "est") -> None:
+    throttle.end(throttle.begin(address, scope), failed=True)
+
+
 def test_throttle_opens_after_the_limit_and_closes_when_the_window_ends() -> None:
     clock = FakeClock()
     throttle = FailureThrottle(3, clock=clock)
     for _ in range(3):
-        throttle.check("192.0.2.1")
-        throttle.failed("192.0.2.1")
+        _fail(throttle, "192.0.2.1")
         clock.now += 1
     with pytest.raises(TooManyRequests) as info:
-        throttle.check("192.0.2.1")
+        throttle.begin("192.0.2.1", "est")
     assert info.value.retry_after == 58           # the window opened 3 s ago
-    throttle.check("192.0.2.2")                    # other addresses are not affected
+    throttle.begin("192.0.2.2", "est")             # other addresses are not affected
     clock.now += 58
-    throttle.check("192.0.2.1")                    # the window has ended
-    throttle.failed("192.0.2.1")                   # and a new one counts from 1
-    throttle.check("192.0.2.1")
+    throttle.begin("192.0.2.1", "est")             # the window has ended
+    _fail(throttle, "192.0.2.1")                   # and a new one counts from 1
+    throttle.begin("192.0.2.1", "est")
 
 
 def test_throttle_is_shared_with_forked_workers() -> None:
@@ -78,16 +82,123 @@ def test_throttle_is_shared_with_forked_workers() -> None:
     throttle = FailureThrottle(2)
     ctx = multiprocessing.get_context("fork")
     for _ in range(2):
-        child = ctx.Process(target=throttle.failed, args=("192.0.2.9",))
+        child = ctx.Process(target=_fail, args=(throttle, "192.0.2.9"))
         child.start()
         child.join(10)
         assert child.exitcode == 0
     with pytest.raises(TooManyRequests):
-        throttle.check("192.0.2.9")
+        throttle.begin("192.0.2.9", "est")
 
 
 def test_throttle_off_when_zero() -> None:
     throttle = FailureThrottle(0)
     for _ in range(100):
-        throttle.failed("192.0.2.1")
-    throttle.check("192.0.2.1")
+        _fail(throttle, "192.0.2.1")
+    throttle.begin("192.0.2.1", "est")
+
+
+def test_throttle_never_refuses_an_address_that_did_not_fail() -> None:
+    """Issue 10 §3: 1,200 failing addresses made 45 of 200 fresh addresses get 429 (shared
+    buckets). Counters are per exact address: the fresh ones are never refused."""
+    throttle = FailureThrottle(10)
+    for i in range(1200):
+        for _ in range(10):
+            _fail(throttle, f"10.{i >> 8}.{i & 255}.1")
+    refused = 0
+    for i in range(200):
+        try:
+            throttle.begin(f"172.16.{i}.9", "est")
+        except TooManyRequests:
+            refused += 1
+    assert refused == 0
+    with pytest.raises(TooManyRequests):          # while the failing ones still are
+        throttle.begin("10.0.7.1", "est")
+
+
+def test_throttle_memory_is_bounded_by_forgetting_the_oldest() -> None:
+    """More failing addresses than entries: the oldest are forgotten, the newest still count,
+    and no fresh address is ever refused."""
+    clock = FakeClock()
+    throttle = FailureThrottle(2, entries=1024, clock=clock)
+    for i in range(5000):
+        clock.now += 0.001
+        _fail(throttle, f"10.{i >> 8}.{i & 255}.1")
+        _fail(throttle, f"10.{i >> 8}.{i & 255}.1")
+    with pytest.raises(TooManyRequests):
+        throttle.begin("10.19.135.1", "est")      # the last one (4999)
+    forgotten = 0
+    for i in range(1000):
+        try:
+            throttle.end(throttle.begin(f"10.{i >> 8}.{i & 255}.1", "est"), failed=False)
+        except TooManyRequests:
+            pass
+        else:
+            forgotten += 1
+    assert forgotten > 900                          # the oldest 1000 are (nearly) all gone
+    for i in range(200):
+        throttle.begin(f"172.16.{i}.9", "est")
+
+
+def test_throttle_counts_ipv6_by_64_and_ipv4_mapped_as_ipv4() -> None:
+    throttle = FailureThrottle(2)
+    _fail(throttle, "2001:db8:1:2::1")
+    _fail(throttle, "2001:db8:1:2:ffff::99")        # same /64
+    with pytest.raises(TooManyRequests):
+        throttle.begin("2001:db8:1:2::abcd", "est")
+    throttle.begin("2001:db8:1:3::1", "est")      # the next /64 is someone else
+    _fail(throttle, "::ffff:192.0.2.5")
+    _fail(throttle, "192.0.2.5")
+    with pytest.raises(TooManyRequests):
+        throttle.begin("192.0.2.5", "est")
+
+
+def test_failures_on_one_label_do_not_throttle_another_unless_configured() -> None:
+    throttle = FailureThrottle(2, scopes=("est", "other"))
+    _fail(throttle, "192.0.2.1", "other")
+    _fail(throttle, "192.0.2.1", "other")
+    with pytest.raises(TooManyRequests):
+        throttle.begin("192.0.2.1", "other")
+    throttle.begin("192.0.2.1", "est")
+    shared = FailureThrottle(2, scopes=("est", "other"), per_label=False)
+    _fail(shared, "192.0.2.1", "other")
+    _fail(shared, "192.0.2.1", "other")
+    with pytest.raises(TooManyRequests):
+        shared.begin("192.0.2.1", "est")
+
+
+def test_throttle_holds_under_concurrent_guesses() -> None:
+    """Issue 10 §3: 40 guesses at once gave 25 failures before the first 429. Once an
+    address has failed, attempts in flight count: concurrent guesses never pass the limit."""
+    throttle = FailureThrottle(10)
+    _fail(throttle, "192.0.2.1")
+    barrier = threading.Barrier(40)
+    outcomes: list[str] = []
+
+    def guess() -> None:
+        try:
+            attempt = throttle.begin("192.0.2.1", "est")
+        except TooManyRequests:
+            outcomes.append("429")
+            barrier.wait(30)
+            return
+        barrier.wait(30)                            # every guess is in flight at once
+        throttle.end(attempt, failed=True)
+        outcomes.append("failed")
+
+    threads = [threading.Thread(target=guess) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(outcomes) == 40
+    assert 1 + outcomes.count("failed") == 10
+    with pytest.raises(TooManyRequests):
+        throttle.begin("192.0.2.1", "est")
+
+
+def test_a_success_releases_its_reservation() -> None:
+    throttle = FailureThrottle(3)
+    _fail(throttle, "192.0.2.1")
+    for _ in range(50):                             # successes after a failure never add up
+        throttle.end(throttle.begin("192.0.2.1", "est"), failed=False)
+    throttle.begin("192.0.2.1", "est")

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import sqlite3
 import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from est_gateway.backends.base import EnrollRequest, Issued, Requester
 from est_gateway.backends.local import LocalCABackend
 from est_gateway.backends.local.options import LocalTarget
 from est_gateway.config.reader import Problems, Section
-from est_gateway.errors import BadRequest, ConfigError
+from est_gateway.errors import BadRequest, ConfigError, UpstreamUnavailable
 from tests.support.pki import make_csr, p256_key, rsa_key
 
 TARGET = LocalTarget(ca="EST CA", certificate_profile="default", end_entity_profile="default")
@@ -170,3 +172,76 @@ def test_local_options_are_validated_with_key_paths(tmp_path: Path) -> None:
     assert 'backends.local.cas.A.hierarchy: "flat" is not one of: root, root+issuing' in text
     assert 'backends.local.certificate_profiles.p.extended_key_usage[1]: "fooAuth" is not one of' in text
     assert "backends.local.end_entity_profiles.e.required_subject: O must also be in allowed_subject" in text
+
+
+def test_the_record_and_its_wal_are_private(tmp_path: Path) -> None:
+    """Issue 10 §5: certificates.sqlite3 and its -wal/-shm files are created 0600."""
+    backend = make_backend(tmp_path / "s")
+    enroll(backend, make_csr(p256_key(), cn="private-record"))
+    parts = sorted((tmp_path / "s").glob("certificates.sqlite3*"))
+    names = {p.name for p in parts}
+    assert {"certificates.sqlite3", "certificates.sqlite3-wal"} <= names
+    for part in parts:
+        if not part.name.endswith(".lock"):
+            assert stat.S_IMODE(part.stat().st_mode) == 0o600, part
+
+
+def test_an_existing_record_is_made_private_at_start(tmp_path: Path) -> None:
+    make_backend(tmp_path / "s")
+    (tmp_path / "s" / "certificates.sqlite3").chmod(0o644)
+    make_backend(tmp_path / "s")
+    assert stat.S_IMODE((tmp_path / "s" / "certificates.sqlite3").stat().st_mode) == 0o600
+
+
+def test_wildcard_dns_names_only_where_the_profile_allows_them(tmp_path: Path) -> None:
+    backend = make_backend(tmp_path, {"certificate_profiles": {"web": {"allow_wildcard_dns": True}}})
+    wildcard = [x509.DNSName("*.example.com")]
+    with pytest.raises(BadRequest, match=r"wildcard subjectAltName dns:\*.example.com is not allowed"):
+        enroll(backend, make_csr(p256_key(), cn="w", sans=wildcard))
+    cert = enroll(backend, make_csr(p256_key(), cn="w", sans=wildcard), LocalTarget("EST CA", "web", "default"))
+    assert list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value) == wildcard
+
+
+def test_csr_requested_extensions_are_never_copied(backend: LocalCABackend) -> None:
+    """Issue 10 §6: a CSR asking for CA:TRUE, keyCertSign and other EKUs gets CA:FALSE and
+    only the profile's key usage and extended key usage."""
+    key = p256_key()
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wants-to-be-a-ca")]))
+           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+           .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=True, key_encipherment=False,
+                                        data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                        crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+           .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING,
+                                                 ExtendedKeyUsageOID.SERVER_AUTH,
+                                                 ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+           .add_extension(x509.NameConstraints(permitted_subtrees=[x509.DNSName("example.com")],
+                                               excluded_subtrees=None), critical=True)
+           .sign(key, hashes.SHA256()))
+    cert = enroll(backend, csr)
+    ext = cert.extensions
+    assert ext.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    usage = ext.get_extension_for_class(x509.KeyUsage).value
+    assert usage.digital_signature and not usage.key_cert_sign and not usage.crl_sign
+    assert not usage.content_commitment
+    assert list(ext.get_extension_for_class(x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert {e.oid for e in ext} == {x509.BasicConstraints.oid, x509.KeyUsage.oid, x509.ExtendedKeyUsage.oid,
+                                    x509.SubjectKeyIdentifier.oid, x509.AuthorityKeyIdentifier.oid}
+
+
+def test_a_failed_record_write_issues_nothing(backend: LocalCABackend) -> None:
+    """Issue 10 §6: when the record cannot be written, no certificate leaves the CA (503).
+    A trigger makes SQLite refuse the insert, as a read-only or full database does."""
+    conn = sqlite3.connect(backend.store.path)
+    try:
+        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON certificates "
+                     "BEGIN SELECT RAISE(ABORT, 'attempt to write a readonly database'); END")
+        conn.commit()
+    finally:
+        conn.close()
+    with pytest.raises(UpstreamUnavailable) as info:
+        enroll(backend, make_csr(p256_key(), cn="unrecorded"))
+    assert info.value.status == 503
+    assert info.value.detail == ("the local CA cannot write its certificate record; nothing was issued, "
+                                 "try again later")
+    assert backend.store.count() == 0

@@ -85,7 +85,11 @@ class EnrollRequest(Generic[TargetT]):
 
 @dataclass(frozen=True)
 class ReenrollRequest(EnrollRequest[TargetT]):
-    """A ``simplereenroll`` (RFC 7030 §4.2.2); ``current`` is the verified client certificate."""
+    """A ``simplereenroll`` (RFC 7030 §4.2.2); ``current`` is the verified client certificate.
+
+    The renewal carries ``current``'s Subject and subjectAltName exactly (the core has
+    checked the CSR asks for the same); an upstream adapter names the end entity from
+    ``current``, never from the CSR."""
 
     current: x509.Certificate | None = None
 
@@ -110,12 +114,20 @@ class Pending:
 
 @dataclass(frozen=True)
 class RevocationStatus:
-    """What the CA knows of a certificate it issued."""
+    """What the CA knows of a certificate it issued.
+
+    ``known`` means this exact certificate (not merely its issuer name and serial) is on
+    the CA's record. ``label`` is the EST label it was issued on, when the CA records
+    that (None: the CA does not know). ``superseded``: a renewal replaced it, so it may no
+    longer renew (RFC 7030 §4.2.2 leaves this policy to the server).
+    """
 
     known: bool
     revoked: bool
     reason: str | None = None
     revoked_at: dt.datetime | None = None
+    label: str | None = None
+    superseded: bool = False
 
 
 class CABackend(abc.ABC, Generic[TargetT]):
@@ -184,6 +196,12 @@ class CABackend(abc.ABC, Generic[TargetT]):
     @abc.abstractmethod
     def revocation_status(self, certificate: x509.Certificate, target: TargetT) -> RevocationStatus:
         """Whether the CA has revoked ``certificate`` (asked before every re-enrollment)."""
+
+    def supersede(self, certificate: x509.Certificate, target: TargetT) -> None:
+        """After a successful renewal of ``certificate`` on an alias with
+        ``supersede_on_renewal``: make it unable to renew again (the local CA marks its
+        record; an upstream CA may revoke it with reason superseded where its adapter
+        offers that). The default does nothing: the CA keeps no such state."""
 
     def health(self) -> None:
         """Raise an ``ESTError`` if the CA cannot be reached right now."""

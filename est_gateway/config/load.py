@@ -79,6 +79,9 @@ def _limits(sec: Section) -> Limits:
         max_value_length=sec.int("max_value_length", d.max_value_length, minimum=16, maximum=4096),
         auth_failures_per_minute=sec.int("auth_failures_per_minute", d.auth_failures_per_minute,
                                          minimum=0, maximum=100_000),
+        auth_failure_scope=sec.str("auth_failure_scope", d.auth_failure_scope, choices=("label", "gateway")),
+        auth_failure_entries=sec.int("auth_failure_entries", d.auth_failure_entries, minimum=1024,
+                                     maximum=4_194_304),
         password_cache_s=sec.int("password_cache_s", d.password_cache_s, minimum=0, maximum=3600),
     )
     if isinstance(limits.min_rsa_bits, int) and isinstance(limits.max_rsa_bits, int) \
@@ -116,7 +119,7 @@ def _server(sec: Section) -> ServerSettings:
         if unix_socket is None:
             sec.error("unix_socket_group", 'only applies with listen = "unix:<path>"')
     cert = sec.path_value("tls_cert", None, must_exist=True)
-    key = sec.path_value("tls_key", None, must_exist=True)
+    key = sec.private_path("tls_key")
     if tls and (cert is None or key is None):
         for name, value in (("tls_cert", cert), ("tls_key", key)):
             if value is None and not sec.has(name):
@@ -192,6 +195,11 @@ def _aliases(sec: Section, backends: dict[str, AnyBackend],
         alias = _alias(name, asec, backends, broken)
         if alias is not None:
             aliases[name] = alias
+    for name, alias in aliases.items():
+        for label in alias.accept_renewals_from:
+            if label not in sec.data:
+                sec.problems.add(f"{sec.key(name)}.accept_renewals_from",
+                                 f'unknown label "{label}"; known: {", ".join(sorted(sec.data))}')
     if not sec.data:
         sec.problems.add("aliases", "define at least one alias, e.g. [aliases.est]")
     return aliases
@@ -231,6 +239,8 @@ def _alias(name: str, sec: Section, backends: dict[str, AnyBackend],
     keygen_type = sec.str("serverkeygen_key_type", AliasSettings.serverkeygen_key_type,
                           choices=("csr", *KEY_TYPES))
     same_key = sec.bool("allow_same_key_renewal", True)
+    renew_from = tuple(sec.str_list("accept_renewals_from", []))
+    supersede = sec.bool("supersede_on_renewal", True)
     # Without a backend class nobody read the CA-side keys: report only misspelt core keys.
     sec.check_unknown(only_misspellings=parser is None)
     if backend is not None and challenge == "enrollment-code" and not backend.checks_enrollment_code(target):
@@ -243,6 +253,7 @@ def _alias(name: str, sec: Section, backends: dict[str, AnyBackend],
         username=username, password=password, allow_same_key_renewal=same_key,
         trusted_client_cas=cas, csrattrs=csrattrs, challenge_password=challenge,
         serverkeygen=keygen, serverkeygen_key_type=keygen_type,
+        accept_renewals_from=renew_from, supersede_on_renewal=supersede,
     )
 
 

@@ -80,6 +80,10 @@ class AliasSettings:
     #: key type for serverkeygen: a fixed type, or "csr" (follow the CSR's key). RSA by
     #: default: libest's client refuses key parts under 256 bytes, e.g. any P-256 key.
     serverkeygen_key_type: str = "rsa-2048"
+    #: other labels whose certificates may renew here (a certificate renews on its own label)
+    accept_renewals_from: tuple[str, ...] = ()
+    #: after a successful renewal the renewed certificate can no longer renew
+    supersede_on_renewal: bool = True
 
     @property
     def realm(self) -> str:

@@ -201,6 +201,17 @@ class Section:
             self.error(name, f"file {path} does not exist")
         return path
 
+    def private_path(self, name: builtins.str, *, must_exist: builtins.bool = True) -> Any:
+        """A path to a secret file (a key, a password) that must be private to its owner:
+        like ssh, a file group or others can access is refused, naming its mode."""
+        path = self.path_value(name, None, must_exist=must_exist)
+        if isinstance(path, Path) and path.exists():
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o077:
+                self.error(name, f"{path} is accessible by group or others (mode {mode:04o}); a secret must "
+                                 f"be private to the gateway's user: chmod 600 {path}")
+        return path
+
     def secret(self, name: builtins.str, *, required: builtins.bool) -> builtins.str | None:
         """A secret read from ``<name>_file`` or ``<name>_env``; inline values are refused."""
         file_key, env_key = f"{name}_file", f"{name}_env"
@@ -214,8 +225,9 @@ class Section:
             self.error(file_key, f"give only one of {file_key} and {env_key}")
             return None
         if has_file:
-            path = self.path_value(file_key)
-            if path is None:
+            before = len(self.problems.items)
+            path = self.private_path(file_key, must_exist=False)
+            if path is None or len(self.problems.items) != before:
                 return None
             try:
                 text = Path(path).read_text(encoding="utf-8").strip()

@@ -108,6 +108,7 @@ def test_a_wrong_auth_key_is_502_and_tells_the_operator_which_key(
         make_backend: MakeBackend, ca: CfsslCA, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     wrong = tmp_path / "wrong.key"
     wrong.write_text("ab" * 32)
+    wrong.chmod(0o600)                 # secret files others can read are refused
     backend = make_backend(auth_key_file=str(wrong))
     with caplog.at_level(logging.ERROR):
         with pytest.raises(UpstreamError) as caught:
@@ -206,6 +207,7 @@ def test_option_problems_name_their_key(ca: CfsslCA, tmp_path: Path, options: di
 def test_a_non_hex_auth_key_is_refused_at_start(ca: CfsslCA, tmp_path: Path) -> None:
     key = tmp_path / "auth.key"
     key.write_text("not hex at all")
+    key.chmod(0o600)
     with pytest.raises(ConfigError, match="backends.cfssl.auth_key_file: must hold CFSSL's auth key as hex"):
         build_backend(ca.backend_options(auth_key_file=str(key)), tmp_path)
 

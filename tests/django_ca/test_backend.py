@@ -173,6 +173,7 @@ def test_with_a_revocation_table_ocsp_answers_not_the_api(django_ca: DjangoCa, t
     cert = issued(make_backend(django_ca, tmp_path).enroll(request(make_csr(p256_key(), cn="dev-ocsp"))))
     secret = tmp_path / "readonly.password"
     secret.write_text(django_ca.readonly_password)
+    secret.chmod(0o600)                # secret files others can read are refused
     viewer = make_backend(django_ca, tmp_path, username=READONLY, password_file=str(secret))
     with pytest.raises(UpstreamError):
         viewer.revocation_status(cert, TARGET)            # the API: 403
@@ -188,6 +189,7 @@ def test_wrong_password_is_a_502_and_the_log_says_what_to_fix(
         django_ca: DjangoCa, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     wrong = tmp_path / "wrong.password"
     wrong.write_text("not-the-password\n")
+    wrong.chmod(0o600)
     backend = make_backend(django_ca, tmp_path, password_file=str(wrong))
     with caplog.at_level(logging.ERROR), pytest.raises(UpstreamError) as info:
         backend.enroll(request(make_csr(p256_key(), cn="dev-f")))
@@ -200,6 +202,7 @@ def test_a_user_without_sign_permission_is_a_502_naming_the_permission(
         django_ca: DjangoCa, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     secret = tmp_path / "readonly.password"
     secret.write_text(django_ca.readonly_password)
+    secret.chmod(0o600)                # secret files others can read are refused
     backend = make_backend(django_ca, tmp_path, username=READONLY, password_file=str(secret))
     assert backend.ca_certs(TARGET)            # it may list CAs...
     with caplog.at_level(logging.ERROR), pytest.raises(UpstreamError):

@@ -83,6 +83,8 @@ def setup(django_ca: DjangoCa, tmp_path_factory: pytest.TempPathFactory) -> Iter
     wrong.write_text("not-the-gateway-password\n")
     readonly = secrets / "readonly.password"
     readonly.write_text(django_ca.readonly_password + "\n")
+    wrong.chmod(0o600)                 # secret files others can read are refused
+    readonly.chmod(0o600)
     common = {"connect_timeout_s": 1, "read_timeout_s": 5, "retries": 0}
     config = instance.folder / "django-ca.toml"
     config.write_text(CONFIG.format(

@@ -19,6 +19,7 @@ def test_example_loads_and_is_healthy_against_django_ca(django_ca: DjangoCa, tmp
     shutil.copy(django_ca.ca_bundle, tmp_path / "upstream" / "django-ca-tls-ca.pem")
     password = tmp_path / "secrets" / "django-ca.password"
     password.write_text(django_ca.password + "\n")
+    password.chmod(0o600)              # secret files others can read are refused
     password.chmod(0o600)
     text = EXAMPLE.read_text().replace("https://ca.example.org/django_ca/api", django_ca.api_url)
     (tmp_path / "django-ca.toml").write_text(text.replace('ca = "Issuing CA"', 'ca = "Test Issuing"'))

@@ -198,6 +198,7 @@ def test_secret_problems_carry_key_paths(pki: UpstreamPKI, tmp_path: Path, monke
 def test_secret_from_a_file(pki: UpstreamPKI, tmp_path: Path) -> None:
     path = tmp_path / "approval.secret"
     path.write_text(SECRET + "\n", encoding="utf-8")
+    path.chmod(0o600)                  # a secret file others can read is refused
     backend = make_backend("ejbca-soap", upstream_options(pki, "https://ejbca.test/ws",
                                                           approval_secret_file=str(path)), tmp_path)
     assert backend.options.approval_secret == SECRET.encode()

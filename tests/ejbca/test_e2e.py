@@ -12,6 +12,7 @@ still serve.
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,9 +22,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
+from lxml import etree
 
 from est_gateway import localmode
-from tests.support.ejbca_standin import CA_NAME, StandinEjbca, StandinServer, UpstreamPKI
+from tests.support.ejbca_standin import CA_NAME, REST, WS, StandinEjbca, StandinServer, UpstreamPKI
 from tests.support.gateway import GatewayProcess, curl, free_port
 
 pytestmark = pytest.mark.e2e
@@ -36,6 +38,7 @@ listen = "127.0.0.1:{port}"
 tls_cert = "tls/server.pem"
 tls_key = "tls/server.key"
 workers = 1
+log_level = "debug"
 
 [backends.rest]
 type = "ejbca-rest"
@@ -266,6 +269,60 @@ def test_serverkeygen_through_ejbca(setup: Setup, alias: str) -> None:
     assert cert.public_key().public_bytes(serialization.Encoding.DER, spki) == \
         key.public_key().public_bytes(serialization.Encoding.DER, spki)
     assert cert.subject.rfc4514_string() == f"CN=keygen-{alias}"
+
+
+def _end_entity_passwords(standin: StandinEjbca) -> set[str]:
+    """Every end-entity password the gateway sent upstream (REST JSON, EjbcaWS editUser and
+    pkcs10Request), read from the requests the stand-in received."""
+    found = set()
+    for call in standin.calls:
+        body = call["body"]
+        if call["path"].startswith(REST) and body.startswith(b"{"):
+            password = json.loads(body).get("password")
+            if password:
+                found.add(password)
+        elif call["path"] == WS and body:
+            tree = etree.fromstring(body)
+            found |= {e.text for e in tree.iter() if etree.QName(e).localname == "password" and e.text}
+            found |= {e.text for e in tree.iter("arg1") if e.getparent() is not None and e.text
+                      and etree.QName(e.getparent()).localname == "pkcs10Request"}
+    return found
+
+
+def test_end_entity_passwords_never_reach_a_log_line_or_a_response(setup: Setup) -> None:
+    """Issue 10 §6: the one-time password the gateway sets at EJBCA appears in no log line
+    (the gateway logs at debug level here) and in no response, through enrollment, renewal,
+    an approval wait and an upstream fault."""
+    answers = []
+    for alias in ("est", "soap"):
+        cn = f"secret-{alias}"
+        enrolled = setup.enroll(alias, new_csr(setup.folder, cn, f"secret-{alias}-1"))
+        assert enrolled.status == 200, enrolled.body
+        (setup.folder / f"secret-{alias}-1.pem").write_bytes(
+            leaf(enrolled.body).public_bytes(pkcs7.serialization.Encoding.PEM))
+        tls = ("--cert", str(setup.folder / f"secret-{alias}-1.pem"),
+               "--key", str(setup.folder / f"secret-{alias}-1.key"))
+        answers += [enrolled, setup.post(alias, "simplereenroll", new_csr(setup.folder, cn, "secret-2"), *tls)]
+        setup.standin.approval = True
+        try:
+            answers.append(setup.enroll(alias, new_csr(setup.folder, f"secret-wait-{alias}", "secret-3")))
+        finally:
+            setup.standin.approval = False
+        setup.standin.fault = "garbage"
+        try:
+            answers.append(setup.enroll(alias, new_csr(setup.folder, f"secret-fault-{alias}", "secret-4")))
+        finally:
+            setup.standin.fault = None
+    assert [a.status for a in answers] == [200, 200, 202, 502] * 2
+    passwords = _end_entity_passwords(setup.standin)
+    assert len(passwords) >= 6
+    log = setup.gateway.output()
+    assert "simplereenroll" in log and "DEBUG" in log
+    for password in passwords:
+        assert password not in log
+        for answer in answers:
+            assert password.encode() not in answer.body
+            assert all(password not in v for v in answer.headers.values())
 
 
 def test_startup_lines_name_the_version_and_the_chain_source(setup: Setup) -> None:

@@ -54,12 +54,18 @@ def enroll_all(port: int, cafile: Path, password: str, payloads: list[bytes], *,
     def one(index: int) -> Outcome:
         try:
             conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=timeout)
+            response = None
             try:
                 conn.request("POST", "/.well-known/est/simpleenroll", body=payloads[index],
                              headers={"Content-Type": "application/pkcs10", "Authorization": auth})
                 response = conn.getresponse()
                 data = response.read()
             finally:
+                # A read cut off by the SIGKILL leaves the response's file object open, and
+                # it keeps the TLS socket alive past conn.close() until garbage collection
+                # reports it as unclosed (a ResourceWarning, an error under pytest).
+                if response is not None:
+                    response.close()
                 conn.close()
         except (OSError, http.client.HTTPException) as exc:
             return Outcome(index, None, error=f"{type(exc).__name__}: {exc}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import logging
 import re
 import secrets
 import sqlite3
@@ -43,8 +44,9 @@ from est_gateway.backends.local.store import (
 )
 from est_gateway.config.reader import Section
 from est_gateway.errors import BadRequest, ESTError, Rejected, UpstreamUnavailable
-from est_gateway.wire import requested_sans
+from est_gateway.wire import certificate_sans, requested_sans
 
+log = logging.getLogger(__name__)
 _SAN_KIND: dict[type, str] = {x509.DNSName: "dns", x509.IPAddress: "ip", x509.RFC822Name: "email",
              x509.UniformResourceIdentifier: "uri"}
 _FIELD_BY_OID = {oid: short for short, oid in SUBJECT_FIELDS.items()}
@@ -194,13 +196,19 @@ class LocalCABackend(CABackend[LocalTarget]):
         return Pending(retry_after=retry, reference=queued.id)
 
     def revocation_status(self, certificate: x509.Certificate, target: LocalTarget) -> RevocationStatus:
+        """Known only as the exact certificate on record: another CA's certificate with the
+        same issuer name and a copied serial is unknown."""
         record = self.store.get(serial_hex(certificate.serial_number))
-        if record is None or record.issuer != certificate.issuer.rfc4514_string():
+        if record is None or record.der != certificate.public_bytes(Encoding.DER):
             return RevocationStatus(known=False, revoked=False)
         if record.status != "revoked":
-            return RevocationStatus(known=True, revoked=False)
+            return RevocationStatus(known=True, revoked=False, label=record.alias,
+                                    superseded=record.status == "superseded")
         return RevocationStatus(known=True, revoked=True, reason=record.revocation_reason,
-                                revoked_at=None)
+                                revoked_at=None, label=record.alias)
+
+    def supersede(self, certificate: x509.Certificate, target: LocalTarget) -> None:
+        self.store.supersede(serial_hex(certificate.serial_number))
 
     def issue(self, request: EnrollRequest[LocalTarget], *,
               public_key: CertificatePublicKeyTypes | None = None) -> Issued:
@@ -210,11 +218,16 @@ class LocalCABackend(CABackend[LocalTarget]):
         cert_profile = self.options.certificate_profiles[target.certificate_profile]
         csr = request.csr
         sans = self._check_profiles(request)
+        subject = csr.subject
+        if isinstance(request, ReenrollRequest) and request.current is not None:
+            # RFC 7030 §4.2.2: the renewal carries the current certificate's names exactly
+            # (the core has checked the CSR asks for the same).
+            subject, sans = request.current.subject, certificate_sans(request.current)
         now = self.clock()
         not_after = min(now + dt.timedelta(days=cert_profile.validity_days), ca.certificate.not_valid_after_utc)
         for _attempt in range(5):
             cert = authority.build_leaf(
-                subject=csr.subject, public_key=public_key or csr.public_key(), sans=sans,
+                subject=subject, public_key=public_key or csr.public_key(), sans=sans,
                 issuer=ca.certificate, issuer_key=ca.key,
                 not_before=now - authority.BACKDATE, not_after=not_after,
                 key_usage=cert_profile.key_usage, extended_key_usage=cert_profile.extended_key_usage,
@@ -227,6 +240,10 @@ class LocalCABackend(CABackend[LocalTarget]):
                                request_id=request.request_id, issued_at=now)
             except DuplicateSerial:
                 continue
+            except sqlite3.Error:
+                log.exception("could not record a certificate; it was not issued")
+                raise UpstreamUnavailable("the local CA cannot write its certificate record; "
+                                          "nothing was issued, try again later", retry_after=30) from None
             return Issued(cert, tuple(ca.chain))
         raise ESTError("could not allocate a unique serial number")
 
@@ -268,6 +285,9 @@ def allowed_sans(csr: x509.CertificateSigningRequest, profile: CertificateProfil
         if kind is None or kind not in profile.san_types:
             raise BadRequest(f"subjectAltName {describe_general_name(gn)} is not allowed by the "
                              f"certificate profile; allowed types: {', '.join(profile.san_types) or 'none'}")
+        if isinstance(gn, x509.DNSName) and gn.value.startswith("*") and not profile.allow_wildcard_dns:
+            raise BadRequest(f"wildcard subjectAltName {describe_general_name(gn)} is not allowed by the "
+                             "certificate profile (allow_wildcard_dns)")
     if len(requested) > profile.max_sans:
         raise BadRequest(f"CSR asks for {len(requested)} subjectAltNames; the profile allows {profile.max_sans}")
     return requested

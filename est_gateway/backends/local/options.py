@@ -45,6 +45,8 @@ class CertificateProfile:
     extended_key_usage: tuple[str, ...] = ("clientAuth",)
     san_types: tuple[str, ...] = SAN_TYPES
     max_sans: int = 20
+    #: whether a dNSName may be a wildcard ("*.example.com")
+    allow_wildcard_dns: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ def _cert_profile(sec: Section) -> CertificateProfile:
                                               choices=tuple(EXTENDED_KEY_USAGES))),
         san_types=tuple(sec.str_list("san_types", list(d.san_types), choices=SAN_TYPES)),
         max_sans=sec.int("max_sans", d.max_sans, minimum=0, maximum=1000),
+        allow_wildcard_dns=sec.bool("allow_wildcard_dns", d.allow_wildcard_dns),
     )
     sec.check_unknown()
     return profile

@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS certificates (
     requester         TEXT NOT NULL,
     request_id        TEXT NOT NULL,
     issued_at         TEXT NOT NULL,
-    status            TEXT NOT NULL DEFAULT 'valid',
+    status            TEXT NOT NULL DEFAULT 'valid',  -- valid, superseded (renewed), revoked
     revoked_at        TEXT,
     revocation_reason TEXT,
     der               BLOB NOT NULL
@@ -129,6 +129,13 @@ class CertificateStore:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def initialise(self) -> None:
+        """Create the record (mode 0600: SQLite gives its WAL and shared-memory files the
+        database's mode) and its tables; make older files private too."""
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for suffix in ("", "-wal", "-shm"):
+            part = self.path.with_name(self.path.name + suffix)
+            if part.exists() and part.stat().st_mode & 0o077:
+                part.chmod(0o600)
         with self._writing() as conn:
             conn.executescript(_SCHEMA)
 
@@ -148,7 +155,9 @@ class CertificateStore:
                     "INSERT INTO certificates (serial, issuer, subject, sans, not_before, not_after,"
                     " ca, alias, certificate_profile, requester, request_id, issued_at, der)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
-            except sqlite3.IntegrityError:
+            except sqlite3.IntegrityError as exc:
+                if exc.sqlite_errorname != "SQLITE_CONSTRAINT_PRIMARYKEY":
+                    raise                   # not a taken serial: the record cannot be written
                 raise DuplicateSerial(row[0]) from None
 
     def get(self, serial: str) -> Record | None:
@@ -175,6 +184,12 @@ class CertificateStore:
     def count(self) -> int:
         with self._connect() as conn:
             return int(_one(conn.execute("SELECT COUNT(*) FROM certificates"))[0])
+
+    def supersede(self, serial: str) -> None:
+        """Mark a valid record superseded (renewed): it can no longer renew."""
+        with self._writing() as conn:
+            conn.execute("UPDATE certificates SET status='superseded' WHERE serial=? AND status='valid'",
+                         (normalise_serial(serial),))
 
     def revoke(self, serial: str, reason: str, at: dt.datetime) -> Record:
         """Mark a record revoked; raises ``LookupError`` (unknown) or ``ValueError`` (already)."""
@@ -302,7 +317,7 @@ def normalise_serial(text: str) -> str:
     """Accept ``0x``-prefixed, colon-separated or upper-case hex; raise ValueError otherwise."""
     cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
     if not cleaned or any(c not in "0123456789abcdef" for c in cleaned):
-        raise ValueError(f"{text!r} is not a hexadecimal serial number")
+        raise ValueError(f'"{text}" is not a hexadecimal serial number')
     return format(int(cleaned, 16), "x")
 
 
