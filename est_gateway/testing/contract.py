@@ -51,6 +51,21 @@ from est_gateway.errors import ConfigError
 UNKNOWN_KEY = "no_such_contract_setting"
 
 
+def build_backend(type_name: str, options: Mapping[str, object], *, name: str = "contract",
+                  base_dir: Path | None = None) -> Any:
+    """The backend registered as ``type_name`` (through its entry point, as the gateway
+    finds it), built from ``[backends.<name>]`` = ``options`` (without ``type``) as the
+    configuration loader builds it; :class:`ConfigError` with every problem. Not started."""
+    from est_gateway.backends.registry import BackendRegistry
+
+    problems = Problems()
+    section = Section(dict(options), f"backends.{name}", problems, base_dir or Path.cwd())
+    backend = BackendRegistry().load(type_name).from_options(name, section)
+    section.check_unknown()
+    problems.raise_if_any()
+    return backend
+
+
 def target_problems(backend: CABackend[Any], settings: Mapping[str, object], *, path: str = "aliases.est",
                     base_dir: Path | None = None) -> tuple[object, list[str]]:
     """What ``backend.parse_target`` makes of the alias table ``settings`` (as TOML gives it),

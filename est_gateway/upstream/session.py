@@ -80,6 +80,9 @@ class UpstreamClient:
         self.settings = settings
         self._sleep = sleep
         self._local = threading.local()
+        self._lock = threading.Lock()
+        #: every thread's session with its process id, so that close() reaches them all
+        self._opened: list[tuple[int, requests.Session]] = []
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
 
     def session(self) -> requests.Session:
@@ -88,8 +91,22 @@ class UpstreamClient:
         if getattr(self._local, "pid", None) != pid:
             self._local.session = new_session(self.settings)
             self._local.pid = pid
+            with self._lock:
+                self._opened.append((pid, self._local.session))
         session: requests.Session = self._local.session
         return session
+
+    def close(self) -> None:
+        """Close this process's sessions and their pooled connections (at shutdown); a
+        later call opens a new session. Those inherited over a fork are the parent's."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+        self._local = threading.local()
+        for pid, session in opened:
+            if pid == os.getpid():
+                session.close()
+            else:
+                self._opened.append((pid, session))
 
     def request(self, method: str, url: str, *, idempotent: bool, **kwargs: Any) -> requests.Response:
         """One call with explicit ``verify``/``timeout``; transport failures become ``ESTError``."""

@@ -104,6 +104,9 @@ class LocalCABackend(CABackend[LocalTarget]):
             for ca_name, settings in self.options.cas.items():
                 self._cas[ca_name] = self._load_or_create(ca_name, settings)
 
+    def close(self) -> None:
+        self.store.close()
+
     def _ca_dir(self, ca_name: str) -> Path:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", ca_name).strip("-") or "ca"
         return self.options.state_dir / "cas" / slug

@@ -103,6 +103,9 @@ class CertificateStore:
         self.path = path
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        #: every thread's connection with its process id, so that close() reaches them all
+        self._opened: list[tuple[int, sqlite3.Connection]] = []
+        self._opened_lock = threading.Lock()
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -115,7 +118,17 @@ class CertificateStore:
             # 1 MiB of page cache per connection (one per thread): lookups are by primary key.
             conn.execute("PRAGMA cache_size=-1024")
             self._local.conn, self._local.pid = conn, os.getpid()
+            with self._opened_lock:
+                self._opened.append((os.getpid(), conn))
         yield conn
+
+    def close(self) -> None:
+        """Close this process's connections (those inherited over a fork are the parent's)."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for pid, conn in opened:
+            if pid == os.getpid():
+                conn.close()
 
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:

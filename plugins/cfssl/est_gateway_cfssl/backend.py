@@ -63,6 +63,10 @@ class CfsslBackend(CABackend[CfsslTarget]):
             self._targets.add(target)
         return target
 
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.client.close()
+
     def describe_state(self) -> dict[str, str]:
         facts = self.options.upstream.describe() if self.options.upstream is not None else {}
         revocation = self.options.revocation

@@ -121,6 +121,10 @@ class DjangoCaBackend(CABackend[DjangoCaTarget]):
         )
         return cls(name, parsed, options.base_dir)
 
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
     # -- plumbing -------------------------------------------------------------------------
 
     @property

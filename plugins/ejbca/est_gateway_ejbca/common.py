@@ -229,6 +229,10 @@ class EjbcaBackend(CABackend[EjbcaTarget]):
         """Client mode checks the CSR's challengePassword as the end entity's enrollment code."""
         return target.upstream.mode == "client"
 
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
     def describe_state(self) -> dict[str, str]:
         facts = self.upstream.describe() if self.options.upstream is not None else {}
         if self.options.upstream is not None:
