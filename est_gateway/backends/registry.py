@@ -30,7 +30,9 @@ class BackendRegistry:
         """The class for ``type_name``; raises ``LookupError`` with an operator-facing reason."""
         found = self._entries.get(type_name)
         if not found:
-            raise LookupError(f'unknown backend type "{type_name}"; known: {", ".join(self.known()) or "none"}')
+            raise LookupError(f'unknown backend type "{type_name}"; known: {", ".join(self.known()) or "none"} '
+                              "(each vendor backend is a plugin distribution of its own: is it installed "
+                              "in this Python environment?)")
         distinct = {ep.value for ep in found}
         if len(distinct) > 1:
             raise LookupError(f'backend type "{type_name}" is registered more than once '
