@@ -1,8 +1,10 @@
-"""The core distribution on its own: no vendor plugin, no zeep or requests, no top-level
-``plugins`` package, and a working local-CA gateway (the issue's packaging promise)."""
+"""Packaging: the core distribution on its own (no vendor plugin, no zeep or requests, no
+top-level ``plugins`` package, a working local-CA gateway), and each in-tree plugin as a
+distribution of its own that imports only the public plugin API."""
 
 from __future__ import annotations
 
+import ast
 import configparser
 import os
 import re
@@ -11,6 +13,8 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+import pytest
 
 from est_gateway import localmode
 from tests.support import openssl
@@ -80,3 +84,52 @@ def test_a_local_ca_gateway_runs_without_any_plugin_dependency(tmp_path: Path) -
     finally:
         gateway.stop()
     assert "blocked" not in gateway.output()
+
+
+PLUGINS = sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))
+
+
+def _imports(package: Path) -> set[str]:
+    found = set()
+    for source in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_every_in_tree_plugin_exists() -> None:
+    assert [p.name for p in PLUGINS] == ["cfssl", "django-ca", "ejbca"]
+
+
+@pytest.mark.parametrize("plugin", PLUGINS, ids=lambda p: p.name)
+def test_a_plugin_is_its_own_distribution_on_the_public_api_only(plugin: Path, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    shutil.copytree(plugin, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-index",
+                           "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    [wheel] = (tmp_path / "dist").glob("*.whl")
+    package = "est_gateway_" + plugin.name.replace("-", "_")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        info = next(n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info"))
+        entry_points = configparser.ConfigParser()
+        entry_points.read_string(archive.read(f"{info}/entry_points.txt").decode())
+    assert {n.split("/")[0] for n in names} == {package, info}
+    assert f"{package}/py.typed" in names
+    if plugin.name == "ejbca":
+        assert f"{package}/soap/wsdl/ejbcaws.wsdl" in names      # package data the SOAP adapter loads
+    targets = dict(entry_points["est_gateway.backends"]).values()
+    assert targets and all(t.startswith(f"{package}.") or t.startswith(f"{package}:") for t in targets)
+    core = {m for m in _imports(plugin / package) if m == "est_gateway" or m.startswith("est_gateway.")}
+    assert core <= {"est_gateway.plugin", "est_gateway.plugin.http"}, core
+
+
+def test_the_core_never_imports_a_plugin() -> None:
+    imported = _imports(ROOT / "est_gateway")
+    assert not {m for m in imported if m.split(".")[0] == "plugins" or m.startswith("est_gateway_")}
+    assert not {m for m in imported if m.split(".")[0] in ("zeep", "lxml")}
