@@ -20,18 +20,22 @@ from bench import upstream as upstream_ca
 from bench.fixtures import SCENARIOS, Gateway, csr_pool, enroll_identities, scenario_target, start_gateway
 from bench.load import probe_keep_alive, run_load
 from bench.procstat import ProcessTree
+from tests.support.attack import Attack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FILLER_ISSUER = "CN=est-gateway Local EST CA"
 
 PRESETS: dict[str, dict[str, Any]] = {
     "full": dict(clients=[1, 4, 16, 64], duration=4.0, warmup=0.7, max_requests=20000, records=200_000,
-                 ceiling_time=1.0, profile_s=8.0, scale_duration=5.0),
+                 ceiling_time=1.0, profile_s=8.0, scale_duration=5.0, attack_idle=2000),
     "quick": dict(clients=[1, 4, 16, 64], duration=1.2, warmup=0.3, max_requests=5000, records=20_000,
-                  ceiling_time=0.3, profile_s=0.0, scale_duration=1.5),
+                  ceiling_time=0.3, profile_s=0.0, scale_duration=1.5, attack_idle=1000),
     "tiny": dict(clients=[1, 2], duration=0.3, warmup=0.0, max_requests=6, records=300,
-                 ceiling_time=0.05, profile_s=0.0, scale_duration=0.3),
+                 ceiling_time=0.05, profile_s=0.0, scale_duration=0.3, attack_idle=40),
 }
+#: legitimate clients measured with and without the idle-connection attack
+ATTACK_SCENARIOS = ("cacerts", "enroll-p256")
+ATTACK_CLIENTS = 4
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,6 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scenarios", type=lambda s: s.split(","), default=list(SCENARIOS),
                    help=f"subset of {','.join(SCENARIOS)}")
     p.add_argument("--no-scale", action="store_true", help="skip the filled-store comparison")
+    p.add_argument("--attack-idle", type=int,
+                   help="idle sockets held during the attack runs (plus 25 + 25 drippers; 0: skip them)")
     p.add_argument("--profile-seconds", type=float, help="py-spy sampling per profiled scenario (0: off)")
     p.add_argument("--out", type=Path, default=RESULTS, help="where JSON and PNG go")
     p.add_argument("--keep-tmp", action="store_true", help="keep the gateways' folders for inspection")
@@ -148,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             scenario_target(gw, "cacerts", pools=bench.pools, identities=ids, keep_alive=True))
         log(f"keep-alive probe: {data['keep_alive_probe']}")
         data["runs"] = load_runs(args, bench, gw, ids, data)
+        if args.attack_idle:
+            data["attack"] = attack_runs(args, bench, gw, ids)
         if args.profile_seconds:
             data["profile"] = profile_runs(args, bench, gw, ids)
         gw.stop()
@@ -209,6 +217,27 @@ def load_runs(args: argparse.Namespace, bench: Bench, gw: Gateway, ids: list[Any
                 runs.append(r)
                 log(report.text_table([r]).splitlines()[1] + ("   <- " + r["note"] if r["note"] else ""))
     return runs
+
+
+def attack_runs(args: argparse.Namespace, bench: Bench, gw: Gateway, ids: list[Any]) -> dict[str, Any]:
+    """Legitimate latency (new TLS connection per request) with and without idle sockets and
+    slow drippers held against the gateway (tests/support/attack.py; issue 10 §1)."""
+    drippers = 25 if args.attack_idle >= 100 else 2
+    attack = dict(idle=args.attack_idle, handshake_drippers=drippers, header_drippers=drippers)
+    log(f"attack runs: {ATTACK_CLIENTS} legitimate clients, without and with {attack} "
+        "from 40 loopback addresses")
+    runs = []
+    for scenario in ATTACK_SCENARIOS:
+        quiet = bench.run(gw, ids, scenario, ATTACK_CLIENTS, False)
+        with Attack(gw.process.port, **attack) as held:
+            time.sleep(1.0)     # the drippers are dripping
+            loud = bench.run(gw, ids, scenario, ATTACK_CLIENTS, False)
+            opened, closed = held.opened, held.closed_by_server
+        runs.append({"scenario": scenario, "clients": ATTACK_CLIENTS, "without": quiet, "with": loud,
+                     "attack_connections_opened": opened, "attack_connections_closed_by_server": closed})
+    result = {"attack": attack, "runs": runs}
+    log(report.attack_table(result))
+    return result
 
 
 def profile_runs(args: argparse.Namespace, bench: Bench, gw: Gateway, ids: list[Any]) -> dict[str, Any]:
@@ -359,6 +388,8 @@ def print_summary(data: dict[str, Any], out: Path) -> None:
         log(report.ceiling_table(data["ceiling"]))
     if data.get("runs"):
         log(report.text_table(data["runs"]))
+    if data.get("attack"):
+        log(report.attack_table(data["attack"]))
     for name, verdict in data.get("targets", {}).items():
         met = verdict.get("met")
         mark = "n/a " if met is None else ("MET " if met else "MISS")

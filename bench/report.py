@@ -51,6 +51,23 @@ def ceiling_table(ceiling: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def attack_table(attack: dict[str, Any]) -> str:
+    """Legitimate p50/p99 without and with the idle-connection attack, side by side."""
+    a = attack["attack"]
+    head = (f"legitimate latency under attack ({a['idle']} idle sockets, {a['handshake_drippers']} handshake "
+            f"and {a['header_drippers']} header drippers; new TLS connection per request)")
+    cells = [["scenario", "N", "p50 ms", "p99 ms", "errors", "p50 ms attacked", "p99 ms attacked", "errors attacked",
+              "p99 ratio", "attack conns closed"]]
+    for r in attack["runs"]:
+        quiet, loud = r["without"], r["with"]
+        ratio = loud["p99_ms"] / quiet["p99_ms"] if quiet["p99_ms"] else 0.0
+        cells.append([r["scenario"], str(r["clients"]), f"{quiet['p50_ms']:.1f}", f"{quiet['p99_ms']:.1f}",
+                      str(quiet["errors"]), f"{loud['p50_ms']:.1f}", f"{loud['p99_ms']:.1f}", str(loud["errors"]),
+                      f"{ratio:.2f}", f"{r['attack_connections_closed_by_server']}/{r['attack_connections_opened']}"])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    return "\n".join([head] + ["  ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)) for line in cells])
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
 

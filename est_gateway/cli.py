@@ -5,9 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +43,10 @@ def _start(config: GatewayConfig) -> None:
 def _serve(config: GatewayConfig, *, banner: str | None = None) -> None:
     # Before prometheus_client is first imported: every worker process writes its samples
     # to this folder and /metrics aggregates them (est_gateway.metrics).
-    metrics_dir = tempfile.mkdtemp(prefix="est-gateway-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from est_gateway import metrics_folder
+
+    metrics_dir = metrics_folder.fresh()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     from est_gateway import audit
     from est_gateway.server.runner import GatewayServer
     from est_gateway.web.app import create_app
@@ -71,7 +71,7 @@ def _serve(config: GatewayConfig, *, banner: str | None = None) -> None:
             sys.exit(2)
         GatewayServer(config, app).run()
     finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_folder.remove(metrics_dir)
 
 
 @click.group()

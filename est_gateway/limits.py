@@ -21,6 +21,9 @@ from est_gateway.errors import BadRequest, TooManyRequests
 from est_gateway.wire import requested_sans
 
 CURVES = ("secp256r1", "secp384r1", "secp521r1")
+#: RSA public exponents above this cost signature checks proportionally more and are used
+#: by no real CA or device (65537 is the norm); the same bound as Go's crypto/rsa.
+MAX_RSA_EXPONENT = 2**31 - 1
 WEAK_HASHES = ("md5", "sha1")
 
 
@@ -43,22 +46,30 @@ class Limits:
     #: seconds a worker remembers a verified password (as an HMAC) to skip scrypt (0 = off)
     password_cache_s: int = 60
 
+    def public_key_refusal(self, key: object) -> str | None:
+        """Why ``key`` is refused (weak, costly to verify with, or of another type), or None.
+        Applied to CSR keys and to every key of a presented client-certificate chain."""
+        if isinstance(key, rsa.RSAPublicKey):
+            if not self.min_rsa_bits <= key.key_size <= self.max_rsa_bits:
+                return f"RSA keys must have {self.min_rsa_bits} to {self.max_rsa_bits} bits, not {key.key_size}"
+            exponent = key.public_numbers().e
+            if exponent < 3 or exponent % 2 == 0 or exponent > MAX_RSA_EXPONENT:
+                return f"RSA public exponents must be odd, from 3 to {MAX_RSA_EXPONENT}"
+            return None
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            if key.curve.name not in self.allowed_curves:
+                return f"EC curve {key.curve.name} is not accepted; use one of {', '.join(self.allowed_curves)}"
+            return None
+        return "only RSA and EC keys are accepted"
+
     def check_csr_key(self, csr: x509.CertificateSigningRequest) -> None:
         """Refuse weak or unsupported keys and hashes (400) before verifying the signature."""
         try:
             key = csr.public_key()
         except Exception:  # ValueError, or UnsupportedAlgorithm for unknown key OIDs
             raise BadRequest("CSR public key is malformed or of an unsupported type") from None
-        if isinstance(key, rsa.RSAPublicKey):
-            if not self.min_rsa_bits <= key.key_size <= self.max_rsa_bits:
-                raise BadRequest(f"RSA keys must have {self.min_rsa_bits} to {self.max_rsa_bits} bits, "
-                                 f"not {key.key_size}")
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            if key.curve.name not in self.allowed_curves:
-                raise BadRequest(f"EC curve {key.curve.name} is not accepted; use one of "
-                                 f"{', '.join(self.allowed_curves)}")
-        else:
-            raise BadRequest("only RSA and EC keys are accepted")
+        if (refusal := self.public_key_refusal(key)) is not None:
+            raise BadRequest(refusal)
         try:
             algo = csr.signature_hash_algorithm
         except Exception:  # cryptography raises UnsupportedAlgorithm for exotic OIDs

@@ -31,6 +31,11 @@ def test_tiny_benchmark_writes_well_formed_results(tmp_path: Path) -> None:
         assert r["p50_ms"] <= r["p99_ms"]
         assert r["handshakes_per_request"] >= 1.0 or r["mode"] == "keepalive"
     assert data["upstream"]["measured"] is False
+    attacked = data["attack"]["runs"]
+    assert {r["scenario"] for r in attacked} == {"cacerts", "enroll-p256"}
+    for r in attacked:
+        assert r["with"]["errors"] == 0 and r["with"]["requests"] > 0, r["with"]["statuses"]
+        assert r["attack_connections_opened"] == data["attack"]["attack"]["idle"] + 4
     assert (out / "latest.png").read_bytes().startswith(b"\x89PNG")   # scripts/test.sh installs the bench extra
 
 

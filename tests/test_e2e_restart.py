@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import os
 import signal
 from pathlib import Path
 
 from est_gateway import localmode, wire
 from tests.support import openssl
-from tests.support.gateway import GatewayProcess, curl, free_port
+from tests.support.attack import wait_until
+from tests.support.gateway import GatewayProcess, children_of, curl, free_port, local_instance
 
 
 def _start_local(folder: Path, port: int, log: Path) -> GatewayProcess:
@@ -68,3 +70,41 @@ def test_generated_config_is_the_shipped_example(tmp_path: Path) -> None:
     instance, _ = localmode.prepare(tmp_path / "x", port=8443)
     shipped = Path(__file__).resolve().parent.parent / "config" / "local.toml"
     assert instance.config.read_text() == shipped.read_text()
+
+
+def test_a_killed_gateway_leaves_no_stale_metrics_folder_after_the_next_start(tmp_path: Path) -> None:
+    """SIGKILL to the whole process tree (systemd's last resort, the OOM killer) cannot remove
+    the folder of metric samples; the next start removes it."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    process = GatewayProcess(tmp_path / "est-local" / localmode.CONFIG_NAME, free_port(), tmp_path / "gw.log",
+                             env={"TMPDIR": str(scratch)})
+    args = ("local", "--state-dir", str(tmp_path / "est-local"), "--port", str(process.port))
+    process.start(*args)
+    stale = list(scratch.glob("est-gateway-metrics-*"))
+    assert len(stale) == 1
+    assert process.proc is not None
+    workers = children_of(process.proc.pid)
+    process.stop(signal.SIGKILL)    # the arbiter first: it would replace killed workers
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 30)
+    assert list(scratch.glob("est-gateway-metrics-*")) == stale   # what SIGKILL leaves
+    process.start(*args)
+    try:
+        current = list(scratch.glob("est-gateway-metrics-*"))
+    finally:
+        assert process.stop(signal.SIGTERM) == 0
+    assert len(current) == 1 and current != stale, current
+    assert not list(scratch.glob("est-gateway-metrics-*"))        # a clean stop removes its own
+
+
+def test_the_workers_of_a_killed_arbiter_exit(tmp_path: Path) -> None:
+    """They hold the listening socket: a gateway started after a SIGKILL needs the port."""
+    _, process = local_instance(tmp_path / "est-local")
+    process.start()
+    assert process.proc is not None
+    workers = children_of(process.proc.pid)
+    assert workers
+    process.stop(signal.SIGKILL)
+    assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 30)

@@ -170,6 +170,16 @@ def test_malformed_framing_gets_a_plain_text_4xx(server: Server, csr: bytes, nam
     assert_refused(exchange(server, data), name)
 
 
+@pytest.mark.parametrize("version, status", [("HTTP/9.9", 505), ("HTTP/2.0", 505), ("HTTP/1.1x", 400),
+                                             ("HTTP/1", 400)])
+def test_an_http_version_not_offered_gets_505(server: Server, version: str, status: int) -> None:
+    """RFC 9110 §15.6.6: a well-formed version the server does not speak gets 505; a
+    malformed one is a malformed request (400)."""
+    reply = exchange(server, request(server, [], line=f"GET /.well-known/est/cacerts {version}"))
+    assert_refused(reply, version)
+    assert reply.status == status, (version, reply.head)
+
+
 # -- valid chunked bodies in any shape are accepted ---------------------------------------
 
 @given(st.lists(st.integers(1, 700), min_size=1, max_size=8), st.sampled_from(["", ";a=b", ";x", ";n=\"q\""]),

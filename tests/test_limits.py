@@ -14,7 +14,7 @@ from est_gateway.errors import BadRequest, TooManyRequests
 from est_gateway.limits import FailureThrottle, Limits
 from tests.support import openssl
 from tests.support.clock import FakeClock
-from tests.support.pki import make_csr, p256_key, rsa_key
+from tests.support.pki import huge_exponent_rsa_key, make_csr, p256_key, rsa_key
 
 LIMITS = Limits()
 
@@ -27,6 +27,15 @@ def test_good_keys_pass() -> None:
 def test_small_rsa_is_refused() -> None:
     with pytest.raises(BadRequest, match="RSA keys must have 2048 to 8192 bits, not 1024"):
         LIMITS.check_csr_key(make_csr(rsa_key(1024)))
+
+
+def test_a_huge_rsa_public_exponent_is_refused() -> None:
+    """Verifying with a 3000-bit exponent costs ~180 times the usual: refused for CSRs and,
+    through the same check, for every key of a presented client-certificate chain."""
+    with pytest.raises(BadRequest, match="RSA public exponents must be odd, from 3 to 2147483647"):
+        LIMITS.check_csr_key(make_csr(huge_exponent_rsa_key()))
+    assert LIMITS.public_key_refusal(huge_exponent_rsa_key().public_key()) is not None
+    assert LIMITS.public_key_refusal(rsa_key(2048).public_key()) is None
 
 
 def test_curve_outside_the_list_is_refused() -> None:

@@ -6,8 +6,10 @@ real gateway: a hanging upstream frees every worker thread within the configured
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import pytest
 from est_gateway import localmode
 from est_gateway.backends.base import EnrollRequest, Requester
 from est_gateway.errors import UpstreamError, UpstreamUnavailable
+from tests.support.attack import wait_until
 from tests.support.ejbca_standin import CA_NAME, TARGET, StandinEjbca, UpstreamPKI, make_backend, upstream_options
 from tests.support.gateway import GatewayProcess, free_port
 from tests.support.load import bodies, enroll_all
@@ -137,14 +140,14 @@ password_file = "secrets/est.password"
 """
 
 
-def _gateway_before(upstream: FaultServer, pki: UpstreamPKI, folder: Path, *, breaker: int
-                    ) -> tuple[int, localmode.LocalInstance, GatewayProcess]:
+def _gateway_before(upstream: FaultServer, pki: UpstreamPKI, folder: Path, *, breaker: int,
+                    read_timeout: float = READ_TIMEOUT) -> tuple[int, localmode.LocalInstance, GatewayProcess]:
     """A running gateway (one worker) whose alias est enrolls through the fault stand-in."""
     port = free_port()
     instance, _ = localmode.prepare(folder / "gw", port=port)
     config = instance.folder / "faults.toml"
     config.write_text(GATEWAY_CONFIG.format(port=port, url=upstream.rest_url, pki=pki.folder, ca=CA_NAME,
-                                            timeout=READ_TIMEOUT, breaker=breaker), encoding="utf-8")
+                                            timeout=read_timeout, breaker=breaker), encoding="utf-8")
     return port, instance, GatewayProcess(config, port, folder / "gateway.log").start()
 
 
@@ -175,6 +178,28 @@ def test_a_hanging_upstream_frees_every_worker_thread_within_the_timeout(
         upstream.standin.fault = None
         gateway.stop()
     assert "Traceback" not in gateway.output()
+
+
+@pytest.mark.e2e
+def test_sigterm_lets_requests_in_progress_finish(pki: UpstreamPKI, upstream: FaultServer, tmp_path: Path) -> None:
+    """Graceful stop: enrollments already being answered (the upstream takes 1.5 s, within the
+    read timeout) when SIGTERM arrives all get their certificate, then the gateway exits 0."""
+    port, instance, gateway = _gateway_before(upstream, pki, tmp_path, breaker=0, read_timeout=5.0)
+    try:
+        upstream.standin.fault, upstream.standin.hang_s = "hang", 1.5
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(enroll_all, port, instance.trust_anchor, instance.password(),
+                                  bodies(3, "sigterm"), concurrency=3, timeout=20)
+            assert wait_until(lambda: len(upstream.standin.calls) >= 3, 10), "the enrollments never reached the CA"
+            assert gateway.proc is not None
+            gateway.proc.send_signal(signal.SIGTERM)
+            outcomes = running.result(30)
+        assert gateway.proc.wait(20) == 0
+    finally:
+        upstream.standin.fault = None
+        gateway.stop()
+    assert [o.status for o in outcomes] == [200] * 3, outcomes
+    assert all(o.certificate is not None for o in outcomes)
 
 
 def test_the_circuit_breaker_fails_fast_while_the_upstream_hangs_and_closes_when_it_is_back(

@@ -42,6 +42,16 @@ class ServerSettings:
     request_timeout_s: float = 30.0
     keepalive_s: float = 2.0
     max_requests_per_connection: int = 100
+    #: from accept until the TLS handshake is complete
+    handshake_timeout_s: float = 5.0
+    #: open connections per worker process; new ones above it are closed at once
+    max_connections: int = 4096
+    #: open connections per worker from one client address (IPv6: its /64); 0 = no cap
+    max_connections_per_address: int = 64
+    #: client-certificate chain: depth OpenSSL follows, certificates and DER bytes presented
+    client_cert_max_depth: int = 8
+    client_cert_max_count: int = 10
+    client_cert_max_bytes: int = 32 * 1024
     trusted_proxies: tuple[IPNetwork, ...] = ()
     #: trusted_proxies holds "unix": peers on the Unix socket may forward client certificates
     trusted_unix_socket: bool = False

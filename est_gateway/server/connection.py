@@ -1,15 +1,19 @@
-"""Client connections as gunicorn's parser sees them: blocking sockets, with bounds.
+"""Client connections, used two ways.
 
-Underneath, sockets are non-blocking and every read or write waits in ``select`` for at
-most the per-operation timeout *and* never past the connection's ``deadline``. The
-deadline bounds a whole request, so a client that drips one byte at a time (slowloris)
-cannot hold a thread longer than ``request_timeout_s``, which a per-read timeout alone
-would allow.
+The worker's event loop (``est_gateway.server.loop``) drives them non-blocking:
+:meth:`Connection.handshake_step` and :meth:`Connection.read_nowait` never wait. A
+thread then serves the complete request through the blocking socket API gunicorn's
+parser expects: :meth:`Connection.recv` first returns the bytes the loop already read
+(:meth:`Connection.preload`), then every read or write waits in ``select`` for at most
+the per-operation timeout *and* never past the connection's ``deadline``. The deadline
+bounds a whole request, so a client that drips one byte at a time (slowloris) cannot
+hold a thread longer than ``request_timeout_s``, which a per-read timeout alone would allow.
 """
 
 from __future__ import annotations
 
 import select
+import selectors
 import socket
 import time
 from collections.abc import Callable
@@ -32,6 +36,44 @@ class Connection:
         #: absolute time.monotonic() after which no read or write waits any longer
         self.deadline: float | None = None
         self.info: Any = None
+        self._buffered = bytearray()
+        #: the selector event :meth:`read_nowait` waits for when it returned None
+        self.wants = selectors.EVENT_READ
+
+    # -- non-blocking, for the event loop ---------------------------------------------------
+
+    def handshake_step(self) -> int:
+        """Advance the handshake: 0 when complete, else the selector event it waits for."""
+        return 0
+
+    def read_nowait(self, size: int) -> bytes | None:
+        """What has arrived (at most ``size`` bytes), None if nothing yet, b"" at the end."""
+        try:
+            return self._raw.recv(size)
+        except BlockingIOError:
+            return None
+        except (ConnectionResetError, TimeoutError):
+            return b""
+
+    def pending(self) -> int:
+        """Bytes read from the socket but not yet returned (TLS records); plain sockets: 0."""
+        return 0
+
+    def preload(self, data: bytes) -> None:
+        """Bytes the event loop read already: :meth:`recv` returns them first."""
+        self._buffered[:0] = data
+
+    # -- blocking with bounds, for the thread serving a request ------------------------------
+
+    def recv(self, size: int) -> bytes:
+        if self._buffered:
+            data = bytes(self._buffered[:size])
+            del self._buffered[:size]
+            return data
+        return self._recv(size)
+
+    def _recv(self, size: int) -> bytes:
+        raise NotImplementedError
 
     def _io(self, call: Callable[..., T], *args: Any, reading: bool) -> T:
         end = self._end()
@@ -80,6 +122,9 @@ class Connection:
     def close(self) -> None:
         self._raw.close()
 
+    def shutdown(self, how: int) -> None:
+        self._raw.shutdown(how)
+
     @property
     def family(self) -> int:
         return int(self._raw.family)
@@ -100,11 +145,8 @@ class Connection:
 class PlainSocket(Connection):
     """Plain HTTP (behind a proxy), with the same bounds as TLS connections."""
 
-    def recv(self, size: int) -> bytes:
+    def _recv(self, size: int) -> bytes:
         return self._io(self._raw.recv, size, reading=True)
 
     def send(self, data: bytes | memoryview) -> int:
         return self._io(self._raw.send, data, reading=False)
-
-    def shutdown(self, how: int) -> None:
-        self._raw.shutdown(how)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import gunicorn
 from gunicorn.app.base import BaseApplication
 
 from est_gateway.config.model import GatewayConfig
@@ -38,6 +40,41 @@ def _child_exit(server: object, worker: Any) -> None:
     from est_gateway.metrics import mark_process_dead
 
     mark_process_dead(worker.pid)
+
+
+def apply_settings(cfg: Any, settings: Mapping[str, Any]) -> None:
+    """Set gunicorn settings; one this gunicorn does not know is an error, never dropped."""
+    unknown = sorted(key for key in settings if key not in cfg.settings)
+    if unknown:
+        raise RuntimeError(f"gunicorn {gunicorn.__version__} has no setting {', '.join(unknown)}; "
+                           "install the gunicorn version pyproject.toml asks for")
+    for key, value in settings.items():
+        cfg.set(key, value)
+
+
+class TrueListeningLine(logging.Filter):
+    """Rewrite gunicorn's "Listening at: http://…" into where and how the gateway serves."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Listening at:"):
+            pid = record.args[-1] if isinstance(record.args, tuple) and len(record.args) > 1 else os.getpid()
+            record.msg, record.args = "Listening at: %s (pid %s)", (self.url, pid)
+        return True
+
+
+def _post_fork(server: object, worker: Any) -> None:
+    """In a new worker, at once: a SIGTERM that arrives while it boots must stop it. Until
+    gunicorn installs the worker's own handlers, the arbiter's inherited handler would swallow
+    the signal and the worker would serve on until the arbiter kills it (graceful_timeout)."""
+
+    def stop_when_booted(signum: int, frame: object) -> None:
+        worker.alive = False
+
+    signal.signal(signal.SIGTERM, stop_when_booted)
 
 
 def close_backends(config: GatewayConfig) -> None:
@@ -88,14 +125,15 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             # No control socket in $HOME: two instances would fight over it.
             "control_socket_disable": True,
             "child_exit": _child_exit,
+            "post_fork": _post_fork,
             # est_gateway.plugin's lifecycle: close() in each worker as it exits and in the arbiter
             "worker_exit": lambda _server, _worker: close_backends(self.gateway_config),
             "on_exit": lambda _server: close_backends(self.gateway_config),
             "when_ready": self._when_ready,
         }
-        for key, value in settings.items():
-            if key in self.cfg.settings:  # settings differ between gunicorn releases
-                self.cfg.set(key, value)
+        apply_settings(self.cfg, settings)
+        # gunicorn names its listener "http://…" even when the worker terminates TLS.
+        logging.getLogger("gunicorn.error").addFilter(TrueListeningLine(server.url))
 
     def _when_ready(self, server: object) -> None:
         """Bound and listening: hand the Unix socket to the proxy's group."""

@@ -10,13 +10,16 @@ blocking socket gunicorn's HTTP parser reads from.
 from __future__ import annotations
 
 import errno
+import selectors
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
 
 from est_gateway.identity import TLSInfo
+from est_gateway.limits import Limits
 from est_gateway.server.connection import Connection
 
 # TLS 1.2 suites: forward secret AEAD only (no NULL, anonymous, export, RC4 or 3DES).
@@ -25,9 +28,43 @@ EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
 VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 
 
-def server_context(cert_file: Path, key_file: Path, *, min_version: str = "1.2") -> SSL.Context:
+#: OpenSSL's X509_V_ERR_CERT_CHAIN_TOO_LONG: the presented chain is deeper than the verify depth
+CHAIN_TOO_LONG = 22
+
+
+@dataclass(frozen=True)
+class ClientChainLimits:
+    """Bounds on the client-certificate chain a TLS client presents (issue: a chain is a CPU
+    amplifier when OpenSSL checks every signature of whatever a client sends)."""
+
+    #: certificates OpenSSL follows above the leaf while checking signatures
+    max_depth: int = 8
+    #: certificates presented (the leaf included); more: the connection is closed
+    max_certs: int = 10
+    #: total DER bytes of the presented certificates; more: the connection is closed
+    max_bytes: int = 32 * 1024
+
+    def refusal(self, info: TLSInfo) -> str | None:
+        """Why a completed handshake's chain is refused, or None."""
+        if len(info.peer_chain) > self.max_certs:
+            return f"{len(info.peer_chain)} client certificates presented; at most {self.max_certs}"
+        size = sum(len(der) for der in info.peer_chain)
+        if size > self.max_bytes:
+            return f"client certificates of {size} bytes presented; at most {self.max_bytes}"
+        return None
+
+
+def server_context(cert_file: Path, key_file: Path, *, min_version: str = "1.2",
+                   chain: ClientChainLimits | None = None, keys: Limits | None = None) -> SSL.Context:
     """A server context that asks for a client certificate, accepts any, and leaves the
-    verdict to the application (``est_gateway.identity.verify_client_certificate``)."""
+    verdict to the application (``est_gateway.identity.verify_client_certificate``).
+
+    What "any" may cost is bounded: OpenSSL builds the chain no deeper than
+    ``chain.max_depth`` (deeper: the handshake fails), and every presented certificate
+    whose key breaks ``keys`` (the CSR key limits: RSA size and public exponent, curves)
+    fails the handshake. OpenSSL reports each certificate to the callback before using
+    its key to check the signature below it, so a hostile key is refused before any
+    signature is checked with it."""
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(VERSIONS[min_version])
     ctx.set_cipher_list(TLS12_CIPHERS)
@@ -36,15 +73,26 @@ def server_context(cert_file: Path, key_file: Path, *, min_version: str = "1.2")
     # Every connection is a full handshake, so channel bindings and the client
     # certificate always belong to this very connection.
     ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    # Idle connections (keep-alive, slow clients) hold no TLS read/write buffers.
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     ctx.use_certificate_chain_file(str(cert_file))
     ctx.use_privatekey_file(str(key_file))
     ctx.check_privatekey()
-    ctx.set_verify(SSL.VERIFY_PEER, _accept_any)
+    chain = chain or ClientChainLimits()
+    keys = keys or Limits()
+    ctx.set_verify_depth(chain.max_depth)
+
+    def accept_within_limits(conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
+        if errnum == CHAIN_TOO_LONG:
+            return False
+        try:
+            key = cert.to_cryptography().public_key()
+        except Exception:   # a key type cryptography cannot load
+            return False
+        return keys.public_key_refusal(key) is None
+
+    ctx.set_verify(SSL.VERIFY_PEER, accept_within_limits)
     return ctx
-
-
-def _accept_any(conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int, ok: int) -> bool:
-    return True
 
 
 class TLSSocket(Connection):
@@ -55,18 +103,52 @@ class TLSSocket(Connection):
 
     def __init__(self, raw: socket.socket, context: SSL.Context) -> None:
         super().__init__(raw)
-        self._conn = SSL.Connection(context, raw)
-        self._conn.set_accept_state()
+        self._context = context
+        self._tls: SSL.Connection | None = None
+
+    @property
+    def _conn(self) -> SSL.Connection:
+        """The pyOpenSSL connection, made when the client first sends (a ClientHello): a
+        socket that never sends costs no TLS state (about 45 KiB each)."""
+        if self._tls is None:
+            self._tls = SSL.Connection(self._context, self._raw)
+            self._tls.set_accept_state()
+        return self._tls
 
     # -- handshake -----------------------------------------------------------------------
 
-    def handshake(self, timeout: float) -> TLSInfo:
-        """Complete the handshake within ``timeout`` seconds and record what it gave."""
-        self._timeout = timeout
-        self._io(self._conn.do_handshake, reading=True)
-        info = self._describe()
-        self.info = info
-        return info
+    def handshake_step(self) -> int:
+        if self._tls is None:
+            try:
+                first = self._raw.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                return selectors.EVENT_READ
+            if not first:   # closed before sending anything: no TLS state is made for it
+                raise ConnectionAbortedError(errno.ECONNABORTED, "closed before the TLS handshake")
+        try:
+            self._conn.do_handshake()
+        except SSL.WantReadError:
+            return selectors.EVENT_READ
+        except SSL.WantWriteError:
+            return selectors.EVENT_WRITE
+        self.info = self._describe()
+        return 0
+
+    def read_nowait(self, size: int) -> bytes | None:
+        try:
+            self.wants = selectors.EVENT_READ
+            return self._conn.recv(size)
+        except SSL.WantReadError:
+            return None
+        except SSL.WantWriteError:
+            self.wants = selectors.EVENT_WRITE
+            return None
+        except (SSL.Error, OSError):   # close_notify, EOF without it, reset, TLS alert
+            return b""
+
+    def pending(self) -> int:
+        """Decrypted bytes OpenSSL holds that the socket will not signal as readable."""
+        return int(self._conn.pending())
 
     def _describe(self) -> TLSInfo:
         conn = self._conn
@@ -91,7 +173,7 @@ class TLSSocket(Connection):
 
     # -- socket API used by gunicorn -----------------------------------------------------
 
-    def recv(self, size: int) -> bytes:
+    def _recv(self, size: int) -> bytes:
         try:
             return self._io(self._conn.recv, size, reading=True)
         except SSL.ZeroReturnError:
