@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import signal
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -43,9 +44,15 @@ def test_close_runs_in_every_worker_and_in_the_arbiter(tmp_path: Path) -> None:
     try:
         assert gateway.proc is not None
         arbiter = gateway.proc.pid
-        workers = set(children_of(arbiter))
-        assert len(workers) == 2
+        deadline = time.monotonic() + 30      # the arbiter listens before it forks its workers
+        while len(workers := _booted(gateway.output())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(workers) == 2 and workers == set(children_of(arbiter))
     finally:
         assert gateway.stop(signal.SIGTERM) == 0
     closed = {int(pid) for pid in re.findall(r"backend local: closed in process (\d+)", gateway.output())}
     assert closed == {arbiter, *workers}, gateway.output()
+
+
+def _booted(log: str) -> set[int]:
+    return {int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", log)}

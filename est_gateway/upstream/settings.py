@@ -72,7 +72,7 @@ def parse_upstream(sec: Section, *, client_cert_required: bool = True) -> Upstre
     if isinstance(url, str) and url:
         parts = urlsplit(url)
         if parts.scheme != "https" or not parts.hostname:
-            why = ("mutual TLS is the only authentication the gateway offers EJBCA" if client_cert_required
+            why = ("the gateway authenticates to this upstream with mutual TLS" if client_cert_required
                    else "the gateway's credentials must not cross the network in clear")
             sec.error("url", f'"{url}" must be an https:// URL ({why})')
     keystore = sec.path_value("client_pkcs12", None, must_exist=True)
