@@ -227,7 +227,7 @@ def _alias(name: str, sec: Section, backends: dict[str, AnyBackend],
         sec.error("backend", f'unknown backend "{backend_name}"; known: {known}')
     # The CA side of the alias (``ca``, profiles, ``[aliases.<name>.upstream]``, ...) is the
     # backend's: it parses it into its own target, which the core only hands back.
-    parser = backend or broken.get(backend_name)
+    parser = backend if backend is not None else broken.get(backend_name)
     target = parser.parse_target(sec) if parser is not None else None
     require_cert = sec.bool("require_client_cert", False)
     username = sec.str("username", None)
