@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -58,7 +58,7 @@ from est_gateway.metrics import Metrics
 from est_gateway.passwords import PasswordChecker
 
 log = logging.getLogger(__name__)
-R = TypeVar("R", bound=EnrollRequest)
+R = TypeVar("R", bound=EnrollRequest[Any])
 T = TypeVar("T")
 
 #: how a username that is not the configured one appears in logs (it may be a password)
@@ -125,7 +125,7 @@ class ESTService:
             raise NotFound(f'unknown EST label "{shown}"' if name else "no default EST label is configured")
         return alias
 
-    def backend(self, alias: AliasSettings) -> CABackend:
+    def backend(self, alias: AliasSettings) -> CABackend[Any]:
         return self.config.backends[alias.backend]
 
     # -- operations ----------------------------------------------------------------------
@@ -197,7 +197,7 @@ class ESTService:
                                       result.approval_reference)
         return ServerGeneratedKey(keygen.plain_key_part(key), result.certificate, result.approval_reference)
 
-    def _call(self, alias: AliasSettings, call: str, fn: Callable[[CABackend], T]) -> T:
+    def _call(self, alias: AliasSettings, call: str, fn: Callable[[CABackend[Any]], T]) -> T:
         """Every backend call, timed and its failures counted for /metrics."""
         started = time.monotonic()
         try:

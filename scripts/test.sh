@@ -17,8 +17,9 @@ command -v cfssl >/dev/null || missing+=(golang-cfssl)
 [ -x /usr/sbin/apache2 ] || install_apache
 
 ensure_venv
-# test: pytest and friends; bench: the smoke test of the benchmark draws its plot too
-.venv/bin/python -m pip install -q -e '.[test,bench]'
+# test: pytest and friends; bench: the smoke test of the benchmark draws its plot too; and
+# every vendor plugin under plugins/ (its own distribution, editable)
+install_gateway '[test,bench]'
 # The real django-ca of tests/django_ca/, in its own virtual environment (.cache/django-ca).
 bash scripts/django-ca-venv.sh
 

@@ -13,6 +13,16 @@ apt_install() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
 }
 
+# The core (with the extras in $1, e.g. "[test]") and every in-tree plugin, each its own
+# distribution under plugins/<vendor>/, editable, in one pip run.
+install_gateway() {
+    local args=(-e ".${1:-}") plugin
+    for plugin in plugins/*/pyproject.toml; do
+        args+=(-e "${plugin%/pyproject.toml}")
+    done
+    .venv/bin/python -m pip install -q "${args[@]}"
+}
+
 ensure_venv() {
     if [ ! -x .venv/bin/python ]; then
         python3 -c "import ensurepip, venv" 2>/dev/null || apt_install python3-venv

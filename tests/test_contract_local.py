@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -12,7 +13,6 @@ from est_gateway.backends.base import CABackend
 from est_gateway.backends.local import LocalCABackend
 from est_gateway.backends.local.authority import utcnow
 from est_gateway.backends.local.store import serial_hex
-from est_gateway.config.model import CATarget
 from est_gateway.config.reader import Problems, Section
 from est_gateway.testing.contract import BackendContract
 
@@ -25,7 +25,7 @@ OPTIONS = {
 
 class TestLocalContract(BackendContract):
     @pytest.fixture
-    def backend(self, tmp_path: Path) -> Iterator[CABackend]:
+    def backend(self, tmp_path: Path) -> Iterator[LocalCABackend]:
         problems = Problems()
         backend = LocalCABackend.from_options("local", Section(OPTIONS, "backends.local", problems, tmp_path))
         problems.raise_if_any()
@@ -34,9 +34,9 @@ class TestLocalContract(BackendContract):
         backend.close()
 
     @pytest.fixture
-    def target(self) -> CATarget:
-        return CATarget(ca="Contract CA", certificate_profile="default", end_entity_profile="default")
+    def alias_settings(self) -> dict[str, object]:
+        return {"ca": "Contract CA", "certificate_profile": "default", "end_entity_profile": "default"}
 
-    def revoke(self, backend: CABackend, certificate: x509.Certificate) -> None:
+    def revoke(self, backend: CABackend[Any], certificate: x509.Certificate) -> None:
         assert isinstance(backend, LocalCABackend)
         backend.store.revoke(serial_hex(certificate.serial_number), "keyCompromise", utcnow())

@@ -16,12 +16,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from est_gateway.backends.base import EnrollRequest, Issued, Requester
 from est_gateway.backends.local import LocalCABackend
-from est_gateway.config.model import CATarget
+from est_gateway.backends.local.options import LocalTarget
 from est_gateway.config.reader import Problems, Section
 from est_gateway.errors import BadRequest, ConfigError, UpstreamUnavailable
 from tests.support.pki import make_csr, p256_key, rsa_key
 
-TARGET = CATarget(ca="EST CA", certificate_profile="default", end_entity_profile="default")
+TARGET = LocalTarget(ca="EST CA", certificate_profile="default", end_entity_profile="default")
 
 
 def make_backend(state: Path, extra: dict[str, Any] | None = None, **ca: Any) -> LocalCABackend:
@@ -35,7 +35,7 @@ def make_backend(state: Path, extra: dict[str, Any] | None = None, **ca: Any) ->
 
 
 def enroll(backend: LocalCABackend, csr: x509.CertificateSigningRequest,
-           target: CATarget = TARGET) -> x509.Certificate:
+           target: LocalTarget = TARGET) -> x509.Certificate:
     result = backend.enroll(EnrollRequest(csr=csr, alias="est", target=target,
                                           requester=Requester(username="estuser"), request_id="t1"))
     assert isinstance(result, Issued)
@@ -112,7 +112,7 @@ def test_custom_profiles(tmp_path: Path) -> None:
         "end_entity_profiles": {"org": {"required_subject": ["CN", "O"], "allowed_subject": ["CN", "O"],
                                          "max_value_length": 8}},
     })
-    target = CATarget("EST CA", "server", "org")
+    target = LocalTarget("EST CA", "server", "org")
     cert = enroll(backend, make_csr(p256_key(), cn="web", attrs=[("ORGANIZATION_NAME", "Acme")],
                                     sans=[x509.DNSName("web.example")]), target)
     assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == \
@@ -198,7 +198,7 @@ def test_wildcard_dns_names_only_where_the_profile_allows_them(tmp_path: Path) -
     wildcard = [x509.DNSName("*.example.com")]
     with pytest.raises(BadRequest, match=r"wildcard subjectAltName dns:\*.example.com is not allowed"):
         enroll(backend, make_csr(p256_key(), cn="w", sans=wildcard))
-    cert = enroll(backend, make_csr(p256_key(), cn="w", sans=wildcard), CATarget("EST CA", "web", "default"))
+    cert = enroll(backend, make_csr(p256_key(), cn="w", sans=wildcard), LocalTarget("EST CA", "web", "default"))
     assert list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value) == wildcard
 
 

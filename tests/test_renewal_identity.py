@@ -25,8 +25,8 @@ from werkzeug.test import TestResponse
 from est_gateway import wire
 from est_gateway.backends.base import RevocationStatus
 from est_gateway.backends.local import LocalCABackend, authority
+from est_gateway.backends.local.options import LocalTarget
 from est_gateway.backends.local.store import serial_hex
-from est_gateway.config.model import CATarget
 from est_gateway.errors import ConfigError
 from est_gateway.web.app import create_app
 from tests.support.inproc import InProcessGateway, start
@@ -248,7 +248,7 @@ class IssuerAndSerialCA(LocalCABackend):
     """A CA that, like upstream CAs, knows certificates by issuer name and serial only
     (EJBCA REST: GET /v1/certificate/{issuer_dn}/{serial}/revocationstatus)."""
 
-    def revocation_status(self, certificate: x509.Certificate, target: CATarget) -> RevocationStatus:
+    def revocation_status(self, certificate: x509.Certificate, target: LocalTarget) -> RevocationStatus:
         record = self.store.get(serial_hex(certificate.serial_number))
         if record is None or record.issuer != certificate.issuer.rfc4514_string():
             return RevocationStatus(known=False, revoked=False)

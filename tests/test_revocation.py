@@ -1,4 +1,4 @@
-"""The generic revocation checker (est_gateway.revocation) against OCSP responses and CRLs
+"""The generic revocation checker (est_gateway.upstream.revocation) against OCSP responses and CRLs
 that ``cryptography`` builds and a loopback HTTP server serves: signatures, freshness,
 caching bounded by nextUpdate, and every failure as a documented upstream error.
 
@@ -22,7 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from est_gateway.config.reader import Problems, Section
 from est_gateway.errors import ConfigError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from est_gateway.revocation import CertStatus, Revocation, RevocationChecker, RevocationSettings, to_status
+from est_gateway.upstream.revocation import CertStatus, Revocation, RevocationChecker, RevocationSettings, to_status
 from tests.support.httpd import BackgroundServer, QuietHandler
 from tests.support.pki import CA, p256_key
 

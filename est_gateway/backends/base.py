@@ -4,6 +4,27 @@ The core has enforced the EST protocol and the alias policy before a backend is
 called (authentication, CSR signature, RFC 7030 §4.2.2 Subject/SAN equality, same-key
 policy). A backend only translates to its CA and translates the CA's faults back into
 ``est_gateway.errors``. Backends never import Flask nor see the HTTP request.
+
+Plugin authors import all of this from :mod:`est_gateway.plugin` (see docs/plugins.md).
+
+Lifecycle of a backend, as the server drives it:
+
+1. **Configuration** (at start-up, in the arbiter): :meth:`CABackend.from_options` parses
+   ``[backends.<name>]``; then :meth:`CABackend.parse_target` parses this backend's keys
+   of every ``[aliases.<name>]`` that names it. Both record problems on the
+   :class:`~est_gateway.config.reader.Section` they get (never raise for a bad setting):
+   the operator sees every problem of the file at once, with its key path. A backend with
+   problems is not used; nothing is contacted yet.
+2. :meth:`CABackend.start` once, in the arbiter, **before** the worker processes are
+   forked: create local state, check files; open no connection that a fork would share
+   (open them lazily, per process and thread).
+3. **Serving**: each of N forked worker processes calls the operations concurrently from
+   several threads, so a backend is thread-safe. Every upstream call is bounded in time
+   (connect and read timeouts): a hung CA must become a 503/504, never a hung worker.
+   Faults are raised as ``est_gateway.errors`` classes (an upstream that cannot be
+   reached: :class:`~est_gateway.errors.UpstreamUnavailable` → 503 + Retry-After).
+4. :meth:`CABackend.close` at shutdown, in every worker process as it exits and in the
+   arbiter: release pools, files and threads. It must not raise and must not block.
 """
 
 from __future__ import annotations
@@ -11,13 +32,17 @@ from __future__ import annotations
 import abc
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from cryptography import x509
 
 if TYPE_CHECKING:
-    from est_gateway.config.model import CATarget
+    from typing import Self
+
     from est_gateway.config.reader import Section
+
+#: a backend's own description of what an alias asks of its CA (a frozen dataclass)
+TargetT = TypeVar("TargetT")
 
 
 @dataclass(frozen=True)
@@ -41,12 +66,16 @@ class Requester:
 
 
 @dataclass(frozen=True)
-class EnrollRequest:
-    """A verified PKCS#10 request for ``simpleenroll`` (RFC 7030 §4.2.1)."""
+class EnrollRequest(Generic[TargetT]):
+    """A verified PKCS#10 request for ``simpleenroll`` (RFC 7030 §4.2.1).
+
+    ``target`` is what the backend's own :meth:`CABackend.parse_target` returned for
+    the alias; the core never looks inside it.
+    """
 
     csr: x509.CertificateSigningRequest
     alias: str
-    target: CATarget
+    target: TargetT
     requester: Requester
     request_id: str
     #: identical for a repeated request (same operation, alias, identity and client CSR):
@@ -55,7 +84,7 @@ class EnrollRequest:
 
 
 @dataclass(frozen=True)
-class ReenrollRequest(EnrollRequest):
+class ReenrollRequest(EnrollRequest[TargetT]):
     """A ``simplereenroll`` (RFC 7030 §4.2.2); ``current`` is the verified client certificate.
 
     The renewal carries ``current``'s Subject and subjectAltName exactly (the core has
@@ -101,8 +130,13 @@ class RevocationStatus:
     superseded: bool = False
 
 
-class CABackend(abc.ABC):
-    """One configured issuer. Constructed from its options, then :meth:`start`-ed once."""
+class CABackend(abc.ABC, Generic[TargetT]):
+    """One configured issuer; ``TargetT`` is the backend's own per-alias settings type.
+
+    See the module docstring for the lifecycle (configuration, ``start`` before fork,
+    concurrent calls from threads in N processes, bounded upstream calls, ``close``).
+    Optional operations have defaults: :meth:`health` passes, the rest must exist.
+    """
 
     #: the ``type`` name it is registered under (set by the registry)
     type_name: str = ""
@@ -112,42 +146,58 @@ class CABackend(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_options(cls, name: str, options: Section) -> CABackend:
-        """Parse and validate ``[backends.<name>]``; report problems on ``options``."""
+    def from_options(cls, name: str, options: Section) -> Self:
+        """Parse and validate ``[backends.<name>]``; report problems on ``options``.
 
-    def check_target(self, target: CATarget, path: str) -> list[str]:
-        """Problems with an alias's CA/profile names, as ``"<key path>: <message>"``."""
-        return []
+        Read every key through ``options`` (its typed getters, :meth:`Section.secret`
+        for credentials, :meth:`Section.table` for sub-tables and ``check_unknown`` on
+        those): the core reports the keys nobody read as unknown, with a "did you mean".
+        """
 
-    def accepts_enrollment_code(self, target: CATarget) -> bool:
-        """Whether the CSR's challengePassword is an enrollment code this CA checks for
-        ``target`` (EJBCA client mode); aliases with ``challenge_password =
-        "enrollment-code"`` need it."""
+    @abc.abstractmethod
+    def parse_target(self, alias: Section) -> TargetT:
+        """Parse this backend's keys of ``[aliases.<name>]`` into its own frozen target.
+
+        ``alias`` is the whole alias table: read only the keys that belong to the CA side
+        (e.g. ``ca``, ``certificate_profile``, a sub-table ``[aliases.<name>.upstream]``)
+        and record problems on it (``alias.error(key, message)``); the core reads its own
+        keys (authentication, csrattrs, ...) and reports unread keys afterwards. Called
+        once per alias at start-up, after :meth:`from_options`; the returned value is
+        stored on the alias and handed back in every request (``request.target``, the
+        ``target`` argument). Return a frozen, hashable value even when a problem was
+        recorded (the alias is then rejected and the value never used).
+        """
+
+    def checks_enrollment_code(self, target: TargetT) -> bool:
+        """Capability: the CA itself checks the CSR's challengePassword as a one-time
+        enrollment code registered beforehand for this subject (``target``'s alias may
+        then say ``challenge_password = "enrollment-code"``). Default: no."""
         return False
 
     def start(self) -> None:
-        """Prepare for service (create a local CA, open pools). Called once, before forking."""
+        """Prepare for service (create a local CA, load files). Called once, before forking."""
 
     def close(self) -> None:
-        """Release resources at shutdown."""
+        """Release resources at shutdown; called in each worker process and in the arbiter.
+        Must not raise nor block; may be called without :meth:`start` having run."""
 
     @abc.abstractmethod
-    def ca_certs(self, target: CATarget) -> list[x509.Certificate]:
+    def ca_certs(self, target: TargetT) -> list[x509.Certificate]:
         """The CA chain for ``cacerts`` (RFC 7030 §4.1): issuing CA first, root last."""
 
     @abc.abstractmethod
-    def enroll(self, request: EnrollRequest) -> Issued | Pending:
+    def enroll(self, request: EnrollRequest[TargetT]) -> Issued | Pending:
         """Issue for ``simpleenroll``."""
 
     @abc.abstractmethod
-    def reenroll(self, request: ReenrollRequest) -> Issued | Pending:
+    def reenroll(self, request: ReenrollRequest[TargetT]) -> Issued | Pending:
         """Issue for ``simplereenroll``; the core has already checked revocation."""
 
     @abc.abstractmethod
-    def revocation_status(self, certificate: x509.Certificate, target: CATarget) -> RevocationStatus:
+    def revocation_status(self, certificate: x509.Certificate, target: TargetT) -> RevocationStatus:
         """Whether the CA has revoked ``certificate`` (asked before every re-enrollment)."""
 
-    def supersede(self, certificate: x509.Certificate, target: CATarget) -> None:
+    def supersede(self, certificate: x509.Certificate, target: TargetT) -> None:
         """After a successful renewal of ``certificate`` on an alias with
         ``supersede_on_renewal``: make it unable to renew again (the local CA marks its
         record; an upstream CA may revoke it with reason superseded where its adapter
@@ -160,3 +210,6 @@ class CABackend(abc.ABC):
         """Facts to print at start-up (state folder, upstream URL); never secrets."""
         return {}
 
+
+#: any backend, as the core holds them (it never looks inside a target)
+AnyBackend = CABackend[Any]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
 
-from est_gateway.backends.base import CABackend
+from est_gateway.backends.base import AnyBackend, CABackend
 
 GROUP = "est_gateway.backends"
 
@@ -26,11 +26,13 @@ class BackendRegistry:
     def known(self) -> list[str]:
         return sorted(self._entries)
 
-    def load(self, type_name: str) -> type[CABackend]:
+    def load(self, type_name: str) -> type[AnyBackend]:
         """The class for ``type_name``; raises ``LookupError`` with an operator-facing reason."""
         found = self._entries.get(type_name)
         if not found:
-            raise LookupError(f'unknown backend type "{type_name}"; known: {", ".join(self.known()) or "none"}')
+            raise LookupError(f'unknown backend type "{type_name}"; known: {", ".join(self.known()) or "none"} '
+                              "(each vendor backend is a plugin distribution of its own: is it installed "
+                              "in this Python environment?)")
         distinct = {ep.value for ep in found}
         if len(distinct) > 1:
             raise LookupError(f'backend type "{type_name}" is registered more than once '

@@ -12,9 +12,9 @@ from typing import Any
 from cryptography import x509
 
 from est_gateway import csrattrs as csrattrs_mod
-from est_gateway.backends.base import CABackend
+from est_gateway.backends.base import AnyBackend
 from est_gateway.backends.registry import BackendRegistry
-from est_gateway.config.model import AliasSettings, CATarget, GatewayConfig, ServerSettings
+from est_gateway.config.model import AliasSettings, GatewayConfig, ServerSettings
 from est_gateway.config.reader import Problems, Section
 from est_gateway.csrattrs import CsrAttrsPolicy
 from est_gateway.errors import ConfigError
@@ -137,9 +137,9 @@ def _server(sec: Section) -> ServerSettings:
                              f'"{item}" is not an IP address or network (e.g. "127.0.0.1"), nor "unix"')
     header = sec.str("client_cert_header", d.client_cert_header)
     chain_prefix = sec.str("client_chain_header_prefix", d.client_chain_header_prefix)
-    for name, value in (("client_cert_header", header), ("client_chain_header_prefix", chain_prefix)):
-        if isinstance(value, str) and value and not HEADER_RE.match(value):
-            sec.error(name, f'"{value}" is not a valid HTTP header name')
+    for name, text in (("client_cert_header", header), ("client_chain_header_prefix", chain_prefix)):
+        if text and not HEADER_RE.match(text):
+            sec.error(name, f'"{text}" is not a valid HTTP header name')
     settings = ServerSettings(
         host=host, port=port, unix_socket=unix_socket, unix_socket_group=group_id,
         tls=bool(tls), tls_cert=cert, tls_key=key,
@@ -168,12 +168,13 @@ def _server(sec: Section) -> ServerSettings:
     return settings
 
 
-def _backends(sec: Section, registry: BackendRegistry) -> tuple[dict[str, CABackend], set[str]]:
-    """The backends that are fine, and the names of those with problems (already reported)."""
-    backends: dict[str, CABackend] = {}
-    broken: set[str] = set()
+def _backends(sec: Section, registry: BackendRegistry) -> tuple[dict[str, AnyBackend], dict[str, AnyBackend | None]]:
+    """The backends that are fine, and those with problems (already reported): still built
+    when their class loaded, so their aliases' settings are checked all the same."""
+    backends: dict[str, AnyBackend] = {}
+    broken: dict[str, AnyBackend | None] = {}
     for name, bsec in sec.subtables().items():
-        broken.add(name)
+        broken[name] = None
         type_name = bsec.str("type")
         if not isinstance(type_name, str) or not type_name:
             bsec.check_unknown(only_misspellings=True)     # "typ" for "type"
@@ -186,15 +187,17 @@ def _backends(sec: Section, registry: BackendRegistry) -> tuple[dict[str, CABack
         before = len(sec.problems.items)
         backend = cls.from_options(name, bsec)
         bsec.check_unknown()
+        broken[name] = backend
         if len(sec.problems.items) == before:
             backends[name] = backend
-            broken.discard(name)
+            del broken[name]
     if not sec.data:
         sec.problems.add("backends", 'define at least one backend, e.g. [backends.local] type = "local"')
     return backends, broken
 
 
-def _aliases(sec: Section, backends: dict[str, CABackend], broken: set[str]) -> dict[str, AliasSettings]:
+def _aliases(sec: Section, backends: dict[str, AnyBackend],
+             broken: dict[str, AnyBackend | None]) -> dict[str, AliasSettings]:
     aliases: dict[str, AliasSettings] = {}
     for name, asec in sec.subtables().items():
         alias = _alias(name, asec, backends, broken)
@@ -210,7 +213,8 @@ def _aliases(sec: Section, backends: dict[str, CABackend], broken: set[str]) -> 
     return aliases
 
 
-def _alias(name: str, sec: Section, backends: dict[str, CABackend], broken: set[str]) -> AliasSettings | None:
+def _alias(name: str, sec: Section, backends: dict[str, AnyBackend],
+           broken: dict[str, AnyBackend | None]) -> AliasSettings | None:
     before = len(sec.problems.items)
     if not ALIAS_RE.match(name) or name in OPERATIONS:
         sec.problems.add(sec.path, "alias names are 1-64 letters, digits, '.', '_' or '-', "
@@ -221,16 +225,10 @@ def _alias(name: str, sec: Section, backends: dict[str, CABackend], broken: set[
     if isinstance(backend_name, str) and backend_name and backend is None and backend_name not in broken:
         known = ", ".join(sorted({*backends, *broken})) or "none"
         sec.error("backend", f'unknown backend "{backend_name}"; known: {known}')
-    upstream = sec.raw("upstream", {})
-    if not isinstance(upstream, dict):
-        sec.error("upstream", "must be a table of backend-specific settings")
-        upstream = {}
-    target = CATarget(
-        ca=sec.str("ca"),
-        certificate_profile=sec.str("certificate_profile", "default"),
-        end_entity_profile=sec.str("end_entity_profile", "default"),
-        extra=upstream,
-    )
+    # The CA side of the alias (``ca``, profiles, ``[aliases.<name>.upstream]``, ...) is the
+    # backend's: it parses it into its own target, which the core only hands back.
+    parser = backend if backend is not None else broken.get(backend_name)
+    target = parser.parse_target(sec) if parser is not None else None
     require_cert = sec.bool("require_client_cert", False)
     username = sec.str("username", None)
     has_password = any(sec.has(k) for k in ("password_file", "password_env", "password_hash"))
@@ -251,13 +249,11 @@ def _alias(name: str, sec: Section, backends: dict[str, CABackend], broken: set[
     same_key = sec.bool("allow_same_key_renewal", True)
     renew_from = tuple(sec.str_list("accept_renewals_from", []))
     supersede = sec.bool("supersede_on_renewal", True)
-    sec.check_unknown()
-    if backend is not None and isinstance(target.ca, str):
-        for problem in backend.check_target(target, sec.path):
-            sec.problems.items.append(problem)
-        if challenge == "enrollment-code" and not backend.accepts_enrollment_code(target):
-            sec.error("challenge_password", f'backend "{backend_name}" does not take enrollment codes '
-                                            "for this alias (EJBCA client mode does)")
+    # Without a backend class nobody read the CA-side keys: report only misspelt core keys.
+    sec.check_unknown(only_misspellings=parser is None)
+    if backend is not None and challenge == "enrollment-code" and not backend.checks_enrollment_code(target):
+        sec.error("challenge_password", f'backend "{backend_name}" does not check enrollment codes '
+                                        "for this alias")
     if len(sec.problems.items) != before:
         return None
     return AliasSettings(

@@ -69,22 +69,13 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
-class CATarget:
-    """What an alias asks of its CA: which CA and which profiles (EJBCA's terms)."""
-
-    ca: str
-    certificate_profile: str
-    end_entity_profile: str
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class AliasSettings:
-    """One EST label: its CA target and authentication policy."""
+    """One EST label: its authentication policy, and what it asks of its backend."""
 
     name: str
     backend: str
-    target: CATarget
+    #: what the backend's ``parse_target`` made of the alias's CA-side keys (opaque here)
+    target: object
     require_client_cert: bool
     username: str | None
     password: PasswordHash | None
@@ -93,7 +84,7 @@ class AliasSettings:
     trusted_client_cas: tuple[x509.Certificate, ...] = ()
     csrattrs: CsrAttrsPolicy = field(default_factory=CsrAttrsPolicy)
     #: what a CSR's challengePassword means: "none" (ignored), "channel-binding"
-    #: (RFC 7030 §3.5, required) or "enrollment-code" (passed to the CA, EJBCA client mode)
+    #: (RFC 7030 §3.5, required) or "enrollment-code" (checked by the CA itself)
     challenge_password: str = "none"
     serverkeygen: bool = True
     #: key type for serverkeygen: a fixed type, or "csr" (follow the CSR's key). RSA by
@@ -114,7 +105,7 @@ class GatewayConfig:
     """The whole validated configuration; backends are built but not started."""
 
     server: ServerSettings
-    backends: Mapping[str, CABackend]
+    backends: Mapping[str, CABackend[Any]]
     aliases: Mapping[str, AliasSettings]
     source: Path | None = None
     limits: Limits = field(default_factory=Limits)

@@ -11,9 +11,19 @@ import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, TypeVar, overload
 
-_MISSING = object()
+
+class _Required:
+    """The default of a getter whose key must be present."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: default of the typed getters: the key must be present (a problem is recorded otherwise)
+REQUIRED: Final = _Required()
+_D = TypeVar("_D")
 
 
 class Problems:
@@ -66,28 +76,40 @@ class Section:
         self.known.add(name)
         return name in self.data
 
-    def raw(self, name: str, default: Any = None) -> Any:
+    def raw(self, name: str, default: object = None) -> object:
+        """The value as TOML gave it (for a caller that checks the type itself)."""
         self.seen.add(name)
         return self.data.get(name, default)
 
-    def _get(self, name: str, default: Any, kinds: tuple[type, ...], what: str) -> Any:
+    def _get(self, name: builtins.str, default: object, kinds: tuple[type, ...], what: builtins.str,
+             empty: object) -> Any:
+        """The value if it has one of ``kinds``; otherwise the default (or ``empty`` when the
+        key is required), with the problem recorded, so callers always get their type."""
         self.seen.add(name)
+        fallback = empty if default is REQUIRED else default
         if name not in self.data:
-            if default is _MISSING:
+            if default is REQUIRED:
                 self.error(name, f"is required ({what})")
-                return None
-            return default
+            return fallback
         value = self.data[name]
         if isinstance(value, bool) and bool not in kinds:
             self.error(name, f"must be {what}, not a boolean")
-            return None if default is _MISSING else default
+            return fallback
         if not isinstance(value, kinds):
             self.error(name, f"must be {what}, not {_type_name(value)}")
-            return None if default is _MISSING else default
+            return fallback
         return value
 
-    def str(self, name: builtins.str, default: Any = _MISSING, *, choices: tuple[builtins.str, ...] = ()) -> Any:
-        value = self._get(name, default, (builtins.str,), "a string")
+    @overload
+    def str(self, name: builtins.str, default: builtins.str | _Required = REQUIRED, *,
+            choices: tuple[builtins.str, ...] = ()) -> builtins.str: ...
+    @overload
+    def str(self, name: builtins.str, default: _D, *,
+            choices: tuple[builtins.str, ...] = ()) -> builtins.str | _D: ...
+    def str(self, name: builtins.str, default: object = REQUIRED, *,
+            choices: tuple[builtins.str, ...] = ()) -> object:
+        """A string (``""`` after a problem with a required one)."""
+        value = self._get(name, default, (builtins.str,), "a string", "")
         if isinstance(value, builtins.str) and name in self.data:
             if not value.strip():
                 self.error(name, "must not be empty")
@@ -95,31 +117,55 @@ class Section:
                 self.error(name, f'"{value}" is not one of: {", ".join(choices)}')
         return value
 
-    def bool(self, name: builtins.str, default: Any = _MISSING) -> Any:
-        return self._get(name, default, (bool,), "true or false")
+    @overload
+    def bool(self, name: builtins.str, default: builtins.bool | _Required = REQUIRED) -> builtins.bool: ...
+    @overload
+    def bool(self, name: builtins.str, default: _D) -> builtins.bool | _D: ...
+    def bool(self, name: builtins.str, default: object = REQUIRED) -> object:
+        """``true`` or ``false`` (``False`` after a problem with a required one)."""
+        return self._get(name, default, (builtins.bool,), "true or false", False)
 
-    def int(self, name: builtins.str, default: Any = _MISSING, *, minimum: int | None = None,
-            maximum: int | None = None) -> Any:
-        value = self._get(name, default, (int,), "a whole number")
-        if isinstance(value, int) and name in self.data:
+    @overload
+    def int(self, name: builtins.str, default: builtins.int | _Required = REQUIRED, *,
+            minimum: builtins.int | None = None, maximum: builtins.int | None = None) -> builtins.int: ...
+    @overload
+    def int(self, name: builtins.str, default: _D, *, minimum: builtins.int | None = None,
+            maximum: builtins.int | None = None) -> builtins.int | _D: ...
+    def int(self, name: builtins.str, default: object = REQUIRED, *, minimum: builtins.int | None = None,
+            maximum: builtins.int | None = None) -> object:
+        """A whole number within ``minimum``..``maximum`` (``0`` after a problem with a required one)."""
+        value = self._get(name, default, (builtins.int,), "a whole number", 0)
+        if isinstance(value, builtins.int) and name in self.data:
             if minimum is not None and value < minimum:
                 self.error(name, f"must be at least {minimum}, not {value}")
             if maximum is not None and value > maximum:
                 self.error(name, f"must be at most {maximum}, not {value}")
         return value
 
-    def number(self, name: builtins.str, default: Any = _MISSING, *, allow_zero: builtins.bool = False) -> Any:
-        """A positive number (or zero, where zero means "off")."""
-        value = self._get(name, default, (int, float), "a number")
-        if isinstance(value, (int, float)) and name in self.data:
+    @overload
+    def number(self, name: builtins.str, default: float | _Required = REQUIRED, *,
+               allow_zero: builtins.bool = False) -> float: ...
+    @overload
+    def number(self, name: builtins.str, default: _D, *, allow_zero: builtins.bool = False) -> float | _D: ...
+    def number(self, name: builtins.str, default: object = REQUIRED, *, allow_zero: builtins.bool = False) -> object:
+        """A positive number (or zero, where zero means "off"), as a float."""
+        value = self._get(name, default, (builtins.int, float), "a number", 0.0)
+        if isinstance(value, (builtins.int, float)) and name in self.data:
             if value < 0 or (value == 0 and not allow_zero):
                 self.error(name, f"must be {'zero or more' if allow_zero else 'greater than 0'}, not {value}")
-        return float(value) if isinstance(value, (int, float)) else value
+        return float(value) if isinstance(value, (builtins.int, float)) else value
 
-    def str_list(self, name: builtins.str, default: Any = _MISSING, *,
-                 choices: tuple[builtins.str, ...] = ()) -> Any:
-        value = self._get(name, default, (list,), "a list of strings")
-        if not isinstance(value, list):
+    @overload
+    def str_list(self, name: builtins.str, default: list[builtins.str] | _Required = REQUIRED, *,
+                 choices: tuple[builtins.str, ...] = ()) -> list[builtins.str]: ...
+    @overload
+    def str_list(self, name: builtins.str, default: _D, *,
+                 choices: tuple[builtins.str, ...] = ()) -> list[builtins.str] | _D: ...
+    def str_list(self, name: builtins.str, default: object = REQUIRED, *,
+                 choices: tuple[builtins.str, ...] = ()) -> object:
+        """A list of strings; the items that are no string (or not a choice) are reported."""
+        value = self._get(name, default, (list,), "a list of strings", [])
+        if not isinstance(value, list) or name not in self.data:
             return value
         for i, item in enumerate(value):
             if not isinstance(item, builtins.str):
@@ -141,11 +187,13 @@ class Section:
         """Every entry of this table, itself a table (e.g. ``[aliases.<name>]``)."""
         return {name: self.table(name) for name in self.data}
 
-    def path_value(self, name: builtins.str, default: Any = _MISSING, *, must_exist: builtins.bool = False) -> Any:
-        """A file-system path, relative paths taken from the configuration file's folder."""
+    def path_value(self, name: builtins.str, default: builtins.str | None | _Required = REQUIRED, *,
+                   must_exist: builtins.bool = False) -> Path | None:
+        """A file-system path, relative paths taken from the configuration file's folder;
+        ``None`` when absent (with a default of ``None``) or after a problem."""
         value = self.str(name, default)
         if not isinstance(value, builtins.str) or not value.strip():
-            return None if value is None else value
+            return None
         path = Path(os.path.expanduser(value))
         if not path.is_absolute():
             path = self.base_dir / path

@@ -15,6 +15,7 @@ from gunicorn.app.base import BaseApplication
 from est_gateway.config.model import GatewayConfig
 from est_gateway.identity import TLS_ENVIRON_KEY, UNIX_ENVIRON_KEY, TLSInfo
 
+log = logging.getLogger(__name__)
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -76,6 +77,18 @@ def _post_fork(server: object, worker: Any) -> None:
     signal.signal(signal.SIGTERM, stop_when_booted)
 
 
+def close_backends(config: GatewayConfig) -> None:
+    """Call every backend's ``close()`` (the plugin contract: in each worker process as it
+    exits, and in the arbiter at shutdown); one that fails is logged, the others still run."""
+    for name, backend in config.backends.items():
+        try:
+            backend.close()
+        except Exception:  # a plugin's bug must not keep the others from releasing theirs
+            log.exception("backend %s: close() failed", name)
+        else:
+            log.debug("backend %s: closed in process %d", name, os.getpid())
+
+
 class GatewayServer(BaseApplication):  # type: ignore[misc]
     """gunicorn application: the app is built once in the arbiter and inherited by workers."""
 
@@ -113,6 +126,9 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             "control_socket_disable": True,
             "child_exit": _child_exit,
             "post_fork": _post_fork,
+            # est_gateway.plugin's lifecycle: close() in each worker as it exits and in the arbiter
+            "worker_exit": lambda _server, _worker: close_backends(self.gateway_config),
+            "on_exit": lambda _server: close_backends(self.gateway_config),
             "when_ready": self._when_ready,
         }
         apply_settings(self.cfg, settings)

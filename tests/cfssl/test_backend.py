@@ -14,6 +14,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -21,9 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from est_gateway.backends.base import EnrollRequest, Issued, Requester
-from est_gateway.config.model import CATarget
 from est_gateway.errors import BadRequest, ConfigError, UpstreamError, UpstreamUnavailable
-from plugins.cfssl import CfsslBackend
+from est_gateway_cfssl import CfsslBackend
+from est_gateway_cfssl.options import CfsslTarget
 from tests.cfssl.conftest import TARGET, build_backend
 from tests.support.cfssl import UNAUTHENTICATED_PROFILE, CfsslCA
 from tests.support.pki import make_csr, p256_key, rsa_key
@@ -31,7 +32,7 @@ from tests.support.pki import make_csr, p256_key, rsa_key
 MakeBackend = Callable[..., CfsslBackend]
 
 
-def request(csr: x509.CertificateSigningRequest, target: CATarget = TARGET) -> EnrollRequest:
+def request(csr: x509.CertificateSigningRequest, target: CfsslTarget = TARGET) -> EnrollRequest[CfsslTarget]:
     return EnrollRequest(csr=csr, alias="est", target=target, requester=Requester(username="estuser"),
                          request_id=uuid.uuid4().hex)
 
@@ -63,7 +64,7 @@ def test_enroll_keeps_the_csr_key_subject_and_sans(make_backend: MakeBackend, ca
 
 def test_an_unknown_profile_is_refused_not_silently_served_by_the_default(
         make_backend: MakeBackend, ca: CfsslCA, caplog: pytest.LogCaptureFixture) -> None:
-    typo = CATarget(ca="primary", certificate_profile="est-clinet", end_entity_profile="default")
+    typo = CfsslTarget(label="primary", profile="est-clinet")
     backend = make_backend(typo)
     before = issued_count(ca)
     with caplog.at_level(logging.ERROR), pytest.raises(UpstreamError) as caught:
@@ -76,7 +77,7 @@ def test_an_unknown_profile_is_refused_not_silently_served_by_the_default(
 
 
 def test_health_detects_an_unknown_profile_without_issuing(make_backend: MakeBackend, ca: CfsslCA) -> None:
-    typo = CATarget(ca="primary", certificate_profile="est-clinet", end_entity_profile="default")
+    typo = CfsslTarget(label="primary", profile="est-clinet")
     backend = make_backend(typo)
     before = issued_count(ca)
     with pytest.raises(UpstreamError, match="does not give clientAuth"):
@@ -85,8 +86,7 @@ def test_health_detects_an_unknown_profile_without_issuing(make_backend: MakeBac
 
 
 def test_an_alias_may_require_server_auth_from_the_default_profile(make_backend: MakeBackend) -> None:
-    server = CATarget(ca="primary", certificate_profile="default", end_entity_profile="default",
-                      extra={"usages": ["serverAuth"]})
+    server = CfsslTarget(label="primary", profile="default", usages=("serverAuth",))
     answer = make_backend(server).enroll(request(make_csr(p256_key(), cn="server-1"), server))
     assert isinstance(answer, Issued)
 
@@ -122,7 +122,7 @@ def test_a_wrong_auth_key_is_502_and_tells_the_operator_which_key(
 
 def test_a_profile_without_auth_key_is_502_naming_the_fix(make_backend: MakeBackend,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    open_profile = CATarget(ca="primary", certificate_profile=UNAUTHENTICATED_PROFILE, end_entity_profile="default")
+    open_profile = CfsslTarget(label="primary", profile=UNAUTHENTICATED_PROFILE)
     backend = make_backend(open_profile)
     with caplog.at_level(logging.ERROR), pytest.raises(UpstreamError):
         backend.enroll(request(make_csr(p256_key(), cn="device-open"), open_profile))
@@ -213,16 +213,18 @@ def test_a_non_hex_auth_key_is_refused_at_start(ca: CfsslCA, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(("target", "problem"), [
-    (CATarget(ca="primary", certificate_profile="est-client", end_entity_profile="EMPTY"),
+    ({"ca": "primary", "certificate_profile": "est-client", "end_entity_profile": "EMPTY"},
      "aliases.est.end_entity_profile: CFSSL has no end-entity profiles"),
-    (CATarget(ca="primary", certificate_profile="est-client", end_entity_profile="default",
-              extra={"usages": ["anyUsage"]}), 'aliases.est.upstream.usages[0]: "anyUsage" is not one of'),
-    (CATarget(ca="primary", certificate_profile="est-client", end_entity_profile="default",
-              extra={"usages": []}), "aliases.est.upstream.usages: name at least one"),
-    (CATarget(ca="primary", certificate_profile="est-client", end_entity_profile="default",
-              extra={"usage": ["clientAuth"]}), 'aliases.est.upstream.usage: unknown setting; did you mean "usages"'),
+    ({"ca": "primary", "certificate_profile": "est-client", "upstream": {"usages": ["anyUsage"]}},
+     'aliases.est.upstream.usages[0]: "anyUsage" is not one of'),
+    ({"ca": "primary", "certificate_profile": "est-client", "upstream": {"usages": []}},
+     "aliases.est.upstream.usages: name at least one"),
+    ({"ca": "primary", "certificate_profile": "est-client", "upstream": {"usage": ["clientAuth"]}},
+     'aliases.est.upstream.usage: unknown setting; did you mean "usages"'),
+    ({"ca": "primary", "certificate_profil": "est-client"},
+     'aliases.est.certificate_profil: unknown setting; did you mean "certificate_profile"'),
 ])
-def test_alias_problems_name_their_key(ca: CfsslCA, tmp_path: Path, target: CATarget, problem: str) -> None:
+def test_alias_problems_name_their_key(ca: CfsslCA, tmp_path: Path, target: dict[str, Any], problem: str) -> None:
     with pytest.raises(ConfigError) as caught:
         build_backend(ca.backend_options(), tmp_path, target)
     assert problem in caught.value.problems[0], caught.value.problems

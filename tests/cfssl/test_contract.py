@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from cryptography import x509
 
 from est_gateway.backends.base import CABackend
-from est_gateway.config.model import CATarget
 from est_gateway.testing.contract import BackendContract
-from plugins.cfssl import CfsslBackend
+from est_gateway_cfssl import CfsslBackend
 from tests.cfssl.conftest import TARGET
+from tests.cfssl.conftest import alias_settings as settings_of
 from tests.support.cfssl import CfsslCA
 
 
@@ -19,7 +20,7 @@ class _CfsslContract(BackendContract):
     revocation: dict[str, object] = {}
 
     @pytest.fixture
-    def backend(self, make_backend: Callable[..., CfsslBackend], ca: CfsslCA) -> CABackend:
+    def backend(self, make_backend: Callable[..., CfsslBackend], ca: CfsslCA) -> CABackend[Any]:
         self._ca = ca
         methods = self.revocation["methods"]
         revocation = {**self.revocation, "max_cache_s": 0, "timeout_s": 2}
@@ -28,10 +29,10 @@ class _CfsslContract(BackendContract):
         return make_backend(revocation=revocation)
 
     @pytest.fixture
-    def target(self) -> CATarget:
-        return TARGET
+    def alias_settings(self) -> dict[str, object]:
+        return settings_of(TARGET)
 
-    def revoke(self, backend: CABackend, certificate: x509.Certificate) -> None:
+    def revoke(self, backend: CABackend[Any], certificate: x509.Certificate) -> None:
         """Revocation is the CA operator's act: CFSSL's revoke API, then publishing."""
         self._ca.revoke(certificate)
 

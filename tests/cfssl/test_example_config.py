@@ -7,7 +7,8 @@ from pathlib import Path
 
 from est_gateway import localmode
 from est_gateway.config.load import load_config
-from plugins.cfssl import CfsslBackend
+from est_gateway_cfssl import CfsslBackend
+from est_gateway_cfssl.options import CfsslTarget
 from tests.support.cfssl import CfsslCA
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "cfssl.toml"
@@ -26,5 +27,6 @@ def test_example_loads(tmp_path: Path) -> None:
     backend = config.backends["cfssl"]
     assert isinstance(backend, CfsslBackend) and backend.type_name == "cfssl"
     assert backend.options.revocation.max_cache_s == 300 and backend.options.auth_key
-    target = backend.target(config.aliases["est"].target)
+    target = config.aliases["est"].target
+    assert isinstance(target, CfsslTarget)
     assert (target.label, target.profile, target.usages) == ("primary", "est-client", ("clientAuth",))

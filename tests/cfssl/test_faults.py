@@ -22,7 +22,7 @@ import pytest
 
 from est_gateway.backends.base import EnrollRequest, Requester
 from est_gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from plugins.cfssl import CfsslBackend
+from est_gateway_cfssl import CfsslBackend
 from tests.cfssl.conftest import TARGET
 from tests.support.cfssl import CfsslCA
 from tests.support.gateway import free_port

@@ -8,8 +8,8 @@ import pytest
 from cryptography import x509
 
 from est_gateway.errors import UpstreamError
-from plugins.cfssl.issued import check_issued
-from plugins.cfssl.options import CfsslTarget
+from est_gateway_cfssl.issued import check_issued
+from est_gateway_cfssl.options import CfsslTarget
 from tests.support.pki import CA, make_csr, p256_key
 
 TARGET = CfsslTarget(label="primary", profile="est-client")

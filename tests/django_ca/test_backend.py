@@ -9,6 +9,7 @@ import logging
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -16,16 +17,17 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from est_gateway.backends.base import EnrollRequest, Issued, Pending, Requester, RevocationStatus
-from est_gateway.config.model import CATarget
 from est_gateway.errors import BadRequest, ConfigError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from plugins.django_ca.backend import DjangoCaBackend
-from plugins.django_ca.extensions import Profile, check_issued
+from est_gateway_django_ca.backend import DjangoCaBackend
+from est_gateway_django_ca.extensions import Profile, check_issued
+from est_gateway_django_ca.target import DjangoCaTarget
 from tests.django_ca.helpers import TARGET, make_backend
 from tests.support.django_ca import READONLY, DjangoCa, FaultyUpstream, free_port
 from tests.support.pki import CA, make_csr, p256_key, rsa_key
 
 
-def request(csr: x509.CertificateSigningRequest, target: CATarget = TARGET, retry_key: str = "") -> EnrollRequest:
+def request(csr: x509.CertificateSigningRequest, target: DjangoCaTarget = TARGET,
+            retry_key: str = "") -> EnrollRequest[DjangoCaTarget]:
     return EnrollRequest(csr=csr, alias="est", target=target, requester=Requester(username="estuser"),
                          request_id=uuid.uuid4().hex, retry_key=retry_key)
 
@@ -57,8 +59,7 @@ def test_the_profile_extensions_and_the_csr_sans_are_on_the_certificate(django_c
 
 
 def test_validity_days_sets_the_lifetime(django_ca: DjangoCa, tmp_path: Path) -> None:
-    target = CATarget(ca=django_ca.issuing_serial, certificate_profile="client", end_entity_profile="default",
-                      extra={"validity_days": 7})
+    target = DjangoCaTarget(ca=django_ca.issuing_serial, profile="client", validity_days=7)
     cert = issued(make_backend(django_ca, tmp_path, target=target).enroll(request(make_csr(p256_key(), cn="dev-b"),
                                                                                   target)))
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
@@ -67,8 +68,7 @@ def test_validity_days_sets_the_lifetime(django_ca: DjangoCa, tmp_path: Path) ->
 
 def test_the_lifetime_never_outlasts_the_issuing_ca(django_ca: DjangoCa, tmp_path: Path) -> None:
     """django-ca signs past its CA's expiry when asked; the gateway asks for at most that."""
-    target = CATarget(ca="Test Issuing", certificate_profile="client", end_entity_profile="default",
-                      extra={"validity_days": 3650})
+    target = DjangoCaTarget(ca="Test Issuing", profile="client", validity_days=3650)
     answer = make_backend(django_ca, tmp_path, target=target).enroll(request(make_csr(p256_key(), cn="dev-long"),
                                                                              target))
     assert isinstance(answer, Issued)
@@ -106,7 +106,7 @@ def test_polling_a_pending_order_is_bounded_by_order_wait_s(django_ca: DjangoCa,
 
 def test_an_unknown_profile_is_refused_although_django_ca_would_accept_it(
         django_ca: DjangoCa, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    target = CATarget(ca="Test Issuing", certificate_profile="no-such-profile", end_entity_profile="default")
+    target = DjangoCaTarget(ca="Test Issuing", profile="no-such-profile")
     backend = make_backend(django_ca, tmp_path, target=target)
     with caplog.at_level(logging.ERROR), pytest.raises(UpstreamError) as info:
         backend.enroll(request(make_csr(p256_key(), cn="dev-c"), target))
@@ -116,7 +116,7 @@ def test_an_unknown_profile_is_refused_although_django_ca_would_accept_it(
 
 def test_an_unknown_ca_names_the_cas_there_are(django_ca: DjangoCa, tmp_path: Path,
                                                caplog: pytest.LogCaptureFixture) -> None:
-    target = CATarget(ca="Nope", certificate_profile="client", end_entity_profile="default")
+    target = DjangoCaTarget(ca="Nope", profile="client")
     with caplog.at_level(logging.ERROR), pytest.raises(UpstreamError):
         make_backend(django_ca, tmp_path, target=target).ca_certs(target)
     assert "Test Issuing" in caplog.text and "--api-enable" in caplog.text
@@ -138,7 +138,7 @@ def test_subject_alt_names_django_ca_cannot_take_are_400(django_ca: DjangoCa, tm
 def test_a_failed_order_is_a_502(django_ca: DjangoCa, tmp_path: Path,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     """The keyless CA accepts the sign request; its order fails (the key cannot be loaded)."""
-    target = CATarget(ca="Keyless Issuing", certificate_profile="client", end_entity_profile="default")
+    target = DjangoCaTarget(ca="Keyless Issuing", profile="client")
     with caplog.at_level(logging.ERROR), pytest.raises(UpstreamError) as info:
         make_backend(django_ca, tmp_path, target=target).enroll(request(make_csr(p256_key(), cn="dev-h"), target))
     assert info.value.status == 502 and info.value.detail.startswith("the upstream CA failed to sign (order ")
@@ -214,7 +214,7 @@ def test_a_user_without_sign_permission_is_a_502_naming_the_permission(
 
 def test_health_proves_credentials_ca_and_profile(django_ca: DjangoCa, tmp_path: Path) -> None:
     make_backend(django_ca, tmp_path).health()
-    target = CATarget(ca="Test Issuing", certificate_profile="no-such-profile", end_entity_profile="default")
+    target = DjangoCaTarget(ca="Test Issuing", profile="no-such-profile")
     with pytest.raises(UpstreamError):
         make_backend(django_ca, tmp_path, target=target).health()
 
@@ -250,14 +250,15 @@ def test_configuration_problems_name_their_key(django_ca: DjangoCa, tmp_path: Pa
 
 
 @pytest.mark.parametrize(("target", "problem"), [
-    (CATarget(ca="Test Issuing", certificate_profile="default", end_entity_profile="default"),
+    ({"ca": "Test Issuing", "certificate_profile": "default"},
      "aliases.est.certificate_profile: is required"),
-    (CATarget(ca="Test Issuing", certificate_profile="client", end_entity_profile="EE"),
+    ({"ca": "Test Issuing", "certificate_profile": "client", "end_entity_profile": "EE"},
      "aliases.est.end_entity_profile: django-ca has no end-entity profiles"),
-    (CATarget(ca="Test Issuing", certificate_profile="client", end_entity_profile="default",
-              extra={"validity": 3}), "aliases.est.upstream.validity: unknown setting"),
+    ({"ca": "Test Issuing", "certificate_profile": "client", "upstream": {"validity": 3}},
+     "aliases.est.upstream.validity: unknown setting"),
 ])
-def test_alias_problems_name_their_key(django_ca: DjangoCa, tmp_path: Path, target: CATarget, problem: str) -> None:
+def test_alias_problems_name_their_key(django_ca: DjangoCa, tmp_path: Path, target: dict[str, Any],
+                                      problem: str) -> None:
     with pytest.raises(ConfigError) as info:
         make_backend(django_ca, tmp_path, target=target)
     assert problem in str(info.value)

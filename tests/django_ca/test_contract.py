@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 
 from est_gateway.backends.base import CABackend
-from est_gateway.config.model import CATarget
 from est_gateway.testing.contract import BackendContract
 from tests.django_ca.helpers import make_backend
 from tests.support.django_ca import DjangoCa
@@ -17,7 +17,7 @@ from tests.support.django_ca import DjangoCa
 
 class TestDjangoCaContract(BackendContract):
     @pytest.fixture
-    def backend(self, django_ca: DjangoCa, tmp_path: Path) -> Iterator[CABackend]:
+    def backend(self, django_ca: DjangoCa, tmp_path: Path) -> Iterator[CABackend[Any]]:
         backend = make_backend(django_ca, tmp_path)
         backend.start()
         try:
@@ -26,14 +26,14 @@ class TestDjangoCaContract(BackendContract):
             backend.close()
 
     @pytest.fixture
-    def target(self, django_ca: DjangoCa) -> CATarget:
-        return CATarget(ca="Test Issuing", certificate_profile="client", end_entity_profile="default")
+    def alias_settings(self) -> dict[str, object]:
+        return {"ca": "Test Issuing", "certificate_profile": "client"}
 
     @pytest.fixture(autouse=True)
     def _ca(self, django_ca: DjangoCa) -> None:
         self.ca = django_ca
 
-    def revoke(self, backend: CABackend, certificate: x509.Certificate) -> None:
+    def revoke(self, backend: CABackend[Any], certificate: x509.Certificate) -> None:
         self.ca.revoke(certificate)
 
 
@@ -42,7 +42,7 @@ class TestDjangoCaOcspContract(TestDjangoCaContract):
     through the generic checker instead of its REST API."""
 
     @pytest.fixture
-    def backend(self, django_ca: DjangoCa, tmp_path: Path) -> Iterator[CABackend]:
+    def backend(self, django_ca: DjangoCa, tmp_path: Path) -> Iterator[CABackend[Any]]:
         backend = make_backend(django_ca, tmp_path, revocation={"methods": ["ocsp"], "max_cache_s": 0})
         assert backend.describe_state()["revocation"].startswith("ocsp")
         backend.start()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from est_gateway import localmode
 from est_gateway.config.load import load_config
+from est_gateway_django_ca.target import DjangoCaTarget
 from tests.support.django_ca import DjangoCa
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "django-ca.toml"
@@ -25,7 +26,7 @@ def test_example_loads_and_is_healthy_against_django_ca(django_ca: DjangoCa, tmp
     config = load_config(tmp_path / "django-ca.toml")
     backend = config.backends["django-ca"]
     assert backend.type_name == "django-ca"
-    assert config.aliases["est"].target.certificate_profile == "client"
+    assert config.aliases["est"].target == DjangoCaTarget(ca="Test Issuing", profile="client")
     backend.start()
     backend.health()
     assert [c.subject for c in backend.ca_certs(config.aliases["est"].target)][0].rfc4514_string() == \

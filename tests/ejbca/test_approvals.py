@@ -20,7 +20,8 @@ from cryptography import x509
 
 from est_gateway.backends.base import EnrollRequest, Issued, Pending, ReenrollRequest, Requester
 from est_gateway.errors import BadRequest, ConfigError
-from plugins.upstream.ejbca import derived_password
+from est_gateway_ejbca.alias import EjbcaTarget
+from est_gateway_ejbca.common import derived_password
 from tests.support.ejbca_standin import (
     EXECUTED,
     TARGET,
@@ -58,7 +59,7 @@ def backend_for(type_name: str, pki: UpstreamPKI, server: StandinServer, folder:
     return make_backend(type_name, upstream_options(pki, url, **extra), folder)
 
 
-def request_for(csr: x509.CertificateSigningRequest, retry_key: str) -> EnrollRequest:
+def request_for(csr: x509.CertificateSigningRequest, retry_key: str) -> EnrollRequest[EjbcaTarget]:
     return EnrollRequest(csr=csr, alias="est", target=TARGET, requester=Requester(username="u"),
                          request_id="r", retry_key=retry_key)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from est_gateway.errors import UpstreamUnavailable
-from plugins.upstream.breaker import CircuitBreaker
+from est_gateway.plugin import CircuitBreaker
 from tests.support.clock import FakeClock
 
 

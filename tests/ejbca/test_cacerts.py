@@ -13,10 +13,18 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from est_gateway.backends.base import EnrollRequest, Issued, Requester
-from est_gateway.config.model import CATarget
 from est_gateway.errors import UpstreamError, UpstreamUnavailable
-from plugins.upstream.chainstore import ChainStore
-from tests.support.ejbca_standin import TARGET, StandinEjbca, StandinServer, UpstreamPKI, make_backend, upstream_options
+from est_gateway.plugin import ChainStore
+from tests.support.ejbca_standin import (
+    TARGET,
+    StandinEjbca,
+    StandinServer,
+    UpstreamPKI,
+    check_target,
+    ejbca_target,
+    make_backend,
+    upstream_options,
+)
 from tests.support.pki import make_csr, p256_key
 
 
@@ -34,7 +42,7 @@ def ce81(pki: UpstreamPKI) -> Iterator[StandinServer]:
 
 def rest(pki: UpstreamPKI, server: StandinServer, base: Path, **more: Any) -> Any:
     backend = make_backend("ejbca-rest", upstream_options(pki, server.rest_url, **more), base)
-    assert backend.check_target(TARGET, "aliases.est") == []
+    assert check_target(backend, TARGET) == []
     return backend
 
 
@@ -91,10 +99,8 @@ def test_download_on_ce80_is_a_clear_502(pki: UpstreamPKI, ce80: StandinServer, 
 def test_a_configured_chain_file_wins(pki: UpstreamPKI, ce80: StandinServer, tmp_path: Path) -> None:
     chain = tmp_path / "chain.pem"
     chain.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in ce80.standin.chain))
-    target = CATarget(ca=TARGET.ca, certificate_profile="ENDUSER", end_entity_profile="EMPTY",
-                      extra={"ca_chain_file": str(chain)})
+    target = ejbca_target(TARGET.ca, "ENDUSER", "EMPTY", ca_chain_file=str(chain))
     backend = make_backend("ejbca-rest", upstream_options(pki, ce80.rest_url), tmp_path)
-    assert backend.check_target(target, "aliases.est") == []
     before = len(ce80.standin.calls)
     assert backend.ca_certs(target) == ce80.standin.chain
     assert len(ce80.standin.calls) == before
@@ -108,7 +114,7 @@ def test_the_startup_line_names_version_download_and_chain_source(pki: UpstreamP
     for name, server in (("8.0", ce80), ("8.1", ce81)):
         url = server.rest_url if type_name == "ejbca-rest" else server.ws_url
         backend = make_backend(type_name, upstream_options(pki, url), tmp_path / name)
-        backend.check_target(TARGET, "aliases.est")
+        check_target(backend, TARGET)
         lines[name] = backend.describe_state()["version"]
     if type_name == "ejbca-rest":
         assert lines["8.0"].startswith("EJBCA 8.0.0 Community, CA download: not offered, chain: from "

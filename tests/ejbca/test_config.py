@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
 
 from est_gateway.config.load import parse_config
-from est_gateway.config.model import CATarget
 from est_gateway.errors import ConfigError, UpstreamUnavailable
+from est_gateway_ejbca.alias import EjbcaTarget
 from tests.support.ejbca_standin import (
     CA_NAME,
     StandinEjbca,
@@ -131,7 +131,7 @@ def test_environment_ca_bundles_do_not_replace_the_configured_one(
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(elsewhere))
     monkeypatch.setenv("CURL_CA_BUNDLE", str(elsewhere))
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # must not be used either
-    target = CATarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY")
+    target = EjbcaTarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY")
     with StandinServer(StandinEjbca(version="8.1"), pki.server_context()) as server:
         url = server.rest_url if type_name == "ejbca-rest" else server.ws_url
         good = make_backend(type_name, upstream_options(pki, url), tmp_path)

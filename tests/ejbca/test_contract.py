@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 
 from est_gateway.backends.base import CABackend, EnrollRequest, Issued, Requester
-from est_gateway.config.model import CATarget
 from est_gateway.testing.contract import BackendContract
+from est_gateway_ejbca.alias import EjbcaTarget
 from tests.support.ejbca_standin import (
     CA_NAME,
     StandinEjbca,
@@ -31,16 +32,16 @@ class _EjbcaContract(BackendContract):
         raise NotImplementedError
 
     @pytest.fixture
-    def backend(self, pki: UpstreamPKI, server: StandinServer, tmp_path: Path) -> Iterator[CABackend]:
+    def backend(self, pki: UpstreamPKI, server: StandinServer, tmp_path: Path) -> Iterator[CABackend[Any]]:
         backend = make_backend(self.type_name, upstream_options(pki, self.url(server)), tmp_path)
         yield backend
         backend.close()
 
     @pytest.fixture
-    def target(self) -> CATarget:
-        return CATarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY")
+    def alias_settings(self) -> dict[str, object]:
+        return {"ca": CA_NAME, "certificate_profile": "ENDUSER", "end_entity_profile": "EMPTY"}
 
-    def revoke(self, backend: CABackend, certificate: x509.Certificate) -> None:
+    def revoke(self, backend: CABackend[Any], certificate: x509.Certificate) -> None:
         """Revocation happens in EJBCA itself (an operator action), not through the gateway."""
         self._standin.revoke(certificate)
 
@@ -58,9 +59,9 @@ class TestEjbcaRestContract(_EjbcaContract):
         return server.rest_url
 
     @pytest.fixture
-    def backend(self, pki: UpstreamPKI, server: StandinServer, tmp_path: Path) -> Iterator[CABackend]:
+    def backend(self, pki: UpstreamPKI, server: StandinServer, tmp_path: Path) -> Iterator[CABackend[Any]]:
         backend = make_backend(self.type_name, upstream_options(pki, self.url(server)), tmp_path)
-        target = CATarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY")
+        target = EjbcaTarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY")
         first = backend.enroll(EnrollRequest(csr=make_csr(p256_key(), cn="contract-first"), alias="c",
                                              target=target, requester=Requester(), request_id="first"))
         assert isinstance(first, Issued)

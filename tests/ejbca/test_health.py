@@ -13,13 +13,15 @@ import pytest
 import responses
 
 from est_gateway.backends.base import EnrollRequest, Issued, Requester
-from est_gateway.config.model import CATarget
 from est_gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from est_gateway_ejbca.alias import EjbcaTarget
 from tests.support.ejbca_standin import (
     TARGET,
     StandinEjbca,
     StandinServer,
     UpstreamPKI,
+    check_target,
+    ejbca_target,
     make_backend,
     upstream_options,
 )
@@ -164,9 +166,9 @@ def standin(pki: UpstreamPKI) -> Any:
 
 
 def _checked(type_name: str, pki: UpstreamPKI, server: StandinServer, tmp_path: Path,
-             target: CATarget = TARGET) -> Any:
+             target: EjbcaTarget = TARGET) -> Any:
     backend = fast(pki, url_of(server, type_name), tmp_path, type_name)
-    assert backend.check_target(target, "aliases.est") == []
+    assert check_target(backend, target) == []
     return backend
 
 
@@ -193,8 +195,7 @@ def test_soap_health_names_each_missing_access_rule(pki: UpstreamPKI, standin: S
 
 def test_soap_health_of_a_client_mode_alias_needs_no_end_entity_rights(pki: UpstreamPKI, standin: StandinServer,
                                                                       tmp_path: Path) -> None:
-    client = CATarget(ca=TARGET.ca, certificate_profile="ENDUSER", end_entity_profile="EMPTY",
-                      extra={"mode": "client"})
+    client = ejbca_target(TARGET.ca, "ENDUSER", "EMPTY", mode="client")
     backend = _checked("ejbca-soap", pki, standin, tmp_path, client)
     standin.standin.denied |= {"/ra_functionality/create_end_entity", "/ra_functionality/edit_end_entity"}
     backend.health()

@@ -18,12 +18,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from est_gateway.backends.base import EnrollRequest, Issued, Pending, ReenrollRequest, Requester
-from est_gateway.config.model import CATarget
 from est_gateway.errors import BadRequest, Forbidden, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from est_gateway_ejbca.alias import EjbcaTarget
 from tests.support.ejbca_standin import (
     EndEntity,
     StandinEjbca,
     UpstreamPKI,
+    check_target,
+    ejbca_target,
     make_backend,
     upstream_options,
 )
@@ -32,7 +34,7 @@ from tests.support.pki import make_csr, p256_key
 BASE = "https://ejbca.test:8443/ejbca/ejbca-rest-api"
 ENROLL = f"{BASE}/v1/certificate/pkcs10enroll"
 CERTREQ = f"{BASE}/v1/certificate/certificaterequest"
-TARGET = CATarget(ca="EST Sub CA", certificate_profile="ENDUSER", end_entity_profile="EMPTY")
+TARGET = EjbcaTarget(ca="EST Sub CA", certificate_profile="ENDUSER", end_entity_profile="EMPTY")
 
 
 
@@ -65,7 +67,8 @@ def _sign(ca: StandinEjbca, csr: x509.CertificateSigningRequest) -> x509.Certifi
     return ca.process(username, "pw", csr)
 
 
-def enroll_request(csr: x509.CertificateSigningRequest, target: CATarget = TARGET) -> EnrollRequest:
+def enroll_request(csr: x509.CertificateSigningRequest,
+                   target: EjbcaTarget = TARGET) -> EnrollRequest[EjbcaTarget]:
     return EnrollRequest(csr=csr, alias="est", target=target, requester=Requester(username="u"),
                          request_id="r1")
 
@@ -119,8 +122,8 @@ def test_each_enrollment_gets_a_fresh_password_but_the_same_username(backend: An
 @responses.activate
 def test_username_derivation(backend: Any, ca: StandinEjbca, extra: dict[str, str],
                              attrs: list[tuple[str, str]], expected: str) -> None:
-    target = CATarget(ca="EST Sub CA", certificate_profile="ENDUSER", end_entity_profile="EMPTY", extra=extra)
-    assert backend.check_target(target, "aliases.est") == []
+    target = ejbca_target("EST Sub CA", "ENDUSER", "EMPTY", **extra)
+    assert check_target(backend, target) == []
     csr = make_csr(p256_key(), cn="box", attrs=attrs)
     responses.post(ENROLL, json=certificate_response(ca, csr), status=201)
     backend.enroll(enroll_request(csr, target))
@@ -128,8 +131,8 @@ def test_username_derivation(backend: Any, ca: StandinEjbca, extra: dict[str, st
 
 
 def test_subject_without_the_username_part_is_400(backend: Any) -> None:
-    target = CATarget(ca="X", certificate_profile="P", end_entity_profile="E", extra={"username_from": "UID"})
-    backend.check_target(target, "aliases.est")
+    target = ejbca_target("X", "P", "E", username_from="UID")
+    check_target(backend, target)
     with pytest.raises(BadRequest, match="no UID"):
         backend.enroll(enroll_request(make_csr(p256_key(), cn="box"), target))
 
@@ -192,13 +195,12 @@ def test_timeout_is_504(backend: Any) -> None:
 
 # -- client mode → certificaterequest -----------------------------------------------------------
 
-CLIENT = CATarget(ca="EST Sub CA", certificate_profile="ENDUSER", end_entity_profile="EMPTY",
-                  extra={"mode": "client"})
+CLIENT = ejbca_target("EST Sub CA", "ENDUSER", "EMPTY", mode="client")
 
 
 @responses.activate
 def test_client_mode_posts_certificaterequest_with_the_enrollment_code(backend: Any, ca: StandinEjbca) -> None:
-    assert backend.check_target(CLIENT, "aliases.est") == []
+    assert check_target(backend, CLIENT) == []
     csr = make_csr(p256_key(), cn="meter-1", challenge_password="one-time-code")
     responses.post(CERTREQ, json=certificate_response(ca, csr), status=201)
     assert isinstance(backend.enroll(enroll_request(csr, CLIENT)), Issued)
@@ -230,7 +232,7 @@ WRONG_TOKEN = ("Error: Wrong Token Type of user, must be 'USERGENERATED' for PKC
 @responses.activate
 def test_client_mode_refusals(backend: Any, status: int, message: str, error: type[Exception],
                               detail: str) -> None:
-    backend.check_target(CLIENT, "aliases.est")
+    check_target(backend, CLIENT)
     responses.post(CERTREQ, status=status, json={"error_code": status, "error_message": message})
     with pytest.raises(error, match=detail):
         backend.enroll(enroll_request(make_csr(p256_key(), cn="meter-1", challenge_password="x"), CLIENT))
@@ -238,7 +240,7 @@ def test_client_mode_refusals(backend: Any, status: int, message: str, error: ty
 
 @responses.activate
 def test_client_mode_202_is_pending(backend: Any) -> None:
-    backend.check_target(CLIENT, "aliases.est")
+    check_target(backend, CLIENT)
     responses.post(CERTREQ, status=202, json={"status_code": 202, "info_message": "Waiting for approval",
                                               "link": "/v1/approval/3"})
     assert isinstance(backend.enroll(enroll_request(make_csr(p256_key(), challenge_password="x"), CLIENT)),
@@ -300,7 +302,7 @@ def test_renewal_username_comes_from_the_current_certificate_not_the_csr(backend
 
 
 def test_client_mode_without_challenge_password_is_400(backend: Any) -> None:
-    backend.check_target(CLIENT, "aliases.est")
+    check_target(backend, CLIENT)
     with pytest.raises(BadRequest, match="challengePassword"):
         backend.enroll(enroll_request(make_csr(p256_key()), CLIENT))
 
@@ -387,7 +389,5 @@ def test_cacerts_learnt_from_enrollment_for_ejbca_before_8_1(pki: UpstreamPKI, t
 def test_cacerts_from_a_configured_chain_file(backend: Any, ca: StandinEjbca, tmp_path: Path) -> None:
     chain = tmp_path / "chain.pem"
     chain.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in ca.chain))
-    target = CATarget(ca="EST Sub CA", certificate_profile="P", end_entity_profile="E",
-                      extra={"ca_chain_file": str(chain)})
-    assert backend.check_target(target, "aliases.est") == []
+    target = ejbca_target("EST Sub CA", "P", "E", ca_chain_file=str(chain))
     assert backend.ca_certs(target) == ca.chain  # no HTTP call: responses is not active

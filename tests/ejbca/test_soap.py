@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
 from est_gateway.backends.base import EnrollRequest, Issued, Pending, Requester
-from est_gateway.config.model import CATarget
 from est_gateway.errors import BadRequest, Forbidden, UpstreamError, UpstreamUnavailable
+from est_gateway_ejbca.alias import EjbcaTarget
 from tests.support.ejbca_standin import (
     NS,
     SOAP_ENV,
@@ -24,13 +24,15 @@ from tests.support.ejbca_standin import (
     StandinEjbca,
     UpstreamPKI,
     _fault_envelope,
+    check_target,
+    ejbca_target,
     make_backend,
     upstream_options,
 )
 from tests.support.pki import make_csr, p256_key
 
 URL = "https://ejbca.test:8443/ejbca/ejbcaws/ejbcaws"
-TARGET = CATarget(ca="EST Sub CA", certificate_profile="ENDUSER", end_entity_profile="EMPTY")
+TARGET = EjbcaTarget(ca="EST Sub CA", certificate_profile="ENDUSER", end_entity_profile="EMPTY")
 
 
 
@@ -44,7 +46,8 @@ def backend(pki: UpstreamPKI, tmp_path: Path) -> Any:
     return make_backend("ejbca-soap", upstream_options(pki, URL, retry_backoff_s=0.001), tmp_path)
 
 
-def request_for(csr: x509.CertificateSigningRequest, target: CATarget = TARGET) -> EnrollRequest:
+def request_for(csr: x509.CertificateSigningRequest,
+                target: EjbcaTarget = TARGET) -> EnrollRequest[EjbcaTarget]:
     return EnrollRequest(csr=csr, alias="est", target=target, requester=Requester(), request_id="r")
 
 
@@ -146,9 +149,8 @@ def test_fault_rows(backend: Any, bean: str, code: str, error: type[Exception], 
 
 @responses.activate
 def test_client_mode_is_pkcs10request_alone(backend: Any, ca: StandinEjbca) -> None:
-    target = CATarget(ca="EST Sub CA", certificate_profile="ENDUSER", end_entity_profile="EMPTY",
-                      extra={"mode": "client"})
-    assert backend.check_target(target, "aliases.est") == []
+    target = ejbca_target("EST Sub CA", "ENDUSER", "EMPTY", mode="client")
+    assert check_target(backend, target) == []
     responses.add_callback(responses.POST, URL, callback=answer_with(ca))
     with pytest.raises(Forbidden, match="no end entity is registered"):
         backend.enroll(request_for(make_csr(p256_key(), cn="meter-9", challenge_password="c0de"), target))

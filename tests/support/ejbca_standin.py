@@ -33,7 +33,10 @@ from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from est_gateway.backends.local import authority
-from est_gateway.config.model import CATarget
+from est_gateway.config.reader import Problems, Section
+from est_gateway.plugin import CABackend, ConfigError
+from est_gateway.testing import target_problems
+from est_gateway_ejbca.alias import AliasUpstream, EjbcaTarget, parse_target
 from tests.support.pki import CA, NOW, rsa_key, write_pem
 
 REST = "/ejbca/ejbca-rest-api"
@@ -42,8 +45,46 @@ NS = "http://ws.protocol.core.ejbca.org/"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 CA_NAME = "EST Sub CA"
 #: what the tests' aliases ask of the stand-in EJBCA
-TARGET = CATarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY")
+TARGET = EjbcaTarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY")
+#: the same in EJBCA's client mode (the CSR's challengePassword is the enrollment code)
+CLIENT = EjbcaTarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY",
+                     upstream=AliasUpstream(mode="client"))
 CA_DN = "CN=EST Sub CA,O=Stand-in EJBCA"
+
+
+def ejbca_target(ca: str = CA_NAME, certificate_profile: str = "ENDUSER", end_entity_profile: str = "EMPTY",
+                 **upstream: str) -> EjbcaTarget:
+    """The target an alias with these keys (and ``[aliases.est.upstream]`` keys) makes."""
+    problems = Problems()
+    settings = {"ca": ca, "certificate_profile": certificate_profile, "end_entity_profile": end_entity_profile,
+                "upstream": upstream}
+    section = Section(settings, "aliases.est", problems, Path.cwd())
+    target = parse_target(section, allow_subject_dn=True)
+    section.check_unknown()
+    if problems.items:
+        raise ConfigError(problems.items)
+    return target
+
+
+def alias_settings(target: EjbcaTarget) -> dict[str, Any]:
+    """The ``[aliases.<name>]`` keys an operator writes for ``target`` (no ``ca_chain_file``)."""
+    assert not target.upstream.ca_chain, "a chain comes from a file: use ejbca_target(ca_chain_file=...)"
+    rule, upstream = target.upstream.username, {}
+    for key, value, default in (("mode", target.upstream.mode, "ra"), ("username_from", rule.source, "CN"),
+                                ("username_prefix", rule.prefix, ""), ("username_suffix", rule.suffix, ""),
+                                ("ca_subject_dn", target.upstream.ca_subject_dn, None)):
+        if value != default:
+            upstream[key] = value
+    return {"ca": target.ca, "certificate_profile": target.certificate_profile,
+            "end_entity_profile": target.end_entity_profile, "upstream": upstream}
+
+
+def check_target(backend: CABackend[Any], target: EjbcaTarget) -> list[str]:
+    """What the configuration loader does for an alias of ``backend`` asking ``target``:
+    the backend parses it (and then knows it, e.g. for its health check); the problems."""
+    parsed, problems = target_problems(backend, alias_settings(target))
+    assert problems or parsed == target, "the alias settings must make the target they came from"
+    return problems
 
 
 #: EndEntityConstants statuses and their texts (EndEntityConstants.getStatusText)

@@ -33,6 +33,7 @@ from est_gateway.backends.local.options import (
     CertificateProfile,
     EndEntityProfile,
     LocalOptions,
+    LocalTarget,
     parse_options,
 )
 from est_gateway.backends.local.store import (
@@ -41,7 +42,6 @@ from est_gateway.backends.local.store import (
     describe_general_name,
     serial_hex,
 )
-from est_gateway.config.model import CATarget
 from est_gateway.config.reader import Section
 from est_gateway.errors import BadRequest, ESTError, Rejected, UpstreamUnavailable
 from est_gateway.wire import certificate_sans, requested_sans
@@ -65,7 +65,7 @@ class LoadedCA:
         return self.chain[0]
 
 
-class LocalCABackend(CABackend):
+class LocalCABackend(CABackend[LocalTarget]):
     """Issues from CAs it creates on first start; records before it returns."""
 
     def __init__(self, name: str, options: LocalOptions, *, clock: Clock = utcnow) -> None:
@@ -79,18 +79,19 @@ class LocalCABackend(CABackend):
     def from_options(cls, name: str, options: Section) -> LocalCABackend:
         return cls(name, parse_options(options))
 
-    def check_target(self, target: CATarget, path: str) -> list[str]:
-        problems = []
+    def parse_target(self, alias: Section) -> LocalTarget:
+        """``ca``, ``certificate_profile`` and ``end_entity_profile``, each one of this backend's."""
+        target = LocalTarget(ca=alias.str("ca"),
+                             certificate_profile=alias.str("certificate_profile", "default"),
+                             end_entity_profile=alias.str("end_entity_profile", "default"))
         checks = (("ca", target.ca, self.options.cas),
                   ("certificate_profile", target.certificate_profile, self.options.certificate_profiles),
                   ("end_entity_profile", target.end_entity_profile, self.options.end_entity_profiles))
         for key, value, known in checks:
-            if value not in known:
-                problems.append(f'{path}.{key}: backend "{self.name}" has no {key.replace("_", " ")} '
-                                f'"{value}"; known: {", ".join(sorted(known))}')
-        if target.extra:
-            problems.append(f"{path}.upstream: the local backend takes no upstream settings")
-        return problems
+            if value and value not in known:
+                alias.error(key, f'backend "{self.name}" has no {key.replace("_", " ")} '
+                                 f'"{value}"; known: {", ".join(sorted(known))}')
+        return target
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -102,6 +103,9 @@ class LocalCABackend(CABackend):
             self.store.initialise()
             for ca_name, settings in self.options.cas.items():
                 self._cas[ca_name] = self._load_or_create(ca_name, settings)
+
+    def close(self) -> None:
+        self.store.close()
 
     def _ca_dir(self, ca_name: str) -> Path:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", ca_name).strip("-") or "ca"
@@ -153,16 +157,16 @@ class LocalCABackend(CABackend):
 
     # -- EST operations ------------------------------------------------------------------
 
-    def ca_certs(self, target: CATarget) -> list[x509.Certificate]:
+    def ca_certs(self, target: LocalTarget) -> list[x509.Certificate]:
         return list(self._ca(target.ca).chain)
 
-    def enroll(self, request: EnrollRequest) -> Issued | Pending:
+    def enroll(self, request: EnrollRequest[LocalTarget]) -> Issued | Pending:
         return self._approved_or_queued(request)
 
-    def reenroll(self, request: ReenrollRequest) -> Issued | Pending:
+    def reenroll(self, request: ReenrollRequest[LocalTarget]) -> Issued | Pending:
         return self._approved_or_queued(request)
 
-    def _approved_or_queued(self, request: EnrollRequest) -> Issued | Pending:
+    def _approved_or_queued(self, request: EnrollRequest[LocalTarget]) -> Issued | Pending:
         """With approval = "manual", a request waits for the operator (RFC 7030 §4.2.3); the
         client's repeat of the same request finds the decision."""
         if self.options.approval == "auto":
@@ -194,7 +198,7 @@ class LocalCABackend(CABackend):
             return replace(issued, approval_reference=queued.id)
         return Pending(retry_after=retry, reference=queued.id)
 
-    def revocation_status(self, certificate: x509.Certificate, target: CATarget) -> RevocationStatus:
+    def revocation_status(self, certificate: x509.Certificate, target: LocalTarget) -> RevocationStatus:
         """Known only as the exact certificate on record: another CA's certificate with the
         same issuer name and a copied serial is unknown."""
         record = self.store.get(serial_hex(certificate.serial_number))
@@ -206,10 +210,11 @@ class LocalCABackend(CABackend):
         return RevocationStatus(known=True, revoked=True, reason=record.revocation_reason,
                                 revoked_at=None, label=record.alias)
 
-    def supersede(self, certificate: x509.Certificate, target: CATarget) -> None:
+    def supersede(self, certificate: x509.Certificate, target: LocalTarget) -> None:
         self.store.supersede(serial_hex(certificate.serial_number))
 
-    def issue(self, request: EnrollRequest, *, public_key: CertificatePublicKeyTypes | None = None) -> Issued:
+    def issue(self, request: EnrollRequest[LocalTarget], *,
+              public_key: CertificatePublicKeyTypes | None = None) -> Issued:
         """Sign the CSR by the alias's profiles and commit the record before returning."""
         target = request.target
         ca = self._ca(target.ca)
@@ -245,7 +250,7 @@ class LocalCABackend(CABackend):
             return Issued(cert, tuple(ca.chain))
         raise ESTError("could not allocate a unique serial number")
 
-    def _check_profiles(self, request: EnrollRequest) -> list[x509.GeneralName]:
+    def _check_profiles(self, request: EnrollRequest[LocalTarget]) -> list[x509.GeneralName]:
         """Refuse (400) a CSR its profiles do not allow; return the SANs to copy."""
         target, csr = request.target, request.csr
         check_subject(csr.subject, self.options.end_entity_profiles[target.end_entity_profile])

@@ -21,6 +21,15 @@ SAN_TYPES = ("dns", "ip", "email", "uri")
 
 
 @dataclass(frozen=True)
+class LocalTarget:
+    """What an alias asks of the built-in CA: ``ca`` and its two profile names."""
+
+    ca: str
+    certificate_profile: str = "default"
+    end_entity_profile: str = "default"
+
+
+@dataclass(frozen=True)
 class CASettings:
     key_type: str = "rsa-2048"
     hierarchy: str = "root"            # "root" or "root+issuing"

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,8 +107,11 @@ class CertificateStore:
         #: certificates waiting for the next group commit (see :meth:`add`)
         self._queued: list[_QueuedRow] = []
         self._queue_lock = threading.Lock()
-        #: (pid, descriptor) of the folder's lock file, kept open; reopened after a fork
-        self._lock_fd: tuple[int, int] | None = None
+        #: (pid, closer) of the folder's lock file, kept open; reopened after a fork
+        self._lock_fd: tuple[int, int, Callable[[], object]] | None = None
+        #: every thread's connection with its process id, so that close() reaches them all
+        self._opened: list[tuple[int, sqlite3.Connection]] = []
+        self._opened_lock = threading.Lock()
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -121,7 +124,21 @@ class CertificateStore:
             # 1 MiB of page cache per connection (one per thread): lookups are by primary key.
             conn.execute("PRAGMA cache_size=-1024")
             self._local.conn, self._local.pid = conn, os.getpid()
+            with self._opened_lock:
+                self._opened.append((os.getpid(), conn))
         yield conn
+
+    def close(self) -> None:
+        """Close this process's connections (those inherited over a fork are the parent's)."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for pid, conn in opened:
+            if pid == os.getpid():
+                conn.close()
+        with self._write_lock:
+            if self._lock_fd is not None and self._lock_fd[0] == os.getpid():
+                self._lock_fd[2]()    # closes the descriptor once, here or at garbage collection
+            self._lock_fd = None
 
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
@@ -140,8 +157,7 @@ class CertificateStore:
         inherited one would share its lock with the parent, so a forked child opens its own."""
         if self._lock_fd is None or self._lock_fd[0] != os.getpid():
             fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            weakref.finalize(self, os.close, fd)
-            self._lock_fd = (os.getpid(), fd)
+            self._lock_fd = (os.getpid(), fd, weakref.finalize(self, os.close, fd))
         return self._lock_fd[1]
 
     def initialise(self) -> None:

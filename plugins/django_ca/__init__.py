@@ -1,5 +1,0 @@
-"""django-ca adapter (``type = "django-ca"``): django-ca's REST API over HTTPS with HTTP Basic."""
-
-from plugins.django_ca.backend import DjangoCaBackend
-
-__all__ = ["DjangoCaBackend"]

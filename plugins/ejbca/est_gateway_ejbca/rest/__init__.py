@@ -1,0 +1,5 @@
+"""EJBCA REST adapter (``type = "ejbca-rest"``)."""
+
+from est_gateway_ejbca.rest.backend import EjbcaRestBackend
+
+__all__ = ["EjbcaRestBackend"]

@@ -1,5 +1,0 @@
-"""EJBCA SOAP adapter (``type = "ejbca-soap"``)."""
-
-from plugins.ejbca_soap.backend import EjbcaSoapBackend
-
-__all__ = ["EjbcaSoapBackend"]

@@ -1,1 +1,0 @@
-"""Shared machinery of upstream-CA adapters: mutual-TLS sessions, credentials, usernames."""
