@@ -149,6 +149,16 @@ class DjangoCaBackend(CABackend[DjangoCaTarget]):
             self.targets.add(target)
         return target
 
+    def issues_alike(self, a: DjangoCaTarget, b: DjangoCaTarget) -> bool:
+        """Aliases on the same CA (or where that is unknown before asking django-ca: one
+        names it, the other gives its serial): the gateway looks certificates up by CA and
+        serial, and an OCSP or CRL answer names no profile."""
+        if a.ca_serial is not None and b.ca_serial is not None:
+            return a.ca_serial == b.ca_serial
+        if a.ca_serial is None and b.ca_serial is None:
+            return a.ca == b.ca
+        return True
+
     def describe_state(self) -> dict[str, str]:
         if self.options.upstream is None:
             return {}

@@ -225,6 +225,13 @@ class EjbcaBackend(CABackend[EjbcaTarget]):
             self.targets.append(target)
         return target
 
+    def issues_alike(self, a: EjbcaTarget, b: EjbcaTarget) -> bool:
+        """Two aliases on the same EJBCA CA: the revocation lookups (``revocationstatus``,
+        ``checkRevokationStatus``) answer by issuer and serial only, and the end entity
+        records the profiles of its *latest* enrollment, not of a given certificate; so
+        the profiles do not tell the labels apart."""
+        return a.ca == b.ca
+
     def checks_enrollment_code(self, target: EjbcaTarget) -> bool:
         """Client mode checks the CSR's challengePassword as the end entity's enrollment code."""
         return target.upstream.mode == "client"
