@@ -43,6 +43,7 @@ from est_gateway_ejbca.common import (
     ca_missing,
     enrollment_refused,
     not_registered,
+    renewed_unknown,
     unknown_ca_or_profile,
 )
 from est_gateway_ejbca.soap.faults import invoke
@@ -54,6 +55,8 @@ NAMESPACE = "http://ws.protocol.core.ejbca.org/"
 BINDING = f"{{{NAMESPACE}}}EjbcaWSServiceSoapBinding"
 #: EndEntityConstants.STATUS_NEW
 STATUS_NEW = 10
+#: RFC 5280 reason code superseded (cesecore ``RevocationReasons.SUPERSEDED``)
+SUPERSEDED = 4
 #: access rules (AccessRulesConstants, StandardRules) every alias needs
 ADMINISTRATOR = "/administrator"
 CREATE_CERTIFICATE = "/ca_functionality/create_certificate"
@@ -196,6 +199,13 @@ class EjbcaSoapBackend(EjbcaBackend):
         return RevocationStatus(known=True, revoked=True,
                                 reason=REVOCATION_REASONS.get(reason, str(reason)),
                                 revoked_at=getattr(status, "revocationDate", None))
+
+    def revoke_superseded(self, certificate: x509.Certificate) -> None:
+        """``revokeCert(issuerDN, serial_hex, 4)`` (``RevokedCertInfo.REVOCATION_REASON_SUPERSEDED``);
+        ``AlreadyRevokedException`` means it is done."""
+        self._call("revokeCert", certificate.issuer.rfc4514_string(), f"{certificate.serial_number:X}",
+                   SUPERSEDED, meaning=Meaning(not_found=renewed_unknown, already_revoked_is_done=True),
+                   idempotent=True)
 
     def fetch_ca_chain(self, target: EjbcaTarget, alias: AliasUpstream) -> list[x509.Certificate]:
         """``getLastCAChain(caName)``: the CA first, root last."""
