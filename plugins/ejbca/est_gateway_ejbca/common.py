@@ -14,7 +14,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +182,13 @@ class ApprovalAlreadyExists(Exception):
         self.reason = reason
 
 
+def _naming(result: Issued | Pending, username: str) -> Issued | Pending:
+    """A 202's reference with the end entity it is about (as the later 200's reference says)."""
+    if isinstance(result, Pending) and username not in result.reference:
+        return replace(result, reference=clip(f"{result.reference} (end entity {username})".strip(), 160))
+    return result
+
+
 class EjbcaBackend(CABackend[EjbcaTarget]):
     """The EST flow over EJBCA: RA mode (create/edit the end entity) or client mode."""
 
@@ -339,11 +346,16 @@ class EjbcaBackend(CABackend[EjbcaTarget]):
             except ApprovalAlreadyExists as exc:  # a repeat cannot be recognised without the secret
                 raise BadRequest(f"the CA refused the request: {exc.reason}") from None
         password = derived_password(secret, request.retry_key)
+        # The audit ties the 202s and the final 200 together by the end entity: the approval
+        # request's ID is only in EJBCA's first answer, and EJBCA offers no cheap lookup of it
+        # later (the gateway keeps no state).
         issued = self.collect(request, username, password)
+        if isinstance(issued, Issued):
+            return replace(issued, approval_reference=f"end entity {username}")
         if issued is not None:
-            return issued
+            return _naming(issued, username)
         try:
-            return self.submit(request, username, password)
+            return _naming(self.submit(request, username, password), username)
         except ApprovalAlreadyExists as exc:
             log.info("backend %s: an approval request for end entity %r is still open (%s)",
                      self.name, username, exc.reason)
