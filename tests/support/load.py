@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import os
 import sqlite3
 import ssl
 import threading
@@ -20,22 +21,24 @@ from tests.support.gateway import GatewayProcess, local_instance
 from tests.support.pki import csr_b64, make_csr, p256_key
 
 
-class _ClosingResponse(http.client.HTTPResponse):
-    """An answer whose head could not be read (the SIGKILL came first) closes its file
-    object at once. http.client closes only the connection then, and the file object
-    keeps the TLS socket open until garbage collection reports it as unclosed (a
-    ResourceWarning, an error under pytest)."""
-
-    def begin(self) -> None:
-        try:
-            super().begin()
-        except BaseException:
-            self.close()
-            raise
-
-
 class _Connection(http.client.HTTPSConnection):
-    response_class = _ClosingResponse
+    """An HTTPS connection that really closes its TLS socket in :meth:`release`.
+
+    When a read is cut off (the SIGKILL), a file object made by http.client can still
+    hold the socket, and ``close()`` then leaves it to garbage collection, which reports
+    it as unclosed (a ResourceWarning, an error under pytest) from wherever it runs.
+    """
+
+    tls: ssl.SSLSocket | None = None
+
+    def connect(self) -> None:
+        super().connect()
+        self.tls = self.sock   # type: ignore[assignment]
+
+    def release(self) -> None:
+        self.close()
+        if self.tls is not None and self.tls.fileno() != -1:
+            os.close(self.tls.detach())   # the file object's reference no longer defers the close
 
 
 @dataclass
@@ -84,7 +87,7 @@ def enroll_all(port: int, cafile: Path, password: str, payloads: list[bytes], *,
                 # reports it as unclosed (a ResourceWarning, an error under pytest).
                 if response is not None:
                     response.close()
-                conn.close()
+                conn.release()
         except (OSError, http.client.HTTPException) as exc:
             return Outcome(index, None, error=f"{type(exc).__name__}: {exc}")
         if response.status != 200:
