@@ -62,6 +62,8 @@ ADMINISTRATOR = "/administrator"
 CREATE_CERTIFICATE = "/ca_functionality/create_certificate"
 #: and RA mode's, to add and edit end entities
 RA_RULES = ("/ra_functionality/create_end_entity", "/ra_functionality/edit_end_entity")
+#: and ``revoke_superseded``'s
+REVOKE_RULE = "/ra_functionality/revoke_end_entity"
 
 
 def bundled_wsdl() -> Path:
@@ -220,7 +222,8 @@ class EjbcaSoapBackend(EjbcaBackend):
         every access rule the configured aliases need (``getEjbcaVersion`` checks none):
 
         - ``isAuthorized`` of ``/administrator`` and ``/ca_functionality/create_certificate``,
-          and in RA mode ``/ra_functionality/create_end_entity`` and ``…/edit_end_entity``;
+          in RA mode ``/ra_functionality/create_end_entity`` and ``…/edit_end_entity``, and
+          with ``revoke_superseded`` ``/ra_functionality/revoke_end_entity``;
         - ``getAvailableCAs`` lists each configured CA (``/ca/<id>``);
         - in RA mode ``getAuthorizedEndEntityProfiles`` lists each end entity profile (its
           ``create_end_entity`` rule) and ``isAuthorized`` of its ``edit_end_entity`` rule.
@@ -234,7 +237,8 @@ class EjbcaSoapBackend(EjbcaBackend):
         if not self.targets:
             return
         ra = [t for t in self.targets if t.upstream.mode == "ra"]
-        rules = [ADMINISTRATOR, CREATE_CERTIFICATE, *(RA_RULES if ra else ())]
+        rules = [ADMINISTRATOR, CREATE_CERTIFICATE, *(RA_RULES if ra else ()),
+                 *((REVOKE_RULE,) if self.options.revoke_superseded else ())]
         cas = self._names("getAvailableCAs")
         profiles = self._names("getAuthorizedEndEntityProfiles") if ra else {}
         missing = [r for r in rules if not self._authorized(r)]
