@@ -169,7 +169,13 @@ class ESTService:
         request = dataclasses.replace(request, current=current)
         result = self._call(alias, "reenroll", lambda b: b.reenroll(request))
         if isinstance(result, Issued) and alias.supersede_on_renewal:
-            self._call(alias, "supersede", lambda b: b.supersede(current, alias.target))
+            try:
+                self._call(alias, "supersede", lambda b: b.supersede(current, alias.target))
+            except ESTError as exc:
+                # The renewal is issued: the device gets it. The old certificate stays able
+                # to renew until the operator revokes it (counted in upstream_errors).
+                log.error("alias %s: renewed certificate serial %X was not superseded (%s); revoke it "
+                          "at the CA", alias.name, current.serial_number, exc.detail)
         return result
 
     def serverkeygen(self, alias: AliasSettings, body: bytes, caller: Caller) -> ServerGeneratedKey | Pending:

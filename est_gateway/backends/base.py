@@ -174,6 +174,18 @@ class CABackend(abc.ABC, Generic[TargetT]):
         then say ``challenge_password = "enrollment-code"``). Default: no."""
         return False
 
+    def issues_alike(self, a: TargetT, b: TargetT) -> bool:
+        """Capability: whether a certificate issued for target ``a`` can pass
+        :meth:`revocation_status` for target ``b`` with nothing telling which issued it
+        (no ``RevocationStatus.label``), so that it would renew on either label.
+
+        The core refuses at start-up two labels of one backend whose targets issue alike
+        unless each lists the other in ``accept_renewals_from`` (one declared renewal
+        domain). Default: equal targets issue alike. A backend whose CA records the label
+        returns False; one whose targets differ only in what the CA does not record (a
+        profile on the same CA) returns True for them."""
+        return bool(a == b)
+
     def start(self) -> None:
         """Prepare for service (create a local CA, load files). Called once, before forking."""
 

@@ -208,9 +208,34 @@ def _aliases(sec: Section, backends: dict[str, AnyBackend],
             if label not in sec.data:
                 sec.problems.add(f"{sec.key(name)}.accept_renewals_from",
                                  f'unknown label "{label}"; known: {", ".join(sorted(sec.data))}')
+    _check_renewal_domains(sec, aliases, backends)
     if not sec.data:
         sec.problems.add("aliases", "define at least one alias, e.g. [aliases.est]")
     return aliases
+
+
+def _check_renewal_domains(sec: Section, aliases: dict[str, AliasSettings],
+                           backends: dict[str, AnyBackend]) -> None:
+    """A certificate renews only on the label that issued it. Where a backend cannot tell
+    two of its labels' certificates apart (``CABackend.issues_alike``), either label's
+    certificates would renew on both, bypassing the other's policy (same-key ban,
+    authentication): refuse that unless each lists the other in ``accept_renewals_from``."""
+    names = sorted(aliases)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            a, b = aliases[first], aliases[second]
+            backend = backends.get(a.backend)
+            if a.backend != b.backend or backend is None or not backend.issues_alike(a.target, b.target):
+                continue
+            if second in a.accept_renewals_from and first in b.accept_renewals_from:
+                continue
+            lacking = first if second not in a.accept_renewals_from else second
+            sec.problems.add(
+                f"{sec.key(lacking)}.accept_renewals_from",
+                f'labels "{first}" and "{second}" issue through backend "{a.backend}" certificates it '
+                "cannot tell apart, so a certificate of either would renew on both; declare them one "
+                f'renewal domain (aliases.{first}.accept_renewals_from = ["{second}"] and '
+                f'aliases.{second}.accept_renewals_from = ["{first}"]) or give them different CAs')
 
 
 def _alias(name: str, sec: Section, backends: dict[str, AnyBackend],

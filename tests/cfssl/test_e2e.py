@@ -68,6 +68,8 @@ certificate_profile = "{profile}"
 username = "estuser"
 password_file = "secrets/est.password"
 allow_same_key_renewal = false
+# same CFSSL signer as "typo": the gateway starts only with the two declared one renewal domain
+accept_renewals_from = ["typo"]
 
 [aliases.wrongkey]
 backend = "wrongkey"
@@ -82,6 +84,7 @@ ca = "primary"
 certificate_profile = "est-clinet"
 username = "estuser"
 password_file = "secrets/est.password"
+accept_renewals_from = ["est"]
 """
 
 

@@ -168,6 +168,24 @@ def test_revocation_reason_and_date_come_from_the_api(django_ca: DjangoCa, tmp_p
     assert status.revoked_at is not None and abs(status.revoked_at - dt.datetime.now(dt.UTC)) < dt.timedelta(hours=1)
 
 
+def test_revoke_superseded_revokes_the_renewed_certificate_at_django_ca(django_ca: DjangoCa, tmp_path: Path) -> None:
+    """Off by default: nothing happens; on: django-ca revokes it with reason superseded, and a
+    repeat (django-ca's 400 "already revoked") is done."""
+    off = make_backend(django_ca, tmp_path)
+    kept = issued(off.enroll(request(make_csr(p256_key(), cn="dev-kept"))))
+    off.supersede(kept, TARGET)
+    assert not off.revocation_status(kept, TARGET).revoked
+    backend = make_backend(django_ca, tmp_path, revoke_superseded=True)
+    cert = issued(backend.enroll(request(make_csr(p256_key(), cn="dev-superseded"))))
+    backend.supersede(cert, TARGET)
+    status = backend.revocation_status(cert, TARGET)
+    assert (status.known, status.revoked, status.reason) == (True, True, "superseded")
+    backend.supersede(cert, TARGET)
+    foreign = CA.create("Look-alike").issue(p256_key(), cn="dev-foreign")
+    with pytest.raises(UpstreamError, match="not signed by this alias's CA"):
+        backend.supersede(foreign, TARGET)
+
+
 def test_with_a_revocation_table_ocsp_answers_not_the_api(django_ca: DjangoCa, tmp_path: Path) -> None:
     """The read-only user may not view certificates through the API; OCSP needs no permission."""
     cert = issued(make_backend(django_ca, tmp_path).enroll(request(make_csr(p256_key(), cn="dev-ocsp"))))

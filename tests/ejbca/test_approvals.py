@@ -74,6 +74,7 @@ def test_pending_still_pending_approved_issued(type_name: str, pki: UpstreamPKI,
 
     first = backend.enroll(request)
     assert isinstance(first, Pending) and first.retry_after == 300
+    assert f"end entity {username}" in first.reference   # what ties the audit's 202s and 200
     [opened] = ca.open_approvals(username)
     assert username not in ca.end_entities  # EJBCA added nothing yet
 
@@ -87,6 +88,7 @@ def test_pending_still_pending_approved_issued(type_name: str, pki: UpstreamPKI,
     assert isinstance(issued, Issued)
     assert issued.certificate.public_key() == csr.public_key()
     assert issued.certificate.subject == csr.subject
+    assert issued.approval_reference == f"end entity {username}"
     # collected with the password of the approved request; no edit approval was opened
     assert [a.status for a in ca.approvals.values() if a.end_entity.username == username] == [EXECUTED]
     assert ca.end_entities[username].status == 40  # GENERATED

@@ -242,3 +242,33 @@ def test_an_expiring_client_certificate_is_logged_at_start_up(pki: UpstreamPKI, 
         parse_config(config(pki, tmp_path, credential_expiry_warning_days=days_left + 2, **extra),
                      base_dir=tmp_path)
     assert f"expires on {pki.client_cert.not_valid_after_utc:%Y-%m-%d}" in caplog.text
+
+
+def two_labels(pki: UpstreamPKI, tmp_path: Path, type_name: str, second_ca: str = CA_NAME,
+               est_accepts: tuple[str, ...] = (), newkey_accepts: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``est`` and a stricter ``newkey`` (no same-key renewal) on one EJBCA backend."""
+    data = config(pki, tmp_path, type_name=type_name)
+    est = data["aliases"]["est"]
+    data["aliases"]["newkey"] = {**est, "ca": second_ca, "certificate_profile": "NEWKEY",
+                                 "allow_same_key_renewal": False,
+                                 "accept_renewals_from": list(newkey_accepts)}
+    est["accept_renewals_from"] = list(est_accepts)
+    return data
+
+
+@pytest.mark.parametrize("type_name", ["ejbca-rest", "ejbca-soap"])
+def test_two_labels_on_one_ejbca_ca_must_be_declared_one_renewal_domain(
+        pki: UpstreamPKI, tmp_path: Path, type_name: str) -> None:
+    """EJBCA's revocation lookup answers by issuer and serial: a certificate of ``est``
+    would renew on ``newkey`` (and escape its same-key ban) unless refused at start-up."""
+    found = problems(two_labels(pki, tmp_path, type_name), tmp_path)
+    assert any(p.startswith("aliases.est.accept_renewals_from: labels \"est\" and \"newkey\" issue "
+                            'through backend "ejbca" certificates it cannot tell apart') for p in found), found
+    # declared one way only: the label that does not list the other is named
+    found = problems(two_labels(pki, tmp_path, type_name, est_accepts=("newkey",)), tmp_path)
+    assert [p.split(":")[0] for p in found] == ["aliases.newkey.accept_renewals_from"], found
+    # declared both ways, or different CAs: accepted
+    declared = two_labels(pki, tmp_path, type_name, est_accepts=("newkey",), newkey_accepts=("est",))
+    assert set(parse_config(declared, base_dir=tmp_path).aliases) == {"est", "newkey"}
+    apart = two_labels(pki, tmp_path, type_name, second_ca="OtherCA")
+    assert set(parse_config(apart, base_dir=tmp_path).aliases) == {"est", "newkey"}

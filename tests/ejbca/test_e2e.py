@@ -25,7 +25,15 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from lxml import etree
 
 from est_gateway import localmode
-from tests.support.ejbca_standin import CA_NAME, REST, WS, StandinEjbca, StandinServer, UpstreamPKI
+from tests.support.ejbca_standin import (
+    CA_NAME,
+    REST,
+    REVOKE_END_ENTITY,
+    WS,
+    StandinEjbca,
+    StandinServer,
+    UpstreamPKI,
+)
 from tests.support.gateway import GatewayProcess, curl, free_port
 
 pytestmark = pytest.mark.e2e
@@ -60,6 +68,7 @@ client_key = "{pki}/ra-client.key"
 ca_bundle = "{pki}/upstream-ca.pem"
 read_timeout_s = 1
 retries = 0
+revoke_superseded = true
 
 [backends.fresh]
 type = "ejbca-rest"
@@ -197,11 +206,33 @@ def test_cacerts_enroll_reenroll_and_revoked_renewal(setup: Setup, alias: str) -
     assert second.subject == first.subject and second.serial_number != first.serial_number
     # the renewal updated the same end entity: one entity for the subject
     assert [u for u in setup.standin.end_entities if cn in u] == [f"est-{cn}"]
+    # supersede_on_renewal (default) + revoke_superseded (on for soap only): revoked as superseded
+    issuance = setup.standin.lookup(first.issuer.rfc4514_string(), f"{first.serial_number:X}")
+    assert issuance is not None and issuance.revoked_reason == (4 if alias == "soap" else -1)
 
     setup.standin.revoke(first)
     refused = setup.post(alias, "simplereenroll", new_csr(setup.folder, cn, f"{alias}-3"), *tls)
     assert refused.status == 403, refused.body
     assert b"revoked" in refused.body
+
+
+def test_a_failed_revocation_as_superseded_still_delivers_the_renewal(setup: Setup) -> None:
+    """The renewal is issued before the old certificate is revoked: a refused revocation is
+    logged for the operator, the device still gets its new certificate."""
+    cn = "device-supersede-refused"
+    first = leaf(setup.enroll("soap", new_csr(setup.folder, cn, "sr-1")).body)
+    (setup.folder / "sr-1.pem").write_bytes(first.public_bytes(pkcs7.serialization.Encoding.PEM))
+    tls = ("--cert", str(setup.folder / "sr-1.pem"), "--key", str(setup.folder / "sr-1.key"))
+    setup.standin.denied.add(REVOKE_END_ENTITY)
+    try:
+        renewed = setup.post("soap", "simplereenroll", new_csr(setup.folder, cn, "sr-2"), *tls)
+    finally:
+        setup.standin.denied.discard(REVOKE_END_ENTITY)
+    assert renewed.status == 200, renewed.body
+    assert leaf(renewed.body).subject == first.subject
+    assert f"renewed certificate serial {first.serial_number:X} was not superseded" in setup.gateway.output()
+    issuance = setup.standin.lookup(first.issuer.rfc4514_string(), f"{first.serial_number:X}")
+    assert issuance is not None and issuance.revoked_reason == -1
 
 
 def test_mutual_tls_reached_the_upstream(setup: Setup) -> None:

@@ -228,3 +228,15 @@ def test_rest_health_checks_the_ca_once_its_dn_is_known(pki: UpstreamPKI, standi
         backend.health()
     probes = [c["path"] for c in standin.standin.calls if c["path"].endswith("/0/revocationstatus")]
     assert quote(standin.standin.ca_cert.subject.rfc4514_string(), safe="") in probes[-1]
+
+
+def test_soap_health_needs_the_revoke_right_only_with_revoke_superseded(pki: UpstreamPKI, standin: StandinServer,
+                                                                      tmp_path: Path) -> None:
+    standin.standin.denied.add("/ra_functionality/revoke_end_entity")
+    plain = _checked("ejbca-soap", pki, standin, tmp_path)
+    plain.health()
+    revoking = make_backend("ejbca-soap", upstream_options(pki, url_of(standin, "ejbca-soap"), retries=0,
+                                                           revoke_superseded=True), tmp_path)
+    assert check_target(revoking, TARGET) == []
+    with pytest.raises(UpstreamError, match="lacks /ra_functionality/revoke_end_entity"):
+        revoking.health()

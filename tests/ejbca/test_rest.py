@@ -286,7 +286,8 @@ def test_with_approval_secret_a_202_while_collecting_is_pending(ra_with_secret: 
     responses.post(CERTREQ, status=202, json={"status_code": 202, "info_message": "Waiting for approval",
                                               "link": "/v1/approval/9"})
     request = dataclasses.replace(enroll_request(make_csr(p256_key())), retry_key="k3")
-    assert ra_with_secret.enroll(request) == Pending(retry_after=300, reference="Waiting for approval")
+    assert ra_with_secret.enroll(request) == Pending(retry_after=300,
+                                                     reference="Waiting for approval (end entity device-1)")
 
 
 @responses.activate

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 from xml.sax.saxutils import escape
 
 from cryptography import x509
@@ -256,6 +256,11 @@ ADMINISTRATOR = "/administrator"
 CREATE_END_ENTITY = "/ra_functionality/create_end_entity"
 EDIT_END_ENTITY_RULE = "/ra_functionality/edit_end_entity"
 CREATE_CERTIFICATE = "/ca_functionality/create_certificate"
+REVOKE_END_ENTITY = "/ra_functionality/revoke_end_entity"
+#: cesecore ``RevocationReasons``: database value → CLI/REST name
+REASON_NAMES = {-1: "NOT_REVOKED", 0: "UNSPECIFIED", 1: "KEY_COMPROMISE", 2: "CA_COMPROMISE",
+                3: "AFFILIATION_CHANGED", 4: "SUPERSEDED", 5: "CESSATION_OF_OPERATION",
+                6: "CERTIFICATE_HOLD", 8: "REMOVE_FROM_CRL", 9: "PRIVILEGES_WITHDRAWN", 10: "AA_COMPROMISE"}
 #: end entity profile IDs of the stand-in (EJBCA gives each profile a random int ID)
 PROFILE_IDS = {"EMPTY": 1, "EST_DEVICES": 1785328532}
 
@@ -433,22 +438,66 @@ class StandinEjbca:
     def revoke(self, cert: x509.Certificate, reason: int = 1) -> None:
         self.issued[(cert.issuer.rfc4514_string(), f"{cert.serial_number:X}")].revoked_reason = reason
 
+    def revoke_by_api(self, issuer_dn: str, serial_hex: str, reason: int) -> None:
+        """``EndEntityManagementSessionBean.revokeCert`` (EJBCA CE 8.0), what REST ``PUT .../revoke``
+        and EjbcaWS ``revokeCert`` both reach: the ``/ra_functionality/revoke_end_entity``
+        rule, the CA (``CADoesntExistsException``), the certificate (``ra.errorfindentitycert``:
+        ``NoSuchEndEntityException``/``NotFoundException``), then ``AlreadyRevokedException``
+        (``ra.errorrevocationexists``) for one revoked already (unless on hold)."""
+        self.admin()
+        self.require(REVOKE_END_ENTITY)
+        if issuer_dn != self.ca_cert.subject.rfc4514_string():
+            raise Fault(404, f"CA with DN {issuer_dn} doesn't exist.", "CADoesntExistsException")
+        self.require(f"/ca/{self.ca_id}")
+        with self.lock:
+            found = self.lookup(issuer_dn, serial_hex)
+            if found is None:
+                raise Fault(404, f"Could not find certificate with issuer DN '{issuer_dn}' and serial "
+                            f"number '{serial_hex.lower()}'.", "NotFoundException")
+            if found.revoked_reason not in (-1, 6, 8):
+                raise Fault(409, f"Certificate with issuer DN '{issuer_dn}' and serial number "
+                            f"'{serial_hex.lower()}' has previously been revoked. Revocation reason could "
+                            "not be changed or is not allowed.", "AlreadyRevokedException")
+            found.revoked_reason = reason
+
     def lookup(self, issuer_dn: str, serial_hex: str) -> Issuance | None:
         return self.issued.get((issuer_dn, serial_hex.upper().removeprefix("0X")))
 
     # -- REST (field names of EnrollCertificateRestRequest & co.) ----------------------------
 
-    def rest(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+    def rest(self, method: str, path: str, body: bytes, query: str = "") -> tuple[int, str, bytes]:
         """Faults as CE 8.0's ``ExceptionHandler`` renders them: ``ExceptionErrorRestResponse``
         ``{"error_code", "error_message"}``, or ``ExceptionInfoRestResponse`` with 202 for
         ``WaitingForApprovalException``."""
         try:
+            if method == "PUT":
+                return self._rest_put(path, parse_qs(query))
             return self._rest(method, path, json.loads(body) if body else {})
         except Fault as f:
             if f.status == 202:
                 return _json(202, {"status_code": 202, "info_message": f.message,
                                    "link": f"/v1/approval/{f.code}"})
             return _json(f.status, {"error_code": f.status, "error_message": f.message})
+
+    def _rest_put(self, path: str, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
+        """CE 8.0 ``CertificateRestResource.revokeCertificate``: ``reason`` by its CLI name
+        (``RevocationReasons.getFromCliValue``; unknown: 400 "Invalid revocation reason."),
+        a hex serial, then ``revokeCert``; 200 with a ``RevokeStatusRestResponse`` whose
+        ``message`` is "Successfully revoked". ``ExceptionHandler``: AlreadyRevoked 409,
+        NotFound/CADoesntExist 404, WaitingForApproval 202."""
+        m = re.fullmatch(r"/v1/certificate/([^/]+)/([^/]+)/revoke", path)
+        if m is None:
+            raise Fault(404, f"RESTEASY003210: Could not find resource for full path: {path}")
+        self.admin()
+        names = {name: value for value, name in REASON_NAMES.items()}
+        reason = (query.get("reason") or [""])[0]
+        if reason not in names:
+            raise Fault(400, "Invalid revocation reason.")
+        issuer, serial = unquote(m.group(1)), m.group(2)
+        self.revoke_by_api(issuer, serial, names[reason])
+        return _json(200, {"issuer_dn": issuer, "serial_number": serial, "revoked": True,
+                           "revocation_reason": reason, "revocation_date": "2024-05-01T10:00:00Z",
+                           "message": "Successfully revoked"})
 
     def _rest(self, method: str, path: str, data: dict[str, Any]) -> tuple[int, str, bytes]:
         if method == "POST" and path == "/v1/certificate/pkcs10enroll":
@@ -496,8 +545,7 @@ class StandinEjbca:
                             "was not found")
             answer: dict[str, Any] = {"issuer_dn": issuer, "serial_number": serial,
                                       "revoked": found.revoked_reason != -1,
-                                      "revocation_reason": "NOT_REVOKED" if found.revoked_reason == -1
-                                      else "KEY_COMPROMISE"}
+                                      "revocation_reason": REASON_NAMES[found.revoked_reason]}
             if found.revoked_reason != -1:
                 answer["revocation_date"] = "2024-05-01T10:00:00Z"
             return _json(200, answer)
@@ -575,6 +623,9 @@ class StandinEjbca:
             date = "<revocationDate>2024-05-01T10:00:00Z</revocationDate>" if found.revoked_reason != -1 else ""
             return (f"<return><certificateSN>{escape(text['arg1'])}</certificateSN><issuerDN>"
                     f"{escape(text['arg0'])}</issuerDN><reason>{found.revoked_reason}</reason>{date}</return>")
+        if op == "revokeCert":  # EjbcaWS.revokeCert(issuerDN, certificateSN hex, int reason): void
+            self.revoke_by_api(text["arg0"], text["arg1"], int(text["arg2"]))
+            return ""
         if op == "getLastCAChain":
             if text["arg0"] != CA_NAME:
                 raise Fault(404, f"CA with name {text['arg0']} doesn't exist.", "CADoesntExistsException")
@@ -608,6 +659,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch()
 
+    def do_PUT(self) -> None:
+        self._dispatch()
+
     def _dispatch(self) -> None:
         standin = self.server.standin
         length = int(self.headers.get("Content-Length") or 0)
@@ -633,7 +687,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return None
         if path.startswith(REST):
-            status, ctype, out = standin.rest(self.command, path[len(REST):], body)
+            query = self.path.split("?", 1)[1] if "?" in self.path else ""
+            status, ctype, out = standin.rest(self.command, path[len(REST):], body, query)
         elif path == WS and self.command == "POST":
             status, ctype, out = standin.soap(body)
         else:

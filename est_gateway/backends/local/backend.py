@@ -210,6 +210,10 @@ class LocalCABackend(CABackend[LocalTarget]):
         return RevocationStatus(known=True, revoked=True, reason=record.revocation_reason,
                                 revoked_at=None, label=record.alias)
 
+    def issues_alike(self, a: LocalTarget, b: LocalTarget) -> bool:
+        """Never: every record holds the label it was issued on (``RevocationStatus.label``)."""
+        return False
+
     def supersede(self, certificate: x509.Certificate, target: LocalTarget) -> None:
         self.store.supersede(serial_hex(certificate.serial_number))
 

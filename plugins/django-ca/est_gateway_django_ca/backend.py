@@ -12,7 +12,9 @@ user that holds exactly the permissions named here:
   request (same ``retry_key``) polls the same order instead of signing again;
 - ``GET /ca/{serial}/certs/{serial}/`` (``view_certificate``): the certificate and its
   revocation status, unless ``[backends.<name>.revocation]`` is configured: then django-ca's
-  OCSP responder (or CRL) is asked through the generic checker (``est_gateway.plugin.http``).
+  OCSP responder (or CRL) is asked through the generic checker (``est_gateway.plugin.http``);
+- ``POST /ca/{serial}/certs/{serial}/revoke/`` (``revoke_certificate``), only with
+  ``revoke_superseded``: the renewed certificate, with reason ``superseded``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from est_gateway.plugin import (
+    BadRequest,
     CABackend,
     EnrollRequest,
     ESTError,
@@ -71,6 +74,8 @@ class DjangoCaOptions:
     cacerts_cache_s: float = 300.0
     #: ``[backends.<name>.revocation]``: OCSP/CRL instead of the REST API for revocation
     revocation: RevocationSettings | None = None
+    #: after a renewal, revoke the renewed certificate with reason superseded
+    revoke_superseded: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ class DjangoCaBackend(CABackend[DjangoCaTarget]):
             cacerts_cache_s=options.number("cacerts_cache_s", 300.0),
             revocation=(RevocationSettings.from_section(options.table("revocation"))
                         if options.has("revocation") else None),
+            revoke_superseded=options.bool("revoke_superseded", False),
         )
         return cls(name, parsed, options.base_dir)
 
@@ -148,6 +154,16 @@ class DjangoCaBackend(CABackend[DjangoCaTarget]):
         if len(alias.problems.items) == before:
             self.targets.add(target)
         return target
+
+    def issues_alike(self, a: DjangoCaTarget, b: DjangoCaTarget) -> bool:
+        """Aliases on the same CA (or where that is unknown before asking django-ca: one
+        names it, the other gives its serial): the gateway looks certificates up by CA and
+        serial, and an OCSP or CRL answer names no profile."""
+        if a.ca_serial is not None and b.ca_serial is not None:
+            return a.ca_serial == b.ca_serial
+        if a.ca_serial is None and b.ca_serial is None:
+            return a.ca == b.ca
+        return True
 
     def describe_state(self) -> dict[str, str]:
         if self.options.upstream is None:
@@ -342,6 +358,25 @@ class DjangoCaBackend(CABackend[DjangoCaTarget]):
             return RevocationStatus(known=True, revoked=False)
         return RevocationStatus(known=True, revoked=True, reason=clip(record.get("revoked_reason"), 40) or None,
                                 revoked_at=_date(record.get("revoked_date")))
+
+    def supersede(self, certificate: x509.Certificate, target: DjangoCaTarget) -> None:
+        """With ``revoke_superseded`` (off by default): revoke the renewed certificate with
+        reason ``superseded``. django-ca answers one revoked already with 400 "The
+        certificate is already revoked." (``revoke_certificate``): done."""
+        if not self.options.revoke_superseded:
+            return
+        ca = self._authority(target)
+        if not issued_by(certificate, ca.chain[0]):
+            raise UpstreamError("the renewed certificate was not signed by this alias's CA")
+        serial = f"{certificate.serial_number:X}"
+        call = Call(f"revoking certificate {serial}", "revoke_certificate", _missing_ca(ca.name))
+        try:
+            self._call("POST", f"/ca/{ca.serial}/certs/{serial}/revoke/", call, idempotent=True,
+                       json={"reason": "superseded"})
+        except BadRequest as exc:
+            if "already revoked" not in exc.detail:
+                raise
+        log.info("backend %s: revoked serial %s with reason superseded after its renewal", self.name, serial)
 
     def health(self) -> None:
         """Proves, for every alias's CA and profile, uncached: django-ca answers over TLS

@@ -14,7 +14,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,8 @@ class Meaning:
     login_refused_is_none: bool = False
     #: a resource this EJBCA version lacks is expected (probing for it): no operator error log
     missing_is_quiet: bool = False
+    #: revoking: "already revoked" (``AlreadyRevokedException``) is done, e.g. a retried call
+    already_revoked_is_done: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,9 @@ class EjbcaOptions:
     #: ``approval_secret_file``/``_env``: makes end-entity passwords derivable (see
     #: :func:`derived_password`), so a client polling after a 202 is recognised by EJBCA
     approval_secret: bytes | None = field(default=None, repr=False)
+    #: ``revoke_superseded``: after a renewal, revoke the renewed certificate with reason
+    #: SUPERSEDED (on aliases with ``supersede_on_renewal``, the default)
+    revoke_superseded: bool = False
 
 
 #: shortest accepted ``approval_secret`` (characters): it is the key of every derived password
@@ -152,6 +157,10 @@ def ca_missing(reason: str) -> UpstreamError:
     return UpstreamError(f"the upstream CA does not know the configured CA: {reason}")
 
 
+def renewed_unknown(reason: str) -> UpstreamError:
+    return UpstreamError(f"the upstream CA does not know the renewed certificate: {reason}")
+
+
 def _approval_secret(options: Section) -> bytes | None:
     secret = options.secret("approval_secret", required=False)
     if secret is None:
@@ -171,6 +180,13 @@ class ApprovalAlreadyExists(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def _naming(result: Issued | Pending, username: str) -> Issued | Pending:
+    """A 202's reference with the end entity it is about (as the later 200's reference says)."""
+    if isinstance(result, Pending) and username not in result.reference:
+        return replace(result, reference=clip(f"{result.reference} (end entity {username})".strip(), 160))
+    return result
 
 
 class EjbcaBackend(CABackend[EjbcaTarget]):
@@ -198,6 +214,7 @@ class EjbcaBackend(CABackend[EjbcaTarget]):
             cacerts_cache_s=options.number("cacerts_cache_s", 300.0),
             pending_retry_after_s=options.int("pending_retry_after_s", 300, minimum=1, maximum=86400),
             approval_secret=_approval_secret(options),
+            revoke_superseded=options.bool("revoke_superseded", False),
         )
         return cls.build(name, common, options)
 
@@ -224,6 +241,13 @@ class EjbcaBackend(CABackend[EjbcaTarget]):
         if len(alias.problems.items) == before and target not in self.targets:
             self.targets.append(target)
         return target
+
+    def issues_alike(self, a: EjbcaTarget, b: EjbcaTarget) -> bool:
+        """Two aliases on the same EJBCA CA: the revocation lookups (``revocationstatus``,
+        ``checkRevokationStatus``) answer by issuer and serial only, and the end entity
+        records the profiles of its *latest* enrollment, not of a given certificate; so
+        the profiles do not tell the labels apart."""
+        return a.ca == b.ca
 
     def checks_enrollment_code(self, target: EjbcaTarget) -> bool:
         """Client mode checks the CSR's challengePassword as the end entity's enrollment code."""
@@ -322,15 +346,34 @@ class EjbcaBackend(CABackend[EjbcaTarget]):
             except ApprovalAlreadyExists as exc:  # a repeat cannot be recognised without the secret
                 raise BadRequest(f"the CA refused the request: {exc.reason}") from None
         password = derived_password(secret, request.retry_key)
+        # The audit ties the 202s and the final 200 together by the end entity: the approval
+        # request's ID is only in EJBCA's first answer, and EJBCA offers no cheap lookup of it
+        # later (the gateway keeps no state).
         issued = self.collect(request, username, password)
+        if isinstance(issued, Issued):
+            return replace(issued, approval_reference=f"end entity {username}")
         if issued is not None:
-            return issued
+            return _naming(issued, username)
         try:
-            return self.submit(request, username, password)
+            return _naming(self.submit(request, username, password), username)
         except ApprovalAlreadyExists as exc:
             log.info("backend %s: an approval request for end entity %r is still open (%s)",
                      self.name, username, exc.reason)
             return self.pending(f"approval pending for end entity {username}")
+
+    def supersede(self, certificate: x509.Certificate, target: EjbcaTarget) -> None:
+        """With ``revoke_superseded`` (off by default): revoke the renewed certificate at
+        EJBCA with reason SUPERSEDED, so neither it nor a copy of its key can renew again.
+        Off, EJBCA keeps it valid until it expires and it can still renew."""
+        if not self.options.revoke_superseded:
+            return
+        self.revoke_superseded(certificate)
+        log.info("backend %s: revoked serial %X (issuer %s) with reason SUPERSEDED after its renewal",
+                 self.name, certificate.serial_number, certificate.issuer.rfc4514_string())
+
+    @abc.abstractmethod
+    def revoke_superseded(self, certificate: x509.Certificate) -> None:
+        """Revoke ``certificate`` with reason SUPERSEDED (4); already revoked is done."""
 
     @abc.abstractmethod
     def submit(self, request: EnrollRequest[EjbcaTarget], username: str, password: str) -> Issued | Pending:

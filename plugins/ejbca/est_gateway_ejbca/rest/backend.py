@@ -41,6 +41,7 @@ from est_gateway_ejbca.common import (
     ca_missing,
     enrollment_refused,
     not_registered,
+    renewed_unknown,
     unknown_ca_or_profile,
 )
 from est_gateway_ejbca.rest.faults import ResourceMissing, interpret
@@ -181,6 +182,13 @@ class EjbcaRestBackend(EjbcaBackend):
         return RevocationStatus(known=True, revoked=True,
                                 reason=str(data.get("revocation_reason") or "") or None,
                                 revoked_at=_date(data.get("revocation_date")))
+
+    def revoke_superseded(self, certificate: x509.Certificate) -> None:
+        """``PUT /v1/certificate/{issuer_dn}/{serial_hex}/revoke?reason=SUPERSEDED`` (CE 8.0
+        ``CertificateRestResource.revokeCertificate``): 200, or 409 when already revoked."""
+        issuer = quote(certificate.issuer.rfc4514_string(), safe="")
+        path = f"/v1/certificate/{issuer}/{certificate.serial_number:X}/revoke?reason=SUPERSEDED"
+        self._call("PUT", path, Meaning(not_found=renewed_unknown, already_revoked_is_done=True), idempotent=True)
 
     def fetch_ca_chain(self, target: EjbcaTarget, alias: AliasUpstream) -> list[x509.Certificate]:
         """``GET /v1/ca/{subject_dn}/certificate/download`` (PEM, EJBCA 8.1 and later), or the

@@ -64,6 +64,8 @@ def interpret(response: requests.Response, backend: EjbcaRestBackend, meaning: M
                        reference=clip(info.get("info_message") or info.get("link") or "", 120))
     error = _json_or_empty(response)
     reason = clip(error.get("error_message") or "")
+    if status == 409 and meaning.already_revoked_is_done:  # AlreadyRevokedException
+        return None
     if status in (400, 409) and meaning.pending_allowed and APPROVAL_EXISTS.search(reason):
         raise ApprovalAlreadyExists(reason)
     authenticates = meaning.login_refused_is_none or meaning.refused is not None

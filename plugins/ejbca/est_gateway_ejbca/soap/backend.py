@@ -43,6 +43,7 @@ from est_gateway_ejbca.common import (
     ca_missing,
     enrollment_refused,
     not_registered,
+    renewed_unknown,
     unknown_ca_or_profile,
 )
 from est_gateway_ejbca.soap.faults import invoke
@@ -54,11 +55,15 @@ NAMESPACE = "http://ws.protocol.core.ejbca.org/"
 BINDING = f"{{{NAMESPACE}}}EjbcaWSServiceSoapBinding"
 #: EndEntityConstants.STATUS_NEW
 STATUS_NEW = 10
+#: RFC 5280 reason code superseded (cesecore ``RevocationReasons.SUPERSEDED``)
+SUPERSEDED = 4
 #: access rules (AccessRulesConstants, StandardRules) every alias needs
 ADMINISTRATOR = "/administrator"
 CREATE_CERTIFICATE = "/ca_functionality/create_certificate"
 #: and RA mode's, to add and edit end entities
 RA_RULES = ("/ra_functionality/create_end_entity", "/ra_functionality/edit_end_entity")
+#: and ``revoke_superseded``'s
+REVOKE_RULE = "/ra_functionality/revoke_end_entity"
 
 
 def bundled_wsdl() -> Path:
@@ -197,6 +202,13 @@ class EjbcaSoapBackend(EjbcaBackend):
                                 reason=REVOCATION_REASONS.get(reason, str(reason)),
                                 revoked_at=getattr(status, "revocationDate", None))
 
+    def revoke_superseded(self, certificate: x509.Certificate) -> None:
+        """``revokeCert(issuerDN, serial_hex, 4)`` (``RevokedCertInfo.REVOCATION_REASON_SUPERSEDED``);
+        ``AlreadyRevokedException`` means it is done."""
+        self._call("revokeCert", certificate.issuer.rfc4514_string(), f"{certificate.serial_number:X}",
+                   SUPERSEDED, meaning=Meaning(not_found=renewed_unknown, already_revoked_is_done=True),
+                   idempotent=True)
+
     def fetch_ca_chain(self, target: EjbcaTarget, alias: AliasUpstream) -> list[x509.Certificate]:
         """``getLastCAChain(caName)``: the CA first, root last."""
         found = self._call("getLastCAChain", target.ca, meaning=Meaning(not_found=ca_missing),
@@ -210,7 +222,8 @@ class EjbcaSoapBackend(EjbcaBackend):
         every access rule the configured aliases need (``getEjbcaVersion`` checks none):
 
         - ``isAuthorized`` of ``/administrator`` and ``/ca_functionality/create_certificate``,
-          and in RA mode ``/ra_functionality/create_end_entity`` and ``…/edit_end_entity``;
+          in RA mode ``/ra_functionality/create_end_entity`` and ``…/edit_end_entity``, and
+          with ``revoke_superseded`` ``/ra_functionality/revoke_end_entity``;
         - ``getAvailableCAs`` lists each configured CA (``/ca/<id>``);
         - in RA mode ``getAuthorizedEndEntityProfiles`` lists each end entity profile (its
           ``create_end_entity`` rule) and ``isAuthorized`` of its ``edit_end_entity`` rule.
@@ -224,7 +237,8 @@ class EjbcaSoapBackend(EjbcaBackend):
         if not self.targets:
             return
         ra = [t for t in self.targets if t.upstream.mode == "ra"]
-        rules = [ADMINISTRATOR, CREATE_CERTIFICATE, *(RA_RULES if ra else ())]
+        rules = [ADMINISTRATOR, CREATE_CERTIFICATE, *(RA_RULES if ra else ()),
+                 *((REVOKE_RULE,) if self.options.revoke_superseded else ())]
         cas = self._names("getAvailableCAs")
         profiles = self._names("getAuthorizedEndEntityProfiles") if ra else {}
         missing = [r for r in rules if not self._authorized(r)]

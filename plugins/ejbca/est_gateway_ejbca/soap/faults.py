@@ -66,6 +66,8 @@ def _fault(backend: EjbcaSoapBackend, fault: Fault, meaning: Meaning) -> Any:
     if kind == "WaitingForApprovalException" and meaning.pending_allowed:
         return Pending(retry_after=backend.options.pending_retry_after_s,
                        reference=f"approval request {request_id}" if request_id else "")
+    if kind == "AlreadyRevokedException" and meaning.already_revoked_is_done:
+        return None
     if kind == "AuthorizationDeniedException" or code == "NOT_AUTHORIZED":
         raise credentials_refused(backend.name, backend.upstream.url, f"{kind}: {reason}")
     if code in OFFLINE_CODES:
