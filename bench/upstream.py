@@ -31,10 +31,10 @@ class BenchStandin(StandinEjbca):
         self.served = 0
         self.busy_s = 0.0
 
-    def rest(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+    def rest(self, method: str, path: str, body: bytes, query: str = "") -> tuple[int, str, bytes]:
         started = time.perf_counter()
         try:
-            return super().rest(method, path, body)
+            return super().rest(method, path, body, query)
         finally:
             with self.lock:
                 self.issued.clear()
