@@ -5,6 +5,7 @@ A smoke test of bench/, never a performance test: no timing is asserted here.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -57,3 +58,13 @@ def test_store_filler_writes_lookup_able_records(tmp_path: Path) -> None:
     assert costs["records"] == 500
     assert "USING INDEX" in costs["query_plan"] or "PRIMARY KEY" in costs["query_plan"]
 
+
+
+def test_bench_standin_takes_what_the_standin_server_passes() -> None:
+    """The tiny run above leaves out enroll-upstream (its stand-in PKI is slow to build); the
+    benchmark's stand-in overrides ``rest`` and must take every argument the stand-in's
+    request handler passes, or every upstream enrollment of ``python -m bench`` fails."""
+    from bench.upstream import BenchStandin
+    from tests.support.ejbca_standin import StandinEjbca
+
+    assert inspect.signature(BenchStandin.rest) == inspect.signature(StandinEjbca.rest)
