@@ -42,7 +42,7 @@ class ESTWorker(Worker):  # type: ignore[misc]
     ppid: int        # gunicorn's: the arbiter's pid
 
     def init_process(self) -> None:
-        _limit_malloc_arenas()
+        _tune_malloc()
         settings = self.app.gateway_config.server
         self.server_settings = settings
         self.chain_limits = ClientChainLimits(max_depth=settings.client_cert_max_depth,
@@ -164,12 +164,18 @@ class ESTWorker(Worker):  # type: ignore[misc]
             self.log.debug("failed to send the error answer")
 
 
-def _limit_malloc_arenas(arenas: int = 2) -> None:
+def _tune_malloc(arenas: int = 2, mmap_threshold: int = 1024 * 1024) -> None:
     """glibc gives every thread its own malloc arena, which grows a worker's resident
     memory with its thread count; two arenas keep it near that of a single thread.
+
+    A fixed mmap threshold keeps glibc from raising it after a large block is freed (its
+    default): otherwise the first scrypt check's 16 MiB buffer is mapped and unmapped, but
+    every later one comes from an arena and stays resident after it is freed. Blocks above
+    the threshold are mapped for their lifetime and returned to the system when freed.
     Must run before the worker's threads start; a no-op where glibc is absent."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, arenas)   # M_ARENA_MAX
+        libc.mallopt(-8, arenas)            # M_ARENA_MAX
+        libc.mallopt(-3, mmap_threshold)    # M_MMAP_THRESHOLD (also stops its dynamic raise)
     except (OSError, AttributeError):
         pass
