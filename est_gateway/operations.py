@@ -131,14 +131,15 @@ class ESTService:
     # -- operations ----------------------------------------------------------------------
 
     def cacerts(self, alias: AliasSettings) -> bytes:
-        """RFC 7030 §4.1: the CA chain as certs-only PKCS#7 (DER)."""
+        """RFC 7030 §4.1: the CA chain as certs-only PKCS#7, base64-encoded as the answer's
+        body (kept per chain: encoded once, and a changed chain gets its own)."""
         chain = tuple(self._call(alias, "ca_certs", lambda b: b.ca_certs(alias.target)))
-        der = self._chain_pkcs7.get(chain)
-        if der is None:
+        body = self._chain_pkcs7.get(chain)
+        if body is None:
             if len(self._chain_pkcs7) >= CHAIN_PKCS7_ENTRIES:
                 self._chain_pkcs7.clear()
-            der = self._chain_pkcs7[chain] = wire.certs_only(list(chain))
-        return der
+            body = self._chain_pkcs7[chain] = wire.encode_base64_body(wire.certs_only(list(chain)))
+        return body
 
     def csrattrs(self, alias: AliasSettings) -> bytes | None:
         """RFC 7030 §4.5: DER CsrAttrs, or None when the alias asks for nothing (→ 204)."""

@@ -107,7 +107,7 @@ def metrics() -> Response:
 
 def _dispatch(service: ESTService, alias: AliasSettings, operation: str, event: AuditEvent) -> Response:
     if operation == "cacerts":
-        return _base64_response(service.cacerts(alias), wire.CT_PKCS7)
+        return _encoded_response(service.cacerts(alias), wire.CT_PKCS7)
     if operation == "csrattrs":
         der = service.csrattrs(alias)
         if der is None:
@@ -182,7 +182,12 @@ def _caller(service: ESTService, event: AuditEvent, *, read_basic: bool) -> Call
 
 
 def _base64_response(der: bytes, content_type: str) -> Response:
-    response = Response(wire.encode_base64_body(der), status=200, content_type=content_type)
+    return _encoded_response(wire.encode_base64_body(der), content_type)
+
+
+def _encoded_response(body: bytes, content_type: str) -> Response:
+    """A body already base64-encoded (RFC 8951 §3: Content-Transfer-Encoding is informative)."""
+    response = Response(body, status=200, content_type=content_type)
     response.headers["Content-Transfer-Encoding"] = "base64"
     return response
 
