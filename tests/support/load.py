@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.client
-import os
+import socket
 import sqlite3
 import ssl
 import threading
@@ -21,24 +21,33 @@ from tests.support.gateway import GatewayProcess, local_instance
 from tests.support.pki import csr_b64, make_csr, p256_key
 
 
-class _Connection(http.client.HTTPSConnection):
-    """An HTTPS connection that really closes its TLS socket in :meth:`release`.
+class TLSConnection(http.client.HTTPSConnection):
+    """An HTTPS connection that holds its TLS socket before any byte goes on the wire.
 
-    When a read is cut off (the SIGKILL), a file object made by http.client can still
-    hold the socket, and ``close()`` then leaves it to garbage collection, which reports
-    it as unclosed (a ResourceWarning, an error under pytest) from wherever it runs.
+    http.client connects a plain socket, then wraps it. When the gateway is SIGKILLed with
+    the connection still in its accept queue, the kernel resets it in between; CPython
+    3.11's ``SSLSocket._create`` has then already moved the descriptor into a new SSLSocket
+    (``sock.detach()``), finds it not connected, and its ``recv(1)`` probe raises
+    ECONNRESET without closing that SSLSocket. No caller ever holds it, so garbage
+    collection reports it as unclosed (a ResourceWarning, an error under pytest) from
+    whichever thread runs next. Wrapping a socket that is not yet connected cannot meet a
+    peer, and every later failure (connect, handshake) leaves a socket held here to close.
     """
 
-    tls: ssl.SSLSocket | None = None
-
     def connect(self) -> None:
-        super().connect()
-        self.tls = self.sock   # type: ignore[assignment]
-
-    def release(self) -> None:
-        self.close()
-        if self.tls is not None and self.tls.fileno() != -1:
-            os.close(self.tls.detach())   # the file object's reference no longer defers the close
+        plain = socket.socket(socket.AF_INET, socket.SOCK_STREAM)   # the host is always 127.0.0.1
+        try:
+            tls = self._context.wrap_socket(plain, server_hostname=self.host)   # type: ignore[attr-defined]
+        finally:
+            plain.close()   # wrapping detached it on success; closes it if wrapping failed first
+        try:
+            tls.settimeout(self.timeout)
+            tls.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tls.connect((self.host, self.port))   # TCP connect, then the TLS handshake
+        except BaseException:
+            tls.close()
+            raise
+        self.sock = tls
 
 
 @dataclass
@@ -74,7 +83,7 @@ def enroll_all(port: int, cafile: Path, password: str, payloads: list[bytes], *,
 
     def one(index: int) -> Outcome:
         try:
-            conn = _Connection("127.0.0.1", port, context=context, timeout=timeout)
+            conn = TLSConnection("127.0.0.1", port, context=context, timeout=timeout)
             response = None
             try:
                 conn.request("POST", "/.well-known/est/simpleenroll", body=payloads[index],
@@ -82,12 +91,10 @@ def enroll_all(port: int, cafile: Path, password: str, payloads: list[bytes], *,
                 response = conn.getresponse()
                 data = response.read()
             finally:
-                # A read cut off by the SIGKILL leaves the response's file object open, and
-                # it keeps the TLS socket alive past conn.close() until garbage collection
-                # reports it as unclosed (a ResourceWarning, an error under pytest).
+                # The response's file object defers the socket's close until it is closed too.
                 if response is not None:
                     response.close()
-                conn.release()
+                conn.close()
         except (OSError, http.client.HTTPException) as exc:
             return Outcome(index, None, error=f"{type(exc).__name__}: {exc}")
         if response.status != 200:
