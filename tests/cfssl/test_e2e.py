@@ -17,13 +17,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from est_gateway import localmode
 from tests.support import openssl
 from tests.support.cfssl import CLIENT_PROFILE, CfsslCA
-from tests.support.gateway import CurlResult, GatewayProcess, curl, free_port
+from tests.support.gateway import CurlResult, GatewayProcess, certificates, curl, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -125,10 +124,6 @@ def setup(ca: CfsslCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Set
     output = gateway.output()
     assert ca.auth_key_file.read_text() not in output and "cd" * 32 not in output
     assert "Traceback" not in output
-
-
-def certificates(body: bytes) -> list[x509.Certificate]:
-    return pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))
 
 
 def save_leaf(body: bytes, path: Path) -> x509.Certificate:

@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs7
 
 from est_gateway import localmode
 from tests.support.django_ca import READONLY, DjangoCa, backend_section
-from tests.support.gateway import CurlResult, GatewayProcess, curl, free_port
+from tests.support.gateway import CurlResult, GatewayProcess, certificates, curl, free_port, leaf
 
 pytestmark = pytest.mark.e2e
 
@@ -115,17 +114,6 @@ def new_csr(folder: Path, cn: str, name: str, key: str = "ec") -> bytes:
                     "-subj", f"/O=Example/CN={cn}", "-addext", f"subjectAltName=DNS:{cn}.example.org",
                     "-outform", "DER", "-out", str(der)], check=True, capture_output=True)
     return base64.encodebytes(der.read_bytes())
-
-
-def certificates(body: bytes) -> list[x509.Certificate]:
-    return pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))
-
-
-def leaf(body: bytes) -> x509.Certificate:
-    found = [c for c in certificates(body)
-             if not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca]
-    assert len(found) == 1
-    return found[0]
 
 
 def ca_pems(ca: DjangoCa) -> dict[str, bytes]:

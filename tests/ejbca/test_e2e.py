@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from lxml import etree
@@ -34,7 +33,7 @@ from tests.support.ejbca_standin import (
     StandinServer,
     UpstreamPKI,
 )
-from tests.support.gateway import GatewayProcess, curl, free_port
+from tests.support.gateway import GatewayProcess, certificates, curl, free_port, leaf
 
 pytestmark = pytest.mark.e2e
 
@@ -165,17 +164,6 @@ def new_csr(folder: Path, cn: str, name: str) -> bytes:
                     "-nodes", "-keyout", str(key), "-subj", f"/CN={cn}", "-outform", "DER",
                     "-out", str(der)], check=True, capture_output=True)
     return base64.encodebytes(der.read_bytes())
-
-
-def certificates(body: bytes) -> list[x509.Certificate]:
-    return pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))
-
-
-def leaf(body: bytes) -> x509.Certificate:
-    found = [c for c in certificates(body)
-             if not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca]
-    assert len(found) == 1
-    return found[0]
 
 
 @pytest.mark.parametrize("alias", ["est", "soap"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -11,6 +12,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import pkcs7
 
 from est_gateway import localmode
 
@@ -128,3 +132,16 @@ def children_of(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry))
     return found
+
+
+def certificates(body: bytes) -> list[x509.Certificate]:
+    """The certificates of an EST answer: base64 of a certs-only PKCS#7."""
+    return pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))
+
+
+def leaf(body: bytes) -> x509.Certificate:
+    """The one end-entity certificate of an enrollment answer (chains may come with it)."""
+    found = [c for c in certificates(body)
+             if not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca]
+    assert len(found) == 1
+    return found[0]
