@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,7 +16,7 @@ from cryptography import x509
 
 from est_gateway import localmode
 from est_gateway.backends.local import authority
-from tests.support.gateway import CurlResult, GatewayProcess, curl, local_instance
+from tests.support.gateway import RUNNING, CurlResult, GatewayProcess, children_of, curl, local_instance
 
 EXTRA_ALIASES = """
 # Many tests share this gateway from 127.0.0.1 and some fail authentication on purpose;
@@ -116,6 +119,21 @@ def local_ca_cli(config: Path, *args: str, backend: str = "local") -> subprocess
     """Run `est-gateway local-ca` as an operator would."""
     return subprocess.run([sys.executable, "-m", "est_gateway.cli", "local-ca", "--config", str(config),
                            "--backend", backend, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(autouse=True)
+def _no_gateway_outlives_its_test() -> Iterator[None]:
+    """A test that fails before its own stop() must not leave a gateway running into the next
+    test (where its Popen's ResourceWarning would fail an unrelated test). Wider-scoped
+    fixtures start theirs before this snapshot, so those are kept."""
+    before = set(RUNNING)
+    yield
+    for left in RUNNING - before:
+        workers = children_of(left.proc.pid) if left.proc else []
+        left.stop(signal.SIGKILL)         # the arbiter first: it would replace killed workers
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 from est_gateway import localmode, wire
 from tests.support import openssl
 from tests.support.attack import wait_until
-from tests.support.gateway import GatewayProcess, children_of, curl, free_port, local_instance
+from tests.support.gateway import GatewayProcess, curl, free_port, local_instance
 
 
 def _start_local(folder: Path, port: int, log: Path) -> GatewayProcess:
@@ -83,8 +83,7 @@ def test_a_killed_gateway_leaves_no_stale_metrics_folder_after_the_next_start(tm
     process.start(*args)
     stale = list(scratch.glob("est-gateway-metrics-*"))
     assert len(stale) == 1
-    assert process.proc is not None
-    workers = children_of(process.proc.pid)
+    workers = process.workers(2)
     process.stop(signal.SIGKILL)    # the arbiter first: it would replace killed workers
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
@@ -103,8 +102,6 @@ def test_the_workers_of_a_killed_arbiter_exit(tmp_path: Path) -> None:
     """They hold the listening socket: a gateway started after a SIGKILL needs the port."""
     _, process = local_instance(tmp_path / "est-local")
     process.start()
-    assert process.proc is not None
-    workers = children_of(process.proc.pid)
-    assert workers
+    workers = process.workers(2)    # local mode's config/local.toml: workers = 2
     process.stop(signal.SIGKILL)
     assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 30)

@@ -19,13 +19,17 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from est_gateway import localmode
 
 
+#: gateway processes started and not yet stopped; tests/conftest.py stops what a failed test left
+RUNNING: set[GatewayProcess] = set()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-@dataclass
+@dataclass(eq=False)
 class GatewayProcess:
     """A running ``est-gateway serve`` (or ``local``) subprocess."""
 
@@ -48,6 +52,7 @@ class GatewayProcess:
                                      stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env={**os.environ, **self.env})
         out.close()
+        RUNNING.add(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -67,6 +72,7 @@ class GatewayProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
+            RUNNING.discard(self)
             return None if self.proc is None else self.proc.returncode
         self.proc.send_signal(sig)
         try:
@@ -74,6 +80,18 @@ class GatewayProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait(5)
+        finally:
+            RUNNING.discard(self)
+
+    def workers(self, count: int, timeout: float = 30.0) -> list[int]:
+        """The worker pids once ``count`` are forked: the arbiter listens (and `start` returns)
+        before it forks them."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while len(found := children_of(self.proc.pid)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(found) == count, f"{len(found)} workers of {count} after {timeout}s"
+        return found
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
