@@ -97,6 +97,8 @@ class RequestReader:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
+        self._max_fields, self._max_field_bytes = limits.max_fields, limits.max_field_bytes
+        self._max_head = limits.max_head
         self.ready: deque[Request | Refusal] = deque()
         self._parser = httptools.HttpRequestParser(self)
         self._refusal: Refusal | None = None
@@ -116,6 +118,8 @@ class RequestReader:
         self._keep_alive = False
         self._chunked = False
         self._continue = False
+        self._version = ""
+        self._method = b""
 
     @property
     def failed(self) -> bool:
@@ -144,7 +148,7 @@ class RequestReader:
             # the head's true size).
             if in_head and message == self._messages and self._begun and not self._head_done:
                 self._head_fed += len(data)
-                if self._head_fed > self.limits.max_head:
+                if self._head_fed > self._max_head:
                     self._refuse(Refusal(431, "request header fields too large or too many"))
 
     def take_continue(self) -> bool:
@@ -176,11 +180,10 @@ class RequestReader:
             self._stop(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        limits = self.limits
         self._fields += 1
         size = len(name) + len(value)
         self._head_bytes += size + 4
-        if self._fields > limits.max_fields or size > limits.max_field_bytes or self._head_bytes > limits.max_head:
+        if self._fields > self._max_fields or size > self._max_field_bytes or self._head_bytes > self._max_head:
             self._stop(431, "request header fields too large or too many")
         if not self._head_done:     # trailer fields are counted, never passed on
             self._headers.append((name, value))
@@ -188,10 +191,11 @@ class RequestReader:
     def on_headers_complete(self) -> None:
         self._head_done = True
         parser = self._parser
-        version = parser.get_http_version()
+        version = self._version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
             self._stop(505, "HTTP version not supported; use HTTP/1.1", f"HTTP/{version}")
-        if parser.get_method() == b"CONNECT":
+        method = self._method = parser.get_method()
+        if method == b"CONNECT":
             self._stop(501, "CONNECT not supported")
         if parser.should_upgrade():
             self._stop(400, "protocol upgrade not supported")
@@ -241,8 +245,7 @@ class RequestReader:
 
     def on_message_complete(self) -> None:
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        self.ready.append(Request(self._parser.get_method().decode("ascii"), self._url,
-                                  self._parser.get_http_version(), self._headers, body,
+        self.ready.append(Request(self._method.decode("ascii"), self._url, self._version, self._headers, body,
                                   self._keep_alive, self._chunked))
         self._begun = False
         self._reset()
