@@ -119,6 +119,17 @@ def test_100_continue_comes_before_the_body_is_sent(gateway: Gateway, tls: ssl.S
     assert certificates(final.body)[0].subject.rfc4514_string() == "CN=continued"
 
 
+def test_100_continue_for_a_request_pipelined_behind_one_already_served(gateway: Gateway,
+                                                                       tls: ssl.SSLSocket) -> None:
+    head, body = enroll_request(gateway, "continued-behind", extra=b"Expect: 100-continue\r\n")
+    tls.sendall(CACERTS + head)
+    reader = Reader(tls)
+    assert reader.answer().status == 200
+    assert reader.answer().status == 100
+    tls.sendall(body)
+    assert reader.answer().status == 200
+
+
 def test_head_gets_the_length_of_get_and_no_body(gateway: Gateway, tls: ssl.SSLSocket) -> None:
     reader = Reader(tls)
     tls.sendall(CACERTS)
@@ -168,3 +179,23 @@ def test_a_refusal_made_while_parsing_is_answered_and_closes(gateway: Gateway, t
 def test_no_traceback_in_the_gateway_log(gateway: Gateway) -> None:
     log = gateway.process.output()
     assert "Traceback" not in log, log[log.find("Traceback") - 300:][:3000]
+
+
+def test_a_connection_carries_at_most_max_requests_per_connection(tmp_path: Path) -> None:
+    instance, process = cheap_password_instance(tmp_path / "est-local", workers=1)
+    text = instance.config.read_text(encoding="utf-8")
+    instance.config.write_text(text.replace("workers = 1", "workers = 1\nmax_requests_per_connection = 2"),
+                               encoding="utf-8")
+    process.start()
+    try:
+        context = ssl.create_default_context(cafile=str(instance.trust_anchor))
+        with socket.create_connection(("127.0.0.1", process.port), timeout=WAIT) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(CACERTS * 3)
+            reader = Reader(tls)
+            first, second = reader.answer(), reader.answer()
+            assert first.status == second.status == 200
+            assert "connection" not in first.headers and second.headers["connection"] == "close"
+            assert reader.closed()
+    finally:
+        process.stop()

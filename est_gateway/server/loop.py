@@ -250,6 +250,8 @@ class ConnectionLoop:
                 return
             if self._ready(client):
                 return
+            if client.reader is not None and client.reader.take_continue():   # the request behind one served
+                conn.send_interim(CONTINUE)
             while (data := conn.read_nowait(65536)) is not None:
                 if not data:
                     self._close(client)
