@@ -58,8 +58,10 @@ class Metrics:
                                        ["backend", "call", "status"], registry=r)
         self.pending = Counter("est_pending_answers", "Enrollments answered 202 (waiting for approval)",
                                ["alias", "operation"], registry=r)
-        self._requests, self._latency, self._pending = Children(self.requests), Children(self.latency), \
-            Children(self.pending)
+        # The children a request or a backend call counts on, cached per label values.
+        self._requests = Children(self.requests)
+        self._latency = Children(self.latency)
+        self._pending = Children(self.pending)
         self.upstream_call = Children(self.upstream_latency)
         self.upstream_error = Children(self.upstream_errors)
 

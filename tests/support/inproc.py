@@ -2,7 +2,8 @@
 
 A local-mode folder (as ``est-gateway local`` creates it) is loaded and its backends are
 started; requests go through werkzeug's test client (a test dependency only), which calls
-the same WSGI application the server serves. A TLS identity can be injected the way the TLS worker exposes it.
+the same WSGI application the server serves. A TLS identity can be injected the way the
+TLS worker exposes it.
 """
 
 from __future__ import annotations
