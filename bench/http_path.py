@@ -3,7 +3,7 @@
 Compares the worker's path (est_gateway.server.http11 and .wsgi: httptools) with the one it
 replaced (gunicorn's RequestParser, ``wsgi.create`` and ``Response``) on the same bytes,
 with the same trivial WSGI application (a cacerts-sized answer), writing into memory. No
-sockets, no TLS, no Flask: only what differs between the two. Best of ``--rounds`` rounds
+sockets, no TLS, no EST application: only what differs between the two. Best of ``--rounds`` rounds
 of ``--requests`` requests each, CPU time of this process (time.process_time).
 
     .venv/bin/python -m bench.http_path
