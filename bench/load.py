@@ -157,6 +157,10 @@ class _Client(threading.Thread):
             sock.close()
 
 
+#: how long a run's window may be extended for its first completed request
+FIRST_ANSWER_WAIT_S = 30.0
+
+
 def run_load(target: Target, *, scenario: str, clients: int, keep_alive: bool, duration: float,
              warmup: float, max_requests: int, tree: ProcessTree) -> RunResult:
     """Drive ``clients`` concurrent clients; measure the window after ``warmup``."""
@@ -174,6 +178,11 @@ def run_load(target: Target, *, scenario: str, clients: int, keep_alive: bool, d
     deadline = t0 + duration
     while time.perf_counter() < deadline and any(th.is_alive() for th in threads):
         time.sleep(0.05)
+    # A window without one completed request measures nothing (a short run on a loaded
+    # machine): it is extended until one completes, for at most FIRST_ANSWER_WAIT_S.
+    while (not (sink and sink[-1][0] >= t0) and time.perf_counter() < deadline + FIRST_ANSWER_WAIT_S
+           and any(th.is_alive() for th in threads)):
+        time.sleep(0.02)
     after, t1, c1 = tree.snapshot(), time.perf_counter(), time.process_time()
     stop.set()
     for th in threads:
