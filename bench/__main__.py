@@ -33,6 +33,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(clients=[1, 2], duration=0.3, warmup=0.0, max_requests=6, records=300,
                  ceiling_time=0.05, profile_s=0.0, scale_duration=0.3, attack_idle=40, repeats=1),
 }
+#: the runs profiled with py-spy (scenario, keep-alive): those whose CPU target is the hardest
+PROFILED = [("enroll-rsa", True), ("enroll-upstream", True), ("reenroll-mtls", False)]
 #: issue 14's table: (scenario, mode) -> server CPU ms per request it targets
 CPU_TARGETS = {
     ("enroll-p256", "new"): 2.0,
@@ -302,22 +304,23 @@ def attack_runs(args: argparse.Namespace, bench: Bench, gw: Gateway, ids: list[A
 
 def profile_runs(args: argparse.Namespace, bench: Bench, gw: Gateway, ids: list[Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for scenario in ("enroll-rsa", "reenroll-mtls"):
+    for scenario, keep_alive in PROFILED:
         if scenario not in args.scenarios:
             continue
-        raw = args.out / f"profile-{scenario}.txt"
-        log(f"profiling {scenario} at 16 clients for {args.profile_seconds:.0f}s with py-spy")
+        mode = "keepalive" if keep_alive else "new"
+        raw = args.out / f"profile-{scenario}-{mode}.txt"
+        log(f"profiling {scenario} ({mode}) at 16 clients for {args.profile_seconds:.0f}s with py-spy")
         spy = profile.start(gw.pid, raw, args.profile_seconds + 1)
         time.sleep(0.5)
-        r = bench.run(gw, ids, scenario, 16, False, duration=args.profile_seconds)
+        r = bench.run(gw, ids, scenario, 16, keep_alive, duration=args.profile_seconds)
         spy_out = spy.communicate(timeout=60)[0].decode(errors="replace")
         if not raw.exists():
-            out[scenario] = {"error": spy_out[-500:]}
+            out[f"{scenario} {mode}"] = {"error": spy_out[-500:]}
             continue
         summary = profile.categorise(raw)
         summary["run"] = {k: r[k] for k in ("throughput", "server_cpu_ms_per_req", "p50_ms", "p99_ms")}
         summary["raw_stacks"] = raw.name
-        out[scenario] = summary
+        out[f"{scenario} {mode}"] = summary
         for name, share in summary["categories"].items():
             log(f"  {share * 100:5.1f}%  {name}")
     return out
