@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.exceptions import (
@@ -167,20 +168,25 @@ class UpstreamClient:
         self.settings = settings
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._pools: dict[int, urllib3.PoolManager] = {}
+        self._pools: dict[int, urllib3.HTTPSConnectionPool] = {}
+        parts = urlsplit(settings.url)
+        #: every call goes to this scheme://host:port (credentials never go elsewhere)
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._host, self._port = parts.hostname or "", parts.port or 443
         self._timeout = urllib3.Timeout(connect=settings.connect_timeout_s, read=settings.read_timeout_s)
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
 
-    def pool(self) -> urllib3.PoolManager:
-        """This process's pool manager (a fresh one after a fork)."""
+    def pool(self) -> urllib3.HTTPSConnectionPool:
+        """This process's pool of connections to the upstream (a fresh one after a fork)."""
         pid = os.getpid()
         pool = self._pools.get(pid)
         if pool is None:
             with self._lock:
                 pool = self._pools.get(pid)
                 if pool is None:
-                    pool = urllib3.PoolManager(num_pools=4, maxsize=POOL_SIZE, ssl_context=self.settings.tls,
-                                               retries=False, timeout=self._timeout)
+                    pool = urllib3.HTTPSConnectionPool(self._host, self._port, maxsize=POOL_SIZE,
+                                                       ssl_context=self.settings.tls, retries=False,
+                                                       timeout=self._timeout)
                     self._pools[pid] = pool
         return pool
 
@@ -190,15 +196,17 @@ class UpstreamClient:
         with self._lock:
             pool = self._pools.pop(os.getpid(), None)
         if pool is not None:
-            pool.clear()
+            pool.close()
 
     def request(self, method: str, url: str, *, idempotent: bool, json: Any = None, data: bytes | None = None,
                 headers: Mapping[str, str] | None = None,
                 auth: tuple[str, str] | None = None) -> UpstreamResponse:
         """One call (``json`` or ``data`` as body, ``auth`` as HTTP Basic) with the configured
-        trust and timeouts; transport failures and redirects become ``ESTError``."""
+        trust and timeouts; transport failures and redirects become ``ESTError``. ``url`` must
+        be on the configured upstream's scheme://host:port (``ValueError`` otherwise)."""
+        target = self._target(url)
         body, sent = encode_body(json=json, data=data, headers=headers, auth=auth)
-        return self.call(lambda: self._exchange(method, url, body, sent), idempotent=idempotent,
+        return self.call(lambda: self._exchange(method, url, target, body, sent), idempotent=idempotent,
                          failure=self._failure)
 
     def call(self, send: Callable[[], Answer], *, idempotent: bool,
@@ -234,9 +242,17 @@ class UpstreamClient:
             return body_error(exc.cause, self.settings)
         return transport_error(exc, self.settings)
 
-    def _exchange(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> UpstreamResponse:
-        raw = self.pool().urlopen(method, url, body=body, headers=headers, redirect=False,
-                                  preload_content=False)
+    def _target(self, url: str) -> str:
+        """The path and query of ``url``, which must be on the configured upstream."""
+        rest = url[len(self._origin):] if url.startswith(self._origin) else None
+        if rest is None or (rest and rest[0] not in "/?"):
+            raise ValueError(f"{url} is not on the configured upstream {self._origin}")
+        return rest or "/"
+
+    def _exchange(self, method: str, url: str, target: str, body: bytes | None,
+                  headers: dict[str, str]) -> UpstreamResponse:
+        raw = self.pool().urlopen(method, target, body=body, headers=headers, redirect=False,
+                                  assert_same_host=False, preload_content=False)
         try:
             content = raw.read()
         except Exception as exc:

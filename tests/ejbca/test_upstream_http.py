@@ -173,3 +173,14 @@ def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents_alone(
     assert ports[1] != ports[0]          # the child did not use the parent's connection
     assert ports[2] == ports[0]          # and the parent's connection is still pooled, still open
     assert client.pool() is parent_pool
+
+
+@pytest.mark.parametrize("elsewhere", ["https://127.0.0.2:{port}/api", "https://127.0.0.1:{port}0/api",
+                                       "http://127.0.0.1:{port}/api"])
+def test_a_url_off_the_configured_upstream_is_refused_before_sending(client: UpstreamClient,
+                                                                       upstream: ScriptedUpstream,
+                                                                       elsewhere: str) -> None:
+    with pytest.raises(ValueError, match="not on the configured upstream"):
+        client.request("GET", elsewhere.format(port=upstream.server.port), idempotent=True,
+                       auth=("ra", "pa55word"))
+    assert upstream.calls == []
