@@ -19,7 +19,8 @@ CATEGORIES = [
     ("SQLite store (connect, pragmas, insert+commit, lookup)", ("store.py",)),
     ("TLS record I/O", ("est_gateway/server/tls.py",)),
     ("PKCS#7 / base64 encoding", ("wire.py",)),
-    ("HTTP parsing, WSGI, Flask", ("gunicorn/", "flask/", "werkzeug/")),
+    ("HTTP parsing, WSGI, web app", ("est_gateway/server/http11.py", "est_gateway/server/wsgi.py", "httptools/",
+                                     "est_gateway/web/")),
 ]
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from cryptography import x509
 
 logger = logging.getLogger("est_gateway.audit")
+#: one encoder for every line (json.dumps with options builds a new one per call)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass
@@ -44,9 +46,13 @@ class AuditEvent:
             self.client_cert_serial = format(cert.serial_number, "x")
 
     def emit(self) -> None:
+        """The JSON line, through ``logging`` (operators attach their handlers); not even
+        built when the audit logger does not take INFO."""
+        if not logger.isEnabledFor(logging.INFO):
+            return
         # The fields are plain values: a shallow copy (asdict deep-copies each one).
         record = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), **vars(self)}
-        logger.info(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+        logger.info(_ENCODER.encode(record))
 
 
 def configure(stream_handler: logging.Handler | None = None) -> None:

@@ -9,6 +9,7 @@ registry per application is used.
 from __future__ import annotations
 
 import os
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -16,6 +17,28 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+#: labelled children kept per family; past it (never with the label values the gateway
+#: uses: configured aliases, known operations, "unknown", HTTP statuses) labels() is called
+CHILDREN_CACHED = 1024
+
+Family = TypeVar("Family", Counter, Histogram)
+
+
+class Children(Generic[Family]):
+    """A metric family's labelled children by label values, so that a request does not pay
+    for ``labels()`` (its validation, lock and key building) on every count."""
+
+    def __init__(self, family: Family) -> None:
+        self.family: Family = family
+        self._children: dict[tuple[str, ...], Family] = {}
+
+    def __call__(self, *values: str) -> Family:
+        child = self._children.get(values)
+        if child is None:
+            child = self.family.labels(*values)
+            if len(self._children) < CHILDREN_CACHED:
+                self._children[values] = child
+        return child
 
 
 class Metrics:
@@ -35,6 +58,19 @@ class Metrics:
                                        ["backend", "call", "status"], registry=r)
         self.pending = Counter("est_pending_answers", "Enrollments answered 202 (waiting for approval)",
                                ["alias", "operation"], registry=r)
+        # The children a request or a backend call counts on, cached per label values.
+        self._requests = Children(self.requests)
+        self._latency = Children(self.latency)
+        self._pending = Children(self.pending)
+        self.upstream_call = Children(self.upstream_latency)
+        self.upstream_error = Children(self.upstream_errors)
+
+    def observe_request(self, alias: str, operation: str, status: int, seconds: float) -> None:
+        """Count one EST request (and its 202, waiting for approval) and its latency."""
+        self._requests(alias, operation, str(status)).inc()
+        self._latency(alias, operation).observe(seconds)
+        if status == 202:
+            self._pending(alias, operation).inc()
 
     def render(self) -> bytes:
         """The text exposition: all worker processes' samples when running multi-process."""

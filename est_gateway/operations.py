@@ -210,10 +210,10 @@ class ESTService:
         try:
             return fn(self.backend(alias))
         except ESTError as exc:
-            self.metrics.upstream_errors.labels(alias.backend, call, str(exc.status)).inc()
+            self.metrics.upstream_error(alias.backend, call, str(exc.status)).inc()
             raise
         finally:
-            self.metrics.upstream_latency.labels(alias.backend, call).observe(time.monotonic() - started)
+            self.metrics.upstream_call(alias.backend, call).observe(time.monotonic() - started)
 
     def health(self) -> dict[str, str | None]:
         """Each backend an alias uses: None when healthy, else the reason (for /healthz)."""

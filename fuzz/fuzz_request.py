@@ -37,7 +37,7 @@ import atheris
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-with atheris.instrument_imports(include=["est_gateway", "werkzeug.http", "werkzeug.datastructures"]):
+with atheris.instrument_imports(include=["est_gateway"]):
     from est_gateway.identity import TLSInfo
     from tests.conftest import EXTRA_ALIASES
     from tests.support.inproc import InProcessGateway, check_response, start, valid_csr_der

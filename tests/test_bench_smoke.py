@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,13 @@ def test_bench_standin_takes_what_the_standin_server_passes() -> None:
     from tests.support.ejbca_standin import StandinEjbca
 
     assert inspect.signature(BenchStandin.rest) == inspect.signature(StandinEjbca.rest)
+
+
+def test_the_app_cpu_bench_runs_its_three_requests() -> None:
+    """bench/app_cpu.py (the WSGI app alone, in process) in its own process: its Prometheus
+    multiprocess folder must not leak into this one."""
+    done = subprocess.run([sys.executable, "-m", "bench.app_cpu", "--calls", "8", "--rounds", "1"],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split()[0] for line in done.stdout.splitlines()[1:]]
+    assert rows == ["cacerts", "404", "simpleenroll"], done.stdout

@@ -1,6 +1,6 @@
 """HTTP framing over real TLS: chunked encodings, conflicting lengths, odd request lines and
 headers, slow and silent clients. What the in-process tests cannot reach (the framing is
-the server's, not Flask's).
+the server's, not the WSGI app's).
 
 Invariant: every malformed request gets an HTTP answer whose status is a 4xx (or 501/505
 for a transfer coding or HTTP version not offered) with a text/plain reason, or, for a

@@ -1,6 +1,6 @@
 """Packaging: the core distribution on its own (no vendor plugin, no zeep or requests, no
-top-level ``plugins`` package, a working local-CA gateway), and each in-tree plugin as a
-distribution of its own that imports only the public plugin API."""
+top-level ``plugins`` package, no web framework, a working local-CA gateway), and each
+in-tree plugin as a distribution of its own that imports only the public plugin API."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ from tests.support.gateway import GatewayProcess, curl, free_port
 ROOT = Path(__file__).resolve().parents[1]
 #: what only the vendor plugins (plugins/<vendor>/) need (urllib3 is the core's: est_gateway.plugin.http)
 PLUGIN_ONLY = ("requests", "zeep", "lxml")
+#: web frameworks the gateway does without (issue 14: its WSGI app is its own); werkzeug's
+#: test client is a test dependency only
+NO_FRAMEWORK = ("flask", "werkzeug")
 
 BLOCKER = f"""\
 import sys
@@ -30,7 +33,7 @@ import sys
 class _Absent:
     \"\"\"These modules are not installed with the core alone.\"\"\"
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {(*PLUGIN_ONLY, "plugins")!r} or name.startswith("est_gateway_"):
+        if name.split(".")[0] in {(*PLUGIN_ONLY, *NO_FRAMEWORK, "plugins")!r} or name.startswith("est_gateway_"):
             raise ModuleNotFoundError(f"No module named {{name!r}} (blocked: core alone)", name=name)
         return None
 
@@ -59,7 +62,7 @@ def test_the_core_wheel_holds_only_est_gateway_and_needs_no_plugin_dependency(tm
     required = [line.split(":", 1)[1].strip() for line in metadata.splitlines()
                 if line.startswith("Requires-Dist:") and "extra ==" not in line]
     names = {re.split(r"[ <>=!~;\[]", r, maxsplit=1)[0].lower() for r in required}
-    assert names and not names & set(PLUGIN_ONLY), required
+    assert names and not names & set(PLUGIN_ONLY + NO_FRAMEWORK), required
     assert dict(entry_points["est_gateway.backends"]) == {"local": "est_gateway.backends.local:LocalCABackend"}
 
 
@@ -67,9 +70,10 @@ def test_a_local_ca_gateway_runs_without_any_plugin_dependency(tmp_path: Path) -
     blocker = tmp_path / "block"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(BLOCKER)
-    probe = subprocess.run([sys.executable, "-c", "import requests"], env={**os.environ, "PYTHONPATH": str(blocker)},
-                           capture_output=True, text=True, timeout=60)
-    assert "blocked: core alone" in probe.stderr          # the blocker really works
+    for module in ("requests", "werkzeug"):
+        probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": str(blocker)}, timeout=60)
+        assert "blocked: core alone" in probe.stderr          # the blocker really works
     folder, port = tmp_path / "est-local", free_port()
     gateway = GatewayProcess(folder / localmode.CONFIG_NAME, port, tmp_path / "gateway.log",
                              env={"PYTHONPATH": str(blocker)})
@@ -127,6 +131,12 @@ def test_a_plugin_is_its_own_distribution_on_the_public_api_only(plugin: Path, t
     assert targets and all(t.startswith(f"{package}.") or t.startswith(f"{package}:") for t in targets)
     core = {m for m in _imports(plugin / package) if m == "est_gateway" or m.startswith("est_gateway.")}
     assert core <= {"est_gateway.plugin", "est_gateway.plugin.http"}, core
+
+
+def test_the_core_imports_no_web_framework() -> None:
+    imported = _imports(ROOT / "est_gateway")
+    assert "est_gateway.web.wsgi" in imported                # the walk sees the web layer's imports
+    assert not {m for m in imported if m.split(".")[0] in NO_FRAMEWORK}
 
 
 def test_the_core_never_imports_a_plugin() -> None:

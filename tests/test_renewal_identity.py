@@ -267,9 +267,9 @@ def test_renewal_never_trusts_the_extra_client_cas(gw: InProcessGateway) -> None
     upstreamish.start()
     alias = dataclasses.replace(gw.config.aliases["est"], trusted_client_cas=(evil.cert,))
     config = dataclasses.replace(gw.config, backends={"local": upstreamish}, aliases={"est": alias})
-    service = create_app(dataclasses.replace(config, aliases={"est": gw.config.aliases["est"]}))
-    service.extensions["est_gateway.service"].config = config     # as if the check had been skipped
-    client = InProcessGateway(gw.folder, config, service, gw.password, gw.ca_key, gw.ca_cert)
+    app = create_app(dataclasses.replace(config, aliases={"est": gw.config.aliases["est"]}))
+    app.service.config = config     # as if the check had been skipped
+    client = InProcessGateway(gw.folder, config, app, gw.password, gw.ca_key, gw.ca_cert)
     response = _renew(client, forged, key, _name((CN, "anyone-at-all")))
     assert response.status_code == 403, response.get_data()
     assert response.get_data() == b"client certificate does not chain to a CA trusted by this alias\n"

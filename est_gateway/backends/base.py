@@ -3,7 +3,7 @@
 The core has enforced the EST protocol and the alias policy before a backend is
 called (authentication, CSR signature, RFC 7030 §4.2.2 Subject/SAN equality, same-key
 policy). A backend only translates to its CA and translates the CA's faults back into
-``est_gateway.errors``. Backends never import Flask nor see the HTTP request.
+``est_gateway.errors``. Backends never see the WSGI environ nor the HTTP request.
 
 Plugin authors import all of this from :mod:`est_gateway.plugin` (see docs/plugins.md).
 

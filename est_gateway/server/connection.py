@@ -1,13 +1,12 @@
 """Client connections, used two ways.
 
 The worker's event loop (``est_gateway.server.loop``) drives them non-blocking:
-:meth:`Connection.handshake_step` and :meth:`Connection.read_nowait` never wait. A
-thread then serves the complete request through the blocking socket API gunicorn's
-parser expects: :meth:`Connection.recv` first returns the bytes the loop already read
-(:meth:`Connection.preload`), then every read or write waits in ``select`` for at most
-the per-operation timeout *and* never past the connection's ``deadline``. The deadline
-bounds a whole request, so a client that drips one byte at a time (slowloris) cannot
-hold a thread longer than ``request_timeout_s``, which a per-read timeout alone would allow.
+:meth:`Connection.handshake_step`, :meth:`Connection.read_nowait` and
+:meth:`Connection.send_interim` never wait. A thread then writes the answer to the
+complete request with :meth:`Connection.sendall`, whose every write waits in ``select``
+for at most the per-operation timeout *and* never past the connection's ``deadline``: a
+client that reads its answer one byte at a time cannot hold a thread longer than
+``request_timeout_s``, which a per-write timeout alone would allow.
 """
 
 from __future__ import annotations
@@ -36,11 +35,10 @@ class Connection:
         #: absolute time.monotonic() after which no read or write waits any longer
         self.deadline: float | None = None
         self.info: Any = None
-        self._buffered = bytearray()
         #: the selector event :meth:`read_nowait` waits for when it returned None
         self.wants = selectors.EVENT_READ
-        #: writes held back until :meth:`uncork` (None: not corked)
-        self._corked: bytearray | None = None
+        #: an interim answer the socket did not take at once: sent before the next write
+        self._unsent = b""
 
     # -- non-blocking, for the event loop ---------------------------------------------------
 
@@ -61,21 +59,28 @@ class Connection:
         """Bytes read from the socket but not yet returned (TLS records); plain sockets: 0."""
         return 0
 
-    def preload(self, data: bytes) -> None:
-        """Bytes the event loop read already: :meth:`recv` returns them first."""
-        self._buffered[:0] = data
+    def send_interim(self, data: bytes) -> None:
+        """Send a short interim answer (``100 Continue``) if the socket takes it now; what it
+        does not take is sent before the final answer. Never waits."""
+        would_block: tuple[type[BaseException], ...] = (BlockingIOError, *self.WANT_READ, *self.WANT_WRITE)
+        try:
+            sent = self._send_nowait(data)
+        except would_block:
+            self._unsent = self._retry_unsent(data)
+            return
+        except OSError:
+            return   # the connection is gone; reading notices
+        self._unsent = data[sent:]
+
+    def _send_nowait(self, data: bytes) -> int:
+        return self._raw.send(data)
+
+    def _retry_unsent(self, data: bytes) -> bytes:
+        """What must still go out after a write that would have blocked: nothing (a plain
+        socket took none of it; RFC 9110 §10.1.1 lets the client send its body anyway)."""
+        return b""
 
     # -- blocking with bounds, for the thread serving a request ------------------------------
-
-    def recv(self, size: int) -> bytes:
-        if self._buffered:
-            data = bytes(self._buffered[:size])
-            del self._buffered[:size]
-            return data
-        return self._recv(size)
-
-    def _recv(self, size: int) -> bytes:
-        raise NotImplementedError
 
     def _io(self, call: Callable[..., T], *args: Any, reading: bool) -> T:
         end = self._end()
@@ -103,21 +108,10 @@ class Connection:
         if not any(ready):
             raise TimeoutError("client too slow")
 
-    def cork(self) -> None:
-        """Hold writes back until :meth:`uncork`: an answer's head and body then leave in one
-        write (one TLS record, one system call) instead of one each."""
-        self._corked = bytearray()
-
-    def uncork(self) -> None:
-        """Send what was held back (if anything) and write directly again."""
-        held, self._corked = self._corked, None
-        if held:
-            self.sendall(bytes(held))
-
     def sendall(self, data: bytes) -> None:
-        if self._corked is not None:
-            self._corked += data
-            return
+        if self._unsent:
+            unsent, self._unsent = self._unsent, b""
+            self.sendall(unsent)
         view = memoryview(data)
         while view:
             sent = self.send(view[:16384])
@@ -160,9 +154,6 @@ class Connection:
 
 class PlainSocket(Connection):
     """Plain HTTP (behind a proxy), with the same bounds as TLS connections."""
-
-    def _recv(self, size: int) -> bytes:
-        return self._io(self._raw.recv, size, reading=True)
 
     def send(self, data: bytes | memoryview) -> int:
         return self._io(self._raw.send, data, reading=False)

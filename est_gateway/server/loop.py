@@ -2,10 +2,12 @@
 complete request has arrived.
 
 One thread per worker process runs a ``selectors`` loop that accepts, drives each TLS
-handshake without blocking, and reads until the request head (and a Content-Length body
-up to ``max_body_bytes``) is complete. Only then is the connection handed to the thread
-pool, which parses and answers it and gives a keep-alive connection back for its idle
-wait (and a closing one for the short drain of what the client still sends). Idle
+handshake without blocking, and parses each request as its bytes arrive
+(:class:`~est_gateway.server.http11.RequestReader`, which also enforces the limits). Only a
+complete request, or the refusal of one, is handed to the thread pool, which answers it and
+gives a keep-alive connection back for its idle wait (and a closing one for the short drain
+of what the client still sends). Bytes pipelined behind a request are parsed on and served
+in turn. Idle
 sockets, handshake drippers and header drippers therefore wait in the kernel and in this
 loop's table, never in a thread that a legitimate request needs.
 
@@ -29,14 +31,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from OpenSSL import SSL
 
 from est_gateway.config.model import ServerSettings
 from est_gateway.server.connection import Connection, PlainSocket
-from est_gateway.server.framing import request_ready
+from est_gateway.server.http11 import CONTINUE, Limits, Refusal, Request, RequestReader
 from est_gateway.server.tls import ClientChainLimits, TLSSocket
 
 HANDSHAKE, REQUEST, IDLE, SERVING, CLOSING = "handshake", "request", "idle", "serving", "closing"
@@ -61,7 +63,8 @@ class Client:
     key: str | None              # per-address count key; None: exempt
     phase: str
     deadline: float
-    buffer: bytearray = field(default_factory=bytearray)
+    reader: RequestReader | None = None      # made when the client first sends a request byte
+    request: Request | Refusal | None = None   # handed to the serving thread
     served: int = 0
     event: int = 0               # registered selector event, 0 when not registered
     drained: int = 0
@@ -73,8 +76,9 @@ class ConnectionLoop:
     def __init__(self, listeners: list[Any], settings: ServerSettings, *, tls_context: SSL.Context | None,
                  chain_limits: ClientChainLimits, dispatch: Callable[[Client], object],
                  alive: Callable[[], bool], heartbeat: Callable[[], None], wakeup_fds: list[int],
-                 log: logging.Logger | Any, max_connections: int) -> None:
+                 log: logging.Logger | Any, max_connections: int, limits: Limits) -> None:
         self.settings = settings
+        self.limits = limits
         self.tls_context = tls_context
         self.chain_limits = chain_limits
         self.dispatch = dispatch
@@ -244,32 +248,38 @@ class ConnectionLoop:
             if client.phase == CLOSING:
                 self._linger(client)
                 return
-            if client.buffer and self._ready(client):
+            if self._ready(client):
                 return
+            if client.reader is not None and client.reader.take_continue():   # the request behind one served
+                conn.send_interim(CONTINUE)
             while (data := conn.read_nowait(65536)) is not None:
                 if not data:
                     self._close(client)
                     return
                 if client.phase == IDLE:   # the next request begins: it gets the whole request time
                     client.phase, client.deadline = REQUEST, time.monotonic() + self.settings.request_timeout_s
-                client.buffer += data
+                reader = client.reader
+                if reader is None:
+                    reader = client.reader = RequestReader(self.limits)
+                reader.feed(data)
                 if self._ready(client):
                     return
+                if reader.take_continue():
+                    conn.send_interim(CONTINUE)
             self._watch(client, conn.wants)
         except (SSL.Error, OSError) as exc:
             self.log.debug("connection from %s ended: %s", client.addr, exc)
             self._close(client)
 
     def _ready(self, client: Client) -> bool:
-        """Hand the connection to a thread if its request is complete."""
-        if not request_ready(client.buffer, max_body=self.settings.max_body_bytes):
+        """Hand the connection to a thread if a request is complete (or refused)."""
+        reader = client.reader
+        if reader is None or not reader.ready:
             return False
         self._unwatch(client)
         self.waiting.pop(id(client), None)
         client.phase = SERVING
-        client.conn.deadline = client.deadline
-        client.conn.preload(bytes(client.buffer))
-        client.buffer = bytearray()
+        client.request = reader.ready.popleft()
         self.dispatch(client)
         return True
 
@@ -289,7 +299,8 @@ class ConnectionLoop:
             self.waiting[id(client)] = client
             if keep_alive:
                 client.phase, client.deadline = IDLE, now + self.settings.keepalive_s
-                if client.buffer:    # pipelined: the next request began already
+                reader = client.reader
+                if reader is not None and (reader.ready or reader.in_progress):   # pipelined
                     client.phase, client.deadline = REQUEST, now + self.settings.request_timeout_s
             else:
                 client.phase, client.deadline = CLOSING, now + LINGER_S

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -13,26 +12,9 @@ import gunicorn
 from gunicorn.app.base import BaseApplication
 
 from est_gateway.config.model import GatewayConfig
-from est_gateway.identity import TLS_ENVIRON_KEY, UNIX_ENVIRON_KEY, TLSInfo
 
 log = logging.getLogger(__name__)
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-def with_tls_info(app: WSGIApp) -> WSGIApp:
-    """Expose the connection's :class:`TLSInfo` to the application under one environ key."""
-
-    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        sock = environ.get("gunicorn.socket")
-        info = getattr(sock, "info", None)
-        if isinstance(info, TLSInfo):
-            environ[TLS_ENVIRON_KEY] = info
-            environ["wsgi.url_scheme"] = "https"
-        elif getattr(sock, "family", None) == socket.AF_UNIX:
-            environ[UNIX_ENVIRON_KEY] = True
-        return app(environ, start_response)
-
-    return wrapped
 
 
 def _child_exit(server: object, worker: Any) -> None:
@@ -94,7 +76,7 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
 
     def __init__(self, config: GatewayConfig, app: WSGIApp, *, threads: int = 8) -> None:
         self.gateway_config = config
-        self.wsgi_app = with_tls_info(app)
+        self.wsgi_app = app
         self.threads = threads
         super().__init__()
 
@@ -115,13 +97,6 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             "accesslog": None,
             "errorlog": "-",
             "proc_name": "est-gateway",
-            # Request line and header limits: oversized headers are refused with 400/431.
-            "limit_request_line": 4094,     # EST paths are short; longer → 414
-            "limit_request_fields": server.max_header_fields,
-            "limit_request_field_size": server.max_header_bytes,
-            # Forwarded headers are interpreted by the gateway itself, only from
-            # server.trusted_proxies (est_gateway.identity).
-            "forwarded_allow_ips": "",
             # No control socket in $HOME: two instances would fight over it.
             "control_socket_disable": True,
             "child_exit": _child_exit,

@@ -3,8 +3,8 @@
 Python's ``ssl`` cannot accept an untrusted client certificate and let the application
 decide (the gateway must answer a foreign or expired certificate with an HTTP status,
 not a TLS alert), has no RFC 9266 exporter, and reports a wrong tls-unique under TLS 1.3.
-pyOpenSSL gives all three. :class:`TLSSocket` makes a pyOpenSSL connection look like the
-blocking socket gunicorn's HTTP parser reads from.
+pyOpenSSL gives all three. :class:`TLSSocket` is a pyOpenSSL connection driven by the
+worker's event loop (handshake, reads) and written by a serving thread.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def server_context(cert_file: Path, key_file: Path, *, min_version: str = "1.2",
 
 
 class TLSSocket(Connection):
-    """A server-side pyOpenSSL connection with the socket methods gunicorn uses."""
+    """A server-side pyOpenSSL connection: non-blocking handshake and reads, bounded writes."""
 
     WANT_READ = (SSL.WantReadError,)
     WANT_WRITE = (SSL.WantWriteError,)
@@ -171,19 +171,21 @@ class TLSSocket(Connection):
         return TLSInfo(version=version, peer_chain=tuple(chain), tls_unique=unique,
                        tls_exporter=exporter)
 
-    # -- socket API used by gunicorn -----------------------------------------------------
+    # -- writing ------------------------------------------------------------------------
 
-    def _recv(self, size: int) -> bytes:
+    def _send_nowait(self, data: bytes) -> int:
         try:
-            return self._io(self._conn.recv, size, reading=True)
-        except SSL.ZeroReturnError:
-            return b""
+            return int(self._conn.send(data))
         except SSL.SysCallError as exc:
-            if exc.args and exc.args[0] in (-1, 0):  # EOF without close_notify
-                return b""
-            raise ConnectionResetError(errno.ECONNRESET, "connection reset by peer") from None
+            raise BrokenPipeError(errno.EPIPE, f"TLS error: {exc}") from None
+        except (SSL.WantReadError, SSL.WantWriteError):
+            raise
         except SSL.Error as exc:
-            raise ConnectionResetError(errno.ECONNRESET, f"TLS error: {exc}") from None
+            raise BrokenPipeError(errno.EPIPE, f"TLS error: {exc}") from None
+
+    def _retry_unsent(self, data: bytes) -> bytes:
+        """OpenSSL may hold part of the record already: the same bytes must be written again."""
+        return data
 
     def send(self, data: bytes | memoryview) -> int:
         try:

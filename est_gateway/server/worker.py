@@ -3,14 +3,15 @@
 Gunicorn's arbiter gives us pre-forked processes (every core), worker restarts and
 graceful shutdown on SIGTERM. In each worker the main thread runs
 :class:`~est_gateway.server.loop.ConnectionLoop` (accept, non-blocking pyOpenSSL
-handshake, reading until the request is complete) and a bounded thread pool parses each
-complete request with gunicorn's HTTP parser and runs the WSGI application. A thread is
-therefore only ever busy with a request that has fully arrived: idle or dripping clients
-cost a file descriptor each, and at most ``max_connections`` of them.
+handshake, parsing each request as its bytes arrive: :mod:`est_gateway.server.http11`),
+and a bounded thread pool runs the WSGI application on each complete request and writes
+the answer (:mod:`est_gateway.server.wsgi`), or writes the refusal of one the loop
+refused. A thread is therefore only ever busy with a request that has fully arrived: idle
+or dripping clients cost a file descriptor each, and at most ``max_connections`` of them.
 
-Gunicorn internals used here (pyproject.toml's floor has them all): ``workers.base.Worker``,
-``http.RequestParser`` and its unreader's ``take_buffered``, ``http.wsgi.create``,
-``http.errors``.
+Gunicorn internals used here (pyproject.toml's floor has them all): ``workers.base.Worker``
+(its ``init_process``, ``notify``, ``PIPE``, ``sockets``, ``wsgi``, ``cfg``, ``log``,
+``alive``, ``ppid`` and ``nr``).
 """
 
 from __future__ import annotations
@@ -21,15 +22,13 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http import HTTPStatus
-from typing import Any
 
-from gunicorn.http import RequestParser, errors, wsgi
 from gunicorn.workers.base import Worker
 
-from est_gateway.server.framing import framing_error
+from est_gateway.server.http11 import Limits, Refusal, Request, error_answer
 from est_gateway.server.loop import Client, ConnectionLoop, raise_fd_limit
 from est_gateway.server.tls import ClientChainLimits, server_context
+from est_gateway.server.wsgi import Answer, HttpDate, base_environ, build_environ
 
 #: descriptors a worker keeps for itself (listeners, logs, database, upstream connections)
 RESERVED_FDS = 256
@@ -58,6 +57,10 @@ class ESTWorker(Worker):  # type: ignore[misc]
             self.log.warning("server.max_connections = %d, but this process may open only %d descriptors: "
                              "at most %d connections per worker (raise the hard limit, ulimit -Hn)",
                              settings.max_connections, fd_limit, self.max_connections)
+        self.limits = Limits(max_fields=settings.max_header_fields, max_field_bytes=settings.max_header_bytes,
+                             max_body=settings.max_body_bytes)
+        self.base_environ = base_environ(multiprocess=self.cfg.workers > 1)
+        self.dates = HttpDate()
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="est")
         super().init_process()
 
@@ -66,7 +69,7 @@ class ESTWorker(Worker):  # type: ignore[misc]
             self.sockets, self.server_settings, tls_context=self.tls_context, chain_limits=self.chain_limits,
             dispatch=lambda client: self.pool.submit(self._serve, client),
             alive=self._keep_running, heartbeat=self.notify, wakeup_fds=[self.PIPE[0]],
-            log=self.log, max_connections=self.max_connections)
+            log=self.log, max_connections=self.max_connections, limits=self.limits)
         try:
             self.loop.run()
         finally:
@@ -97,71 +100,55 @@ class ESTWorker(Worker):  # type: ignore[misc]
             self.loop.give_back(client, keep_alive=keep_alive)
 
     def _serve_request(self, client: Client) -> bool:
-        """Parse and answer one request; True when the connection may carry another."""
+        """Answer the request (or refusal) the loop handed over; True when the connection may
+        carry another."""
         settings = self.server_settings
-        conn, addr = client.conn, client.addr
+        conn, item = client.conn, client.request
+        client.request = None
         conn.settimeout(settings.request_timeout_s)
-        parser = RequestParser(self.cfg, conn, addr)
-        req = None
+        # The answer gets its own time to be written, whatever the request took.
+        conn.deadline = time.monotonic() + settings.request_timeout_s
         try:
-            req = next(parser)
-            client.served += 1
-            last = client.served >= settings.max_requests_per_connection or not self.alive
-            if not self._answer(client, req, close=last):
+            if isinstance(item, Refusal):
+                self._refuse(client, item)
                 return False
-            # The rest of this request's body, then keep what the client pipelined behind it.
-            conn.deadline = time.monotonic() + settings.request_timeout_s
-            while req.body.read(8192):
-                pass
-            client.buffer = bytearray(parser.unreader.take_buffered())
-            return True
-        except (StopIteration, errors.NoMoreData, TimeoutError):
-            return False   # the client closed, or was too slow
+            if item is None:
+                return False
+            return self._answer(client, item)
         except OSError as exc:
             if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
-                self.log.debug("socket error on %s: %s", addr, exc)
+                self.log.debug("socket error on %s: %s", client.addr, exc)
             return False
-        except Exception as exc:
-            self.handle_error(req, conn, addr, exc)
-            return False
+        except TimeoutError:
+            return False   # the client does not read its answer
 
-    def _answer(self, client: Client, req: Any, *, close: bool) -> bool:
+    def _answer(self, client: Client, request: Request) -> bool:
         """Run the application for one request; True when the connection may carry another."""
-        conn = client.conn
-        resp, environ = wsgi.create(req, conn, client.addr, client.server, self.cfg)
-        if close or self.server_settings.keepalive_s <= 0:
-            resp.force_close()
+        settings, conn = self.server_settings, client.conn
+        client.served += 1
         self.nr += 1
-        respiter = self.wsgi(environ, resp.start_response)
-        # The answer gets its own time to be written, whatever the request took.
-        conn.deadline = time.monotonic() + self.server_settings.request_timeout_s
-        conn.cork()
+        close = (not request.keep_alive or client.served >= settings.max_requests_per_connection
+                 or settings.keepalive_s <= 0 or not self.alive)
+        environ = build_environ(request, self.base_environ, info=conn.info, family=conn.family,
+                                peer=client.addr, server=client.server)
+        answer = Answer()
         try:
-            for item in respiter:
-                resp.write(item)
-            resp.close()
-        finally:
-            if hasattr(respiter, "close"):
-                respiter.close()
-            conn.uncork()
-        # After an error the request body may be unread (413): never reuse such a connection.
-        return bool(not resp.should_close() and int(resp.status_code) < 400)
-
-    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
-        """HTTP framing errors gunicorn detects before the application: answered, like every
-        error of the gateway, with a short text/plain reason instead of gunicorn's HTML page."""
-        status, reason = framing_error(exc)
-        if status >= 500 and status not in (501, 505):
-            self.log.exception("error handling request")
-        else:
-            self.log.warning("invalid request from %s: %s", addr[0] if addr else "?", reason)
-        body = (reason + "\n").encode()
-        head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nConnection: close\r\n"
-                f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n")
-        try:
-            client.sendall(head.encode("latin-1") + body)
+            answer.run(self.wsgi, environ)
+            data, close = answer.render(head_only=request.method == "HEAD", close=close,
+                                        version=request.version, date=self.dates.now())
         except Exception:
-            self.log.debug("failed to send the error answer")
+            self.log.exception("error handling request")
+            conn.sendall(error_answer(500, "internal error; the gateway's log has the details"))
+            return False
+        conn.sendall(data)
+        return not close
+
+    def _refuse(self, client: Client, refusal: Refusal) -> None:
+        """A request the loop refused while parsing: the gateway's one error answer (a short
+        text/plain reason), then the connection closes."""
+        self.log.warning("invalid request from %s: %s%s", client.addr[0] if isinstance(client.addr, tuple) else "unix",
+                         refusal.reason, f" ({refusal.detail})" if refusal.detail else "")
+        client.conn.sendall(error_answer(refusal.status, refusal.reason))
 
 
 def _tune_malloc(arenas: int = 2, mmap_threshold: int = 1024 * 1024) -> None:

@@ -1,4 +1,11 @@
-"""The Flask application factory and the one place errors become HTTP responses."""
+"""The WSGI application: its factory, the routing of its seven fixed routes, and the one
+place errors become HTTP responses.
+
+A plain WSGI callable (PEP 3333), no web framework: the EST surface is fixed
+(``/.well-known/est[/<label>]/<operation>``, ``/healthz``, ``/metrics``), and a framework's
+request context, URL map and response objects cost more CPU per request than the EST work
+of a keep-alive ``cacerts`` (issue 14).
+"""
 
 from __future__ import annotations
 
@@ -9,36 +16,68 @@ from collections.abc import Callable
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from flask import Flask, Response
-from werkzeug.exceptions import HTTPException
 
 from est_gateway import keywrap
 from est_gateway.backends.local.authority import utcnow
 from est_gateway.config.model import GatewayConfig
-from est_gateway.errors import ESTError
+from est_gateway.errors import ESTError, MethodNotAllowed, NotFound
 from est_gateway.metrics import Metrics
 from est_gateway.operations import ESTService
 from est_gateway.web import views
-from est_gateway.wire import CT_TEXT
+from est_gateway.web.wsgi import Environ, Response, StartResponse, request_method, request_path, text_response
 
 log = logging.getLogger("est_gateway")
 
-SERVICE_KEY = "est_gateway.service"
+EST_PREFIX = "/.well-known/est/"
+NOT_FOUND = "not found; EST lives under /.well-known/est/"
+INTERNAL_ERROR = "internal error; the gateway's log has the details"
+#: the paths of /healthz and /metrics (a trailing slash was always accepted)
+HEALTHZ = frozenset({"/healthz", "/healthz/"})
+METRICS = frozenset({"/metrics", "/metrics/"})
+READ_METHODS = ["GET", "HEAD"]
 
 
-def create_app(config: GatewayConfig, *, clock: Callable[[], dt.datetime] = utcnow) -> Flask:
+class ESTApplication:
+    """The gateway's WSGI application around one :class:`ESTService`."""
+
+    def __init__(self, service: ESTService) -> None:
+        self.service = service
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
+        method = "GET"
+        try:
+            method = request_method(environ)
+            response = self.route(environ, method)
+        except ESTError as exc:
+            response = render_error(exc)
+        except Exception:
+            response = render_unexpected()
+        return response.send(start_response, head=method == "HEAD")
+
+    def route(self, environ: Environ, method: str) -> Response:
+        """Exact paths, no redirects: anything else is a plain 404."""
+        path = request_path(environ)
+        if path.startswith(EST_PREFIX):
+            rest = path[len(EST_PREFIX):]
+            if rest and rest[0] != "/":
+                return views.est(self.service, environ, method, rest)
+        elif path in HEALTHZ:
+            _allow(method, READ_METHODS)
+            return views.healthz(self.service)
+        elif path in METRICS:
+            _allow(method, READ_METHODS)
+            return views.metrics(self.service)
+        raise NotFound(NOT_FOUND)
+
+
+def _allow(method: str, allowed: list[str]) -> None:
+    if method not in allowed:
+        raise MethodNotAllowed(allowed)
+
+
+def create_app(config: GatewayConfig, *, clock: Callable[[], dt.datetime] = utcnow) -> ESTApplication:
     """Build the WSGI application for a validated (and started) configuration."""
-    app = Flask("est_gateway")
-    # No redirects to "canonical" paths (an HTML 308): every odd path gets a plain 404.
-    app.url_map.merge_slashes = False
-    app.url_map.strict_slashes = False
-    app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
-    app.extensions[SERVICE_KEY] = ESTService(config, clock, Metrics(), key_signer=_key_signer(config))
-    app.register_blueprint(views.blueprint)
-    app.register_error_handler(ESTError, render_est_error)
-    app.register_error_handler(HTTPException, render_http_exception)
-    app.register_error_handler(Exception, render_unexpected)
-    return app
+    return ESTApplication(ESTService(config, clock, Metrics(), key_signer=_key_signer(config)))
 
 
 def _key_signer(config: GatewayConfig) -> keywrap.KeySigner | None:
@@ -56,34 +95,14 @@ def _key_signer(config: GatewayConfig) -> keywrap.KeySigner | None:
     return keywrap.KeySigner(cert, key)
 
 
-def text_response(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
-    """A short ``text/plain`` reason (RFC 8951 §5)."""
-    response = Response(reason.rstrip("\n") + "\n", status=status, content_type=CT_TEXT)
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
-    return response
-
-
-def render_est_error(error: ESTError) -> Response:
+def render_error(error: ESTError) -> Response:
+    """Every error of the tree: its status, its short client-safe reason, its headers."""
     if error.status >= 500:
         log.warning("request failed: %s %s", error.status, error.detail)
     return text_response(error.status, error.detail, error.headers())
 
 
-def render_http_exception(error: HTTPException) -> Response:
-    status = error.code or 500
-    reasons = {
-        404: "not found; EST lives under /.well-known/est/",
-        413: "request body too large",
-    }
-    reason = reasons.get(status, error.name.lower())
-    headers = {}
-    if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
-        headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
-    return text_response(status, reason, headers)
-
-
-def render_unexpected(error: Exception) -> Response:
+def render_unexpected() -> Response:
     """Anything not in the error tree: logged with its traceback, never shown to the client."""
     log.exception("unexpected error while handling a request")
-    return text_response(500, "internal error; the gateway's log has the details")
+    return text_response(500, INTERNAL_ERROR)

@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 
 from est_gateway import localmode
 
-
 #: gateway processes started and not yet stopped; tests/conftest.py stops what a failed test left
 RUNNING: set[GatewayProcess] = set()
 

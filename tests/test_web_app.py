@@ -1,0 +1,157 @@
+"""The WSGI application itself (est_gateway.web.app): its exact routes, HEAD, the one error
+path, and the per-request bookkeeping (audit line, Prometheus children), in process."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from est_gateway import audit, metrics
+from est_gateway.audit import AuditEvent
+from est_gateway.metrics import Children
+from tests.conftest import EXTRA_ALIASES
+from tests.support.inproc import InProcessGateway, check_response, start
+
+EST = "/.well-known/est"
+NOT_FOUND = b"not found; EST lives under /.well-known/est/\n"
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
+    yield start(tmp_path_factory.mktemp("web") / "est-local", EXTRA_ALIASES)
+
+
+@pytest.mark.parametrize(("method", "path", "status", "reason", "allow"), [
+    ("GET", "/", 404, NOT_FOUND, None),
+    ("GET", EST, 404, NOT_FOUND, None),
+    ("GET", f"{EST}/", 404, NOT_FOUND, None),
+    ("GET", f"{EST}//cacerts", 404, NOT_FOUND, None),          # never merged, never redirected
+    ("GET", "/.well-known//est/cacerts", 404, NOT_FOUND, None),
+    ("GET", "/healthz/x", 404, NOT_FOUND, None),
+    ("GET", "/HEALTHZ", 404, NOT_FOUND, None),
+    ("TRACE", "/nowhere", 404, NOT_FOUND, None),
+    ("GET", f"{EST}/bogus", 404, b'unknown EST operation "bogus"\n', None),
+    ("GET", f"{EST}/cacerts/", 404, b'unknown EST operation ""\n', None),
+    ("GET", f"{EST}/a/b/cacerts", 404, b'unknown EST operation "cacerts"\n', None),
+    ("GET", f"{EST}/nolabel/cacerts", 404, b'unknown EST label "nolabel"\n', None),
+    ("GET", f"{EST}/%2e%2e/cacerts", 404, b'unknown EST label ".."\n', None),
+    ("GET", f"{EST}/caf%C3%A9", 404, 'unknown EST operation "café"\n'.encode(), None),
+    ("GET", f"{EST}/caf%E9", 404, 'unknown EST operation "caf\ufffd"\n'.encode(), None),
+    ("POST", f"{EST}/cacerts", 405, b"method not allowed; use GET\n", "GET"),
+    ("TRACE", f"{EST}/cacerts", 405, b"method not allowed; use GET\n", "GET"),
+    ("GET", f"{EST}/simpleenroll", 405, b"method not allowed; use POST\n", "POST"),
+    ("GET", f"{EST}/est/fullcmc", 405, b"method not allowed; use POST\n", "POST"),
+    ("POST", f"{EST}/fullcmc", 501, b"fullcmc is not supported for this EST label\n", None),
+    ("POST", "/healthz", 405, b"method not allowed; use GET, HEAD\n", "GET, HEAD"),
+    ("OPTIONS", "/metrics", 405, b"method not allowed; use GET, HEAD\n", "GET, HEAD"),
+])
+def test_routes_and_their_refusals(gw: InProcessGateway, method: str, path: str, status: int, reason: bytes,
+                                   allow: str | None) -> None:
+    response = gw.request(method, path)
+    check_response(response, what=path, method=method)
+    assert (response.status_code, response.get_data()) == (status, reason)
+    assert response.headers.get("Allow") == allow
+    assert response.headers["Content-Length"] == str(len(reason))
+
+
+@pytest.mark.parametrize("path", [f"{EST}/cacerts", f"{EST}/est/cacerts", f"//{EST[1:]}/cacerts", "/healthz",
+                                  "/healthz/", "/metrics", "/metrics/", f"{EST}/attrs/csrattrs"])
+def test_get_and_head(gw: InProcessGateway, path: str) -> None:
+    got = gw.request("GET", path)
+    head = gw.request("HEAD", path)
+    assert got.status_code == head.status_code == 200, got.get_data()
+    assert got.get_data() and head.get_data() == b""
+    assert head.headers["Content-Type"] == got.headers["Content-Type"]
+    if not path.startswith("/metrics"):        # the counters move between the two requests
+        assert head.headers["Content-Length"] == got.headers["Content-Length"] == str(len(got.get_data()))
+
+
+def test_head_of_an_error_has_its_headers_and_no_body(gw: InProcessGateway) -> None:
+    response = gw.request("HEAD", "/nowhere")
+    assert (response.status_code, response.get_data()) == (404, b"")
+    assert response.headers["Content-Length"] == str(len(NOT_FOUND))
+
+
+def test_an_empty_csrattrs_is_a_bare_204(gw: InProcessGateway) -> None:
+    response = gw.request("GET", f"{EST}/csrattrs")
+    assert (response.status_code, response.get_data()) == (204, b"")
+    assert "Content-Type" not in response.headers and "Content-Length" not in response.headers
+
+
+def test_unexpected_errors_are_a_generic_500_and_logged_with_their_traceback(
+        gw: InProcessGateway, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    app = start(gw.folder, "").app   # its own app: the fault below stays in this test
+
+    def broken(alias: object) -> bytes:
+        raise RuntimeError("secret-ish internal detail")
+
+    app.service.cacerts = broken  # type: ignore[method-assign]
+    client = InProcessGateway(gw.folder, gw.config, app, gw.password, gw.ca_key, gw.ca_cert)
+    with caplog.at_level(logging.ERROR, logger="est_gateway"):
+        response = client.request("GET", f"{EST}/cacerts")
+    assert response.status_code == 500
+    assert response.get_data() == b"internal error; the gateway's log has the details\n"
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    [record] = [r for r in caplog.records if r.name == "est_gateway"]
+    assert record.exc_info and "secret-ish internal detail" in str(record.exc_info[1])
+
+
+def _audit_lines(gw: InProcessGateway, caplog: pytest.LogCaptureFixture, level: int) -> list[dict[str, object]]:
+    with caplog.at_level(level, logger=audit.logger.name):
+        assert gw.request("GET", f"{EST}/cacerts").status_code == 200
+        assert gw.request("GET", f"{EST}/nolabel/cacerts").status_code == 404
+    return [json.loads(r.getMessage()) for r in caplog.records if r.name == audit.logger.name]
+
+
+def test_one_audit_line_per_request_and_none_when_the_audit_logger_is_off(
+        gw: InProcessGateway, caplog: pytest.LogCaptureFixture) -> None:
+    lines = _audit_lines(gw, caplog, logging.INFO)
+    assert [(line["alias"], line["operation"], line["status"], line["outcome"]) for line in lines] == [
+        ("est", "cacerts", 200, "ok"), ("unknown", "cacerts", 404, 'unknown EST label "nolabel"')]
+    assert list(lines[0]) == ["time", "request_id", "alias", "operation", "method", "client_address", "username",
+                              "client_cert_subject", "client_cert_serial", "csr_subject", "issued_serial",
+                              "approval_reference", "outcome", "status", "latency_ms"]
+    assert all(len(str(line["request_id"])) == 16 and int(str(line["request_id"]), 16) >= 0 for line in lines)
+    caplog.clear()
+    assert _audit_lines(gw, caplog, logging.WARNING) == []
+
+
+def test_an_audit_event_is_not_even_encoded_when_the_logger_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoded: list[object] = []
+
+    class Spy:
+        def encode(self, record: object) -> str:
+            encoded.append(record)
+            return "{}"
+
+    monkeypatch.setattr(audit, "_ENCODER", Spy())
+    event = AuditEvent(request_id="0" * 16, alias="est", operation="cacerts", method="GET")
+    before = audit.logger.level
+    try:
+        audit.logger.setLevel(logging.WARNING)
+        event.emit()
+        assert encoded == []
+        audit.logger.setLevel(logging.INFO)
+        event.emit()
+        assert len(encoded) == 1
+    finally:
+        audit.logger.setLevel(before)
+
+
+def test_metric_children_are_cached_up_to_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "CHILDREN_CACHED", 3)
+    registry = CollectorRegistry()
+    family = Counter("t_requests", "test", ["alias", "status"], registry=registry)
+    children = Children(family)
+    for status in ("200", "404", "200", "500", "503", "503"):
+        children("est", status).inc()
+    assert children("est", "200") is children("est", "200") is family.labels("est", "200")
+    assert len(children._children) == 3
+    counts = {s: registry.get_sample_value("t_requests_total", {"alias": "est", "status": s})
+              for s in ("200", "404", "500", "503")}
+    assert counts == {"200": 2.0, "404": 1.0, "500": 1.0, "503": 2.0}
