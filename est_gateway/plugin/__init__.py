@@ -21,9 +21,9 @@ Its lifecycle (what the server calls, when, from which process and thread):
    upstream call in time. Raise the error classes below; anything else is a 500.
 4. :meth:`CABackend.close` at shutdown, in each worker process and in the arbiter.
 
-Helpers for HTTP upstreams (mutual-TLS session with per-call ``verify``, retries, the
-OCSP/CRL revocation checker) need ``requests`` and live in :mod:`est_gateway.plugin.http`;
-a plugin that uses them lists ``requests`` among its own dependencies.
+Helpers for HTTP upstreams (mutual-TLS pools trusting only the configured bundle, retries,
+the OCSP/CRL revocation checker) live in :mod:`est_gateway.plugin.http`; they use urllib3,
+a dependency of the gateway itself.
 
 The contract test suite every backend runs is :mod:`est_gateway.testing`. See
 docs/plugins.md for a complete example.

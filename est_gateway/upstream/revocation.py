@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import requests
+import urllib3
 from asn1crypto import keys
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+from urllib3.exceptions import DecodeError, HTTPError, NewConnectionError, ProtocolError
 
 from est_gateway.backends.base import RevocationStatus
 from est_gateway.config.reader import Section
@@ -167,7 +168,7 @@ class RevocationChecker:
         # SHA-1 CertID: what RFC 5019 responders (CFSSL's ocspserve among them) index by.
         request = ocsp.OCSPRequestBuilder().add_certificate(certificate, issuer, hashes.SHA1()).build()
         body = _fetch("POST", url, "OCSP responder", self.settings.timeout_s, MAX_OCSP_BYTES,
-                      data=request.public_bytes(serialization.Encoding.DER),
+                      body=request.public_bytes(serialization.Encoding.DER),
                       headers={"Content-Type": OCSP_REQUEST})
         try:
             response = ocsp.load_der_ocsp_response(body)
@@ -264,27 +265,32 @@ class RevocationChecker:
 
 # -- fetching ------------------------------------------------------------------------------
 
-def _fetch(method: str, url: str, what: str, timeout_s: float, limit: int, **kwargs: object) -> bytes:
-    """One bounded HTTP exchange (no proxy or CA variables from the environment)."""
+def _fetch(method: str, url: str, what: str, timeout_s: float, limit: int, *, body: bytes | None = None,
+           headers: dict[str, str] | None = None) -> bytes:
+    """One bounded HTTP exchange on a connection of its own: ``timeout_s`` to connect and
+    between reads, at most ``limit`` bytes, no redirect followed. urllib3 reads no proxy or
+    CA variable from the environment; https:// is verified against the system's trust store."""
     try:
-        with requests.Session() as session:
-            session.trust_env = False
-            with session.request(method, url, timeout=timeout_s, stream=True, verify=True,
-                                 allow_redirects=False, **kwargs) as response:  # type: ignore[arg-type]
-                if response.status_code != 200:
-                    raise UpstreamError(f"the {what} answered HTTP {response.status_code}")
-                body = response.raw.read(limit + 1, decode_content=True)
-    except requests.Timeout:
-        raise UpstreamTimeout(f"the {what} did not answer within {timeout_s:g} s") from None
-    except requests.RequestException as exc:
+        with urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s)) as pool:
+            response = pool.request(method, url, body=body, headers=headers, redirect=False,
+                                    preload_content=False)
+            try:
+                if response.status != 200:
+                    raise UpstreamError(f"the {what} answered HTTP {response.status}")
+                content = response.read(limit + 1)
+            except (ProtocolError, DecodeError) as exc:
+                log.warning("the %s %s broke off: %s", what, url, exc.__class__.__name__)
+                raise UpstreamUnavailable(f"the {what} broke off its answer") from None
+            finally:
+                response.close()   # the connection served this exchange only
+    except (HTTPError, OSError) as exc:
+        if isinstance(exc, urllib3.exceptions.TimeoutError) and not isinstance(exc, NewConnectionError):
+            raise UpstreamTimeout(f"the {what} did not answer within {timeout_s:g} s") from None
         log.warning("cannot reach the %s %s: %s", what, url, exc.__class__.__name__)
         raise UpstreamUnavailable(f"cannot reach the {what}") from None
-    except OSError as exc:   # urllib3 errors while reading the streamed body
-        log.warning("the %s %s broke off: %s", what, url, exc.__class__.__name__)
-        raise UpstreamUnavailable(f"the {what} broke off its answer") from None
-    if len(body) > limit:
+    if len(content) > limit:
         raise UpstreamError(f"the {what} sent more than {limit} bytes")
-    return bytes(body)
+    return bytes(content)
 
 
 # -- certificate fields and signatures -----------------------------------------------------

@@ -130,6 +130,7 @@ def test_environment_ca_bundles_do_not_replace_the_configured_one(
     elsewhere = write_pem(tmp_path / "elsewhere.pem", CA.create("Unrelated CA").cert)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(elsewhere))
     monkeypatch.setenv("CURL_CA_BUNDLE", str(elsewhere))
+    monkeypatch.setenv("SSL_CERT_FILE", str(elsewhere))
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # must not be used either
     target = EjbcaTarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY")
     with StandinServer(StandinEjbca(version="8.1"), pki.server_context()) as server:

@@ -10,11 +10,11 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-import responses
 
 from est_gateway.backends.base import EnrollRequest, Issued, Requester
 from est_gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from est_gateway_ejbca.alias import EjbcaTarget
+from tests.support import ejbca_standin
 from tests.support.ejbca_standin import (
     TARGET,
     StandinEjbca,
@@ -27,8 +27,10 @@ from tests.support.ejbca_standin import (
 )
 from tests.support.gateway import free_port
 from tests.support.pki import make_csr, p256_key
+from tests.support.scripted_upstream import ScriptedUpstream
 
-REST = "https://ejbca.test:8443/ejbca/ejbca-rest-api"
+#: the REST API's path on the scripted upstream
+REST = ejbca_standin.REST
 
 
 @pytest.fixture(params=["ejbca-rest", "ejbca-soap"])
@@ -59,6 +61,7 @@ def test_health_ok_over_mutual_tls(type_name: str, pki: UpstreamPKI, server: Sta
 
 @pytest.mark.parametrize(("fault", "error"), [
     ("500", UpstreamUnavailable), ("garbage", UpstreamError), ("hang", UpstreamTimeout),
+    ("truncated", UpstreamError),   # Content-Length 4000, far fewer bytes, then the connection closes
 ])
 def test_health_failures_map_into_the_error_tree(type_name: str, pki: UpstreamPKI, server: StandinServer,
                                                  tmp_path: Path, fault: str, error: type[Exception]) -> None:
@@ -91,11 +94,11 @@ def test_health_with_an_untrusted_upstream(type_name: str, pki: UpstreamPKI, tmp
     (200, {"status": "DOWN", "version": "1.0"}, UpstreamUnavailable, "DOWN"),
     (503, {"error_code": 503, "error_message": "CA offline"}, UpstreamUnavailable, "HTTP 503"),
 ])
-@responses.activate
-def test_rest_health_rows(pki: UpstreamPKI, tmp_path: Path, caplog: pytest.LogCaptureFixture, status: int,
+def test_rest_health_rows(pki: UpstreamPKI, upstream: ScriptedUpstream, tmp_path: Path,
+                          caplog: pytest.LogCaptureFixture, status: int,
                           body: dict[str, Any], error: type[Exception], match: str) -> None:
-    responses.get(f"{REST}/v1/certificate/status", status=status, json=body)
-    backend = make_backend("ejbca-rest", upstream_options(pki, REST, retries=0), tmp_path)
+    upstream.get(f"{REST}/v1/certificate/status", status=status, json=body)
+    backend = make_backend("ejbca-rest", upstream_options(pki, upstream.base + REST, retries=0), tmp_path)
     with caplog.at_level(logging.INFO), pytest.raises(error, match=match):
         backend.health()
     if status in (403, 404):
@@ -114,13 +117,13 @@ def _status_url(cert: Any) -> str:
      "application/json"),
     (404, b"<html><body>404 Not Found</body></html>", "text/html"),
 ])
-@responses.activate
-def test_rest_404_that_is_not_ejbca_saying_unknown_is_an_error(pki: UpstreamPKI, tmp_path: Path, status: int,
+def test_rest_404_that_is_not_ejbca_saying_unknown_is_an_error(pki: UpstreamPKI, upstream: ScriptedUpstream,
+                                                                tmp_path: Path, status: int,
                                                                 body: bytes, ctype: str) -> None:
     ca = StandinEjbca()
     cert = ca.chain[0]
-    responses.get(_status_url(cert), status=status, body=body, content_type=ctype)
-    backend = make_backend("ejbca-rest", upstream_options(pki, REST, retries=0), tmp_path)
+    upstream.get(_status_url(cert), status=status, body=body, content_type=ctype)
+    backend = make_backend("ejbca-rest", upstream_options(pki, upstream.base + REST, retries=0), tmp_path)
     with pytest.raises(UpstreamError, match="does not offer"):
         backend.revocation_status(cert, TARGET)
 

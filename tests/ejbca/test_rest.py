@@ -1,6 +1,7 @@
-"""EJBCA REST adapter against `responses`: request and response bodies use EJBCA's field names
-(EnrollCertificateRestRequest, CertificateRestResponse, RevokeStatusRestResponse,
-ExceptionErrorRestResponse, ExceptionInfoRestResponse; EJBCA CE 8.0 / Keyfactor ejbca-ce)."""
+"""EJBCA REST adapter against a scripted upstream over mutual TLS (tests/support/scripted_upstream.py):
+request and response bodies use EJBCA's field names (EnrollCertificateRestRequest,
+CertificateRestResponse, RevokeStatusRestResponse, ExceptionErrorRestResponse,
+ExceptionInfoRestResponse; EJBCA CE 8.0 / Keyfactor ejbca-ce)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import base64
 import dataclasses
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-import responses
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -21,6 +22,7 @@ from est_gateway.backends.base import EnrollRequest, Issued, Pending, ReenrollRe
 from est_gateway.errors import BadRequest, Forbidden, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from est_gateway_ejbca.alias import EjbcaTarget
 from tests.support.ejbca_standin import (
+    REST,
     EndEntity,
     StandinEjbca,
     UpstreamPKI,
@@ -30,8 +32,10 @@ from tests.support.ejbca_standin import (
     upstream_options,
 )
 from tests.support.pki import make_csr, p256_key
+from tests.support.scripted_upstream import Recorded, ScriptedUpstream
 
-BASE = "https://ejbca.test:8443/ejbca/ejbca-rest-api"
+#: paths on the scripted upstream (the backend's url is its https://127.0.0.1:<port> + BASE)
+BASE = REST
 ENROLL = f"{BASE}/v1/certificate/pkcs10enroll"
 CERTREQ = f"{BASE}/v1/certificate/certificaterequest"
 TARGET = EjbcaTarget(ca="EST Sub CA", certificate_profile="ENDUSER", end_entity_profile="EMPTY")
@@ -44,8 +48,8 @@ def ca() -> StandinEjbca:
 
 
 @pytest.fixture
-def backend(pki: UpstreamPKI, tmp_path: Path) -> Any:
-    return make_backend("ejbca-rest", upstream_options(pki, BASE, retry_backoff_s=0.001), tmp_path)
+def backend(pki: UpstreamPKI, upstream: ScriptedUpstream, tmp_path: Path) -> Any:
+    return make_backend("ejbca-rest", upstream_options(pki, upstream.base + BASE, retry_backoff_s=0.001), tmp_path)
 
 
 def der64(cert: x509.Certificate) -> str:
@@ -73,21 +77,21 @@ def enroll_request(csr: x509.CertificateSigningRequest,
                          request_id="r1")
 
 
-def body_of(call: Any) -> dict[str, Any]:
-    return json.loads(call.request.body)
+def body_of(call: Recorded) -> dict[str, Any]:
+    return dict(json.loads(call.body))
 
 
 # -- simpleenroll → pkcs10enroll ---------------------------------------------------------------
 
-@responses.activate
-def test_enroll_posts_pkcs10enroll_with_ejbca_field_names(backend: Any, ca: StandinEjbca) -> None:
+def test_enroll_posts_pkcs10enroll_with_ejbca_field_names(upstream: ScriptedUpstream,
+                                                          backend: Any, ca: StandinEjbca) -> None:
     csr = make_csr(p256_key(), cn="device-7")
-    responses.post(ENROLL, json=certificate_response(ca, csr), status=201)
+    upstream.post(ENROLL, json=certificate_response(ca, csr), status=201)
     issued = backend.enroll(enroll_request(csr))
     assert isinstance(issued, Issued)
     assert issued.certificate.public_key() == csr.public_key()
     assert [c.subject for c in issued.chain] == [c.subject for c in ca.chain]
-    sent = body_of(responses.calls[0])
+    sent = body_of(upstream.calls[0])
     assert set(sent) == {"certificate_request", "certificate_profile_name", "end_entity_profile_name",
                          "certificate_authority_name", "username", "password", "include_chain"}
     assert sent["certificate_profile_name"] == "ENDUSER"
@@ -99,16 +103,16 @@ def test_enroll_posts_pkcs10enroll_with_ejbca_field_names(backend: Any, ca: Stan
     assert len(sent["password"]) >= 20
 
 
-@responses.activate
-def test_each_enrollment_gets_a_fresh_password_but_the_same_username(backend: Any, ca: StandinEjbca) -> None:
+def test_each_enrollment_gets_a_fresh_password_but_the_same_username(upstream: ScriptedUpstream,
+                                                                     backend: Any, ca: StandinEjbca) -> None:
     csr = make_csr(p256_key(), cn="device-8")
-    responses.post(ENROLL, json=certificate_response(ca, csr), status=201)
+    upstream.post(ENROLL, json=certificate_response(ca, csr), status=201)
     backend.enroll(enroll_request(csr))
     current = backend.enroll(enroll_request(csr))
     assert isinstance(current, Issued)
     backend.reenroll(ReenrollRequest(csr=csr, alias="est", target=TARGET, requester=Requester(),
                                      request_id="r2", current=current.certificate))
-    sent = [body_of(c) for c in responses.calls]
+    sent = [body_of(c) for c in upstream.calls]
     assert len({s["password"] for s in sent}) == 3
     assert {s["username"] for s in sent} == {"device-8"}
 
@@ -119,15 +123,14 @@ def test_each_enrollment_gets_a_fresh_password_but_the_same_username(backend: An
     ({"username_from": "DN", "username_suffix": "@est"}, [("ORGANIZATION_NAME", "Acme")], "CN=box,O=Acme@est"),
     ({"username_prefix": "est-", "username_suffix": "-x"}, [], "est-box-x"),
 ])
-@responses.activate
-def test_username_derivation(backend: Any, ca: StandinEjbca, extra: dict[str, str],
+def test_username_derivation(upstream: ScriptedUpstream, backend: Any, ca: StandinEjbca, extra: dict[str, str],
                              attrs: list[tuple[str, str]], expected: str) -> None:
     target = ejbca_target("EST Sub CA", "ENDUSER", "EMPTY", **extra)
     assert check_target(backend, target) == []
     csr = make_csr(p256_key(), cn="box", attrs=attrs)
-    responses.post(ENROLL, json=certificate_response(ca, csr), status=201)
+    upstream.post(ENROLL, json=certificate_response(ca, csr), status=201)
     backend.enroll(enroll_request(csr, target))
-    assert body_of(responses.calls[0])["username"] == expected
+    assert body_of(upstream.calls[0])["username"] == expected
 
 
 def test_subject_without_the_username_part_is_400(backend: Any) -> None:
@@ -137,9 +140,8 @@ def test_subject_without_the_username_part_is_400(backend: Any) -> None:
         backend.enroll(enroll_request(make_csr(p256_key(), cn="box"), target))
 
 
-@responses.activate
-def test_approval_202_is_pending(backend: Any) -> None:
-    responses.post(ENROLL, status=202, json={"status_code": 202, "info_message": "Waiting for approval",
+def test_approval_202_is_pending(upstream: ScriptedUpstream, backend: Any) -> None:
+    upstream.post(ENROLL, status=202, json={"status_code": 202, "info_message": "Waiting for approval",
                                              "link": "/v1/approval/17"})
     outcome = backend.enroll(enroll_request(make_csr(p256_key())))
     assert outcome == Pending(retry_after=300, reference="Waiting for approval")
@@ -156,41 +158,43 @@ def test_approval_202_is_pending(backend: Any) -> None:
     (503, "CA is offline", UpstreamUnavailable, "HTTP 503"),
     (302, "", UpstreamError, "unexpected HTTP 302"),
 ])
-@responses.activate
-def test_enroll_error_rows(backend: Any, caplog: pytest.LogCaptureFixture, status: int, message: str,
+def test_enroll_error_rows(upstream: ScriptedUpstream,
+                           backend: Any, caplog: pytest.LogCaptureFixture, status: int, message: str,
                            error: type[Exception], detail: str) -> None:
-    responses.post(ENROLL, status=status, json={"error_code": status, "error_message": message})
+    upstream.post(ENROLL, status=status, json={"error_code": status, "error_message": message})
     with caplog.at_level(logging.INFO), pytest.raises(error, match=detail) as raised:
         backend.enroll(enroll_request(make_csr(p256_key())))
     if status in (401, 403):
         assert "RA administrator" in caplog.text  # an operator-facing line
     if isinstance(raised.value, UpstreamUnavailable):
         assert raised.value.headers()["Retry-After"].isdigit()
-    assert len(responses.calls) == 1  # enrollment is never retried
+    assert len(upstream.calls) == 1  # enrollment is never retried
 
 
 @pytest.mark.parametrize(("body", "ctype"), [(b"<html>oops</html>", "text/html"), (b"[1, 2]", "application/json"),
                                             (b'{"certificate": "not base64!"}', "application/json")])
-@responses.activate
-def test_unusable_success_bodies_are_502(backend: Any, body: bytes, ctype: str) -> None:
-    responses.post(ENROLL, status=201, body=body, content_type=ctype)
+def test_unusable_success_bodies_are_502(upstream: ScriptedUpstream, backend: Any, body: bytes, ctype: str) -> None:
+    upstream.post(ENROLL, status=201, body=body, content_type=ctype)
     with pytest.raises(UpstreamError):
         backend.enroll(enroll_request(make_csr(p256_key())))
 
 
-@responses.activate
-def test_certificate_for_another_key_is_refused(backend: Any, ca: StandinEjbca) -> None:
-    responses.post(ENROLL, json=certificate_response(ca, make_csr(p256_key())), status=201)
+def test_certificate_for_another_key_is_refused(upstream: ScriptedUpstream, backend: Any, ca: StandinEjbca) -> None:
+    upstream.post(ENROLL, json=certificate_response(ca, make_csr(p256_key())), status=201)
     with pytest.raises(UpstreamError, match="another key"):
         backend.enroll(enroll_request(make_csr(p256_key())))
 
 
-@responses.activate
-def test_timeout_is_504(backend: Any) -> None:
-    import requests
-    responses.post(ENROLL, body=requests.exceptions.ReadTimeout("slow"))
-    with pytest.raises(UpstreamTimeout):
-        backend.enroll(enroll_request(make_csr(p256_key())))
+def test_timeout_is_504(upstream: ScriptedUpstream, pki: UpstreamPKI, tmp_path: Path, ca: StandinEjbca) -> None:
+    csr = make_csr(p256_key())
+    upstream.post(ENROLL, json=certificate_response(ca, csr), status=201, delay_s=3.0)
+    backend = make_backend("ejbca-rest", upstream_options(pki, upstream.base + BASE, read_timeout_s=0.3), tmp_path)
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout, match="within 0.3 s") as raised:
+        backend.enroll(enroll_request(csr))
+    assert raised.value.status == 504
+    assert time.monotonic() - started < 2.5  # the read timeout ended the wait, not the answer
+    assert len(upstream.calls) == 1  # enrollment is never retried
 
 
 # -- client mode → certificaterequest -----------------------------------------------------------
@@ -198,13 +202,13 @@ def test_timeout_is_504(backend: Any) -> None:
 CLIENT = ejbca_target("EST Sub CA", "ENDUSER", "EMPTY", mode="client")
 
 
-@responses.activate
-def test_client_mode_posts_certificaterequest_with_the_enrollment_code(backend: Any, ca: StandinEjbca) -> None:
+def test_client_mode_posts_certificaterequest_with_the_enrollment_code(upstream: ScriptedUpstream,
+                                                                       backend: Any, ca: StandinEjbca) -> None:
     assert check_target(backend, CLIENT) == []
     csr = make_csr(p256_key(), cn="meter-1", challenge_password="one-time-code")
-    responses.post(CERTREQ, json=certificate_response(ca, csr), status=201)
+    upstream.post(CERTREQ, json=certificate_response(ca, csr), status=201)
     assert isinstance(backend.enroll(enroll_request(csr, CLIENT)), Issued)
-    sent = body_of(responses.calls[0])
+    sent = body_of(upstream.calls[0])
     assert sent == {"certificate_request": sent["certificate_request"], "certificate_request_type": "PKCS10",
                     "username": "meter-1", "password": "one-time-code", "include_chain": True,
                     "certificate_authority_name": "EST Sub CA"}
@@ -229,19 +233,18 @@ WRONG_TOKEN = ("Error: Wrong Token Type of user, must be 'USERGENERATED' for PKC
     (403, "Administrator is not authorized to resource /ca/-1652389506.", UpstreamError,
      "refused the gateway's credentials"),
 ])
-@responses.activate
-def test_client_mode_refusals(backend: Any, status: int, message: str, error: type[Exception],
+def test_client_mode_refusals(upstream: ScriptedUpstream,
+                              backend: Any, status: int, message: str, error: type[Exception],
                               detail: str) -> None:
     check_target(backend, CLIENT)
-    responses.post(CERTREQ, status=status, json={"error_code": status, "error_message": message})
+    upstream.post(CERTREQ, status=status, json={"error_code": status, "error_message": message})
     with pytest.raises(error, match=detail):
         backend.enroll(enroll_request(make_csr(p256_key(), cn="meter-1", challenge_password="x"), CLIENT))
 
 
-@responses.activate
-def test_client_mode_202_is_pending(backend: Any) -> None:
+def test_client_mode_202_is_pending(upstream: ScriptedUpstream, backend: Any) -> None:
     check_target(backend, CLIENT)
-    responses.post(CERTREQ, status=202, json={"status_code": 202, "info_message": "Waiting for approval",
+    upstream.post(CERTREQ, status=202, json={"status_code": 202, "info_message": "Waiting for approval",
                                               "link": "/v1/approval/3"})
     assert isinstance(backend.enroll(enroll_request(make_csr(p256_key(), challenge_password="x"), CLIENT)),
                       Pending)
@@ -251,55 +254,55 @@ APPROVAL_SECRET = "s" * 40
 
 
 @pytest.fixture
-def ra_with_secret(pki: UpstreamPKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def ra_with_secret(pki: UpstreamPKI, upstream: ScriptedUpstream, tmp_path: Path,
+                   monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("EST_TEST_APPROVAL_SECRET", APPROVAL_SECRET)
-    return make_backend("ejbca-rest", upstream_options(pki, BASE, approval_secret_env="EST_TEST_APPROVAL_SECRET"),
+    return make_backend("ejbca-rest", upstream_options(pki, upstream.base + BASE,
+                                                       approval_secret_env="EST_TEST_APPROVAL_SECRET"),
                         tmp_path)
 
 
 @pytest.mark.parametrize("message", [WRONG_USER, WRONG_PASSWORD, WRONG_STATUS])
-@responses.activate
-def test_with_approval_secret_a_refused_login_goes_on_to_enroll(ra_with_secret: Any, ca: StandinEjbca,
+def test_with_approval_secret_a_refused_login_goes_on_to_enroll(upstream: ScriptedUpstream,
+                                                                ra_with_secret: Any, ca: StandinEjbca,
                                                                 message: str) -> None:
     """RA mode first tries to collect an approved request with certificaterequest; CE 8.0's
     400 for "no such end entity / wrong password / wrong status" means: add/edit and enroll."""
     csr = make_csr(p256_key(), cn="meter-1")
-    responses.post(CERTREQ, status=400, json={"error_code": 400, "error_message": message})
-    responses.post(ENROLL, json=certificate_response(ca, csr), status=201)
+    upstream.post(CERTREQ, status=400, json={"error_code": 400, "error_message": message})
+    upstream.post(ENROLL, json=certificate_response(ca, csr), status=201)
     request = dataclasses.replace(enroll_request(csr), retry_key="k1")
     assert isinstance(ra_with_secret.enroll(request), Issued)
-    assert [c.request.url for c in responses.calls] == [CERTREQ, ENROLL]
-    assert body_of(responses.calls[0])["password"] == body_of(responses.calls[1])["password"]
+    assert [c.url for c in upstream.calls] == [upstream.base + CERTREQ, upstream.base + ENROLL]
+    assert body_of(upstream.calls[0])["password"] == body_of(upstream.calls[1])["password"]
 
 
-@responses.activate
-def test_with_approval_secret_another_400_is_the_devices_400(ra_with_secret: Any) -> None:
-    responses.post(CERTREQ, status=400, json={"error_code": 400, "error_message": WRONG_TOKEN})
+def test_with_approval_secret_another_400_is_the_devices_400(upstream: ScriptedUpstream, ra_with_secret: Any) -> None:
+    upstream.post(CERTREQ, status=400, json={"error_code": 400, "error_message": WRONG_TOKEN})
     request = dataclasses.replace(enroll_request(make_csr(p256_key())), retry_key="k2")
     with pytest.raises(BadRequest, match="Wrong Token Type"):
         ra_with_secret.enroll(request)
-    assert len(responses.calls) == 1
+    assert len(upstream.calls) == 1
 
 
-@responses.activate
-def test_with_approval_secret_a_202_while_collecting_is_pending(ra_with_secret: Any) -> None:
-    responses.post(CERTREQ, status=202, json={"status_code": 202, "info_message": "Waiting for approval",
+def test_with_approval_secret_a_202_while_collecting_is_pending(upstream: ScriptedUpstream,
+                                                                ra_with_secret: Any) -> None:
+    upstream.post(CERTREQ, status=202, json={"status_code": 202, "info_message": "Waiting for approval",
                                               "link": "/v1/approval/9"})
     request = dataclasses.replace(enroll_request(make_csr(p256_key())), retry_key="k3")
     assert ra_with_secret.enroll(request) == Pending(retry_after=300,
                                                      reference="Waiting for approval (end entity device-1)")
 
 
-@responses.activate
-def test_renewal_username_comes_from_the_current_certificate_not_the_csr(backend: Any,
+def test_renewal_username_comes_from_the_current_certificate_not_the_csr(upstream: ScriptedUpstream, backend: Any,
                                                                           ca: StandinEjbca) -> None:
     """A CSR whose Subject differs in case must not select or create another end entity."""
     current = _sign(ca, make_csr(p256_key(), cn="Device-9"))
     csr = make_csr(p256_key(), cn="device-9")
-    responses.post(ENROLL, json=certificate_response(ca, csr), status=201)
+    upstream.post(ENROLL, json=certificate_response(ca, csr), status=201)
     backend.reenroll(ReenrollRequest(csr=csr, alias="est", target=TARGET, requester=Requester(),
                                      request_id="r", current=current))
-    assert body_of(responses.calls[0])["username"] == "Device-9"
+    assert body_of(upstream.calls[0])["username"] == "Device-9"
 
 
 def test_client_mode_without_challenge_password_is_400(backend: Any) -> None:
@@ -320,75 +323,76 @@ def status_url(cert: x509.Certificate) -> str:
             f"{cert.serial_number:X}/revocationstatus")
 
 
-@responses.activate
-def test_revocation_status_revoked(backend: Any, client_cert: x509.Certificate) -> None:
-    responses.get(status_url(client_cert), json={
+def test_revocation_status_revoked(upstream: ScriptedUpstream, backend: Any, client_cert: x509.Certificate) -> None:
+    upstream.get(status_url(client_cert), json={
         "issuer_dn": client_cert.issuer.rfc4514_string(), "serial_number": f"{client_cert.serial_number:X}",
         "revoked": True, "revocation_reason": "KEY_COMPROMISE", "revocation_date": "2024-05-01T10:00:00Z"})
     status = backend.revocation_status(client_cert, TARGET)
     assert status.known and status.revoked and status.reason == "KEY_COMPROMISE"
     assert status.revoked_at is not None and status.revoked_at.year == 2024
-    assert "%2C" in responses.calls[0].request.url  # the issuer DN is URL-encoded
+    assert "%2C" in upstream.calls[0].url  # the issuer DN is URL-encoded
 
 
-@responses.activate
-def test_revocation_status_unknown_certificate(backend: Any, client_cert: x509.Certificate) -> None:
-    responses.get(status_url(client_cert), status=404, json={"error_code": 404, "error_message": "not found"})
+def test_revocation_status_unknown_certificate(upstream: ScriptedUpstream,
+                                               backend: Any, client_cert: x509.Certificate) -> None:
+    upstream.get(status_url(client_cert), status=404, json={"error_code": 404, "error_message": "not found"})
     status = backend.revocation_status(client_cert, TARGET)
     assert (status.known, status.revoked) == (False, False)
 
 
-@responses.activate
-def test_idempotent_calls_are_retried_enrollment_is_not(backend: Any, client_cert: x509.Certificate) -> None:
+def test_idempotent_calls_are_retried_enrollment_is_not(upstream: ScriptedUpstream,
+                                                        backend: Any, client_cert: x509.Certificate) -> None:
     url = status_url(client_cert)
-    responses.get(url, status=503, json={"error_code": 503, "error_message": "CA offline"})
-    responses.get(url, json={"issuer_dn": "x", "serial_number": "1", "revoked": False,
+    upstream.get(url, status=503, json={"error_code": 503, "error_message": "CA offline"})
+    upstream.get(url, json={"issuer_dn": "x", "serial_number": "1", "revoked": False,
                              "revocation_reason": "NOT_REVOKED"})
     assert backend.revocation_status(client_cert, TARGET).known
-    assert len(responses.calls) == 2
+    assert len(upstream.calls) == 2
 
 
-@responses.activate
-def test_cacerts_resolve_the_ca_download_the_chain_and_cache_it(backend: Any, ca: StandinEjbca) -> None:
+def test_cacerts_resolve_the_ca_download_the_chain_and_cache_it(upstream: ScriptedUpstream,
+                                                                backend: Any, ca: StandinEjbca) -> None:
     dn = ca.ca_cert.subject.rfc4514_string()
-    responses.get(f"{BASE}/v1/ca", json={"certificate_authorities": [
+    upstream.get(f"{BASE}/v1/ca", json={"certificate_authorities": [
         {"id": 1, "name": "Other CA", "subject_dn": "CN=Other", "issuer_dn": "CN=Other",
          "expiration_date": "2030-01-01T00:00:00Z"},
         {"id": 2, "name": "EST Sub CA", "subject_dn": dn, "issuer_dn": "CN=Root",
          "expiration_date": "2030-01-01T00:00:00Z"}]})
     pem = b"".join(c.public_bytes(Encoding.PEM) for c in ca.chain)
-    responses.get(f"{BASE}/v1/ca/{quote(dn, safe='')}/certificate/download", body=pem,
+    upstream.get(f"{BASE}/v1/ca/{quote(dn, safe='')}/certificate/download", body=pem,
                   content_type="application/octet-stream")
     assert backend.ca_certs(TARGET) == ca.chain
     assert backend.ca_certs(TARGET) == ca.chain
-    assert len(responses.calls) == 2  # the second answer came from the cache
+    assert len(upstream.calls) == 2  # the second answer came from the cache
     clock = backend._chains._clock
     backend._chains._clock = lambda: clock() + 301  # past cacerts_cache_s
     assert backend.ca_certs(TARGET) == ca.chain
-    assert len(responses.calls) == 4
+    assert len(upstream.calls) == 4
 
 
-@responses.activate
-def test_cacerts_for_a_ca_the_upstream_does_not_list_is_502(backend: Any) -> None:
-    responses.get(f"{BASE}/v1/ca", json={"certificate_authorities": []})
+def test_cacerts_for_a_ca_the_upstream_does_not_list_is_502(upstream: ScriptedUpstream, backend: Any) -> None:
+    upstream.get(f"{BASE}/v1/ca", json={"certificate_authorities": []})
     with pytest.raises(UpstreamError, match="no CA named"):
         backend.ca_certs(TARGET)
 
 
-@responses.activate
-def test_cacerts_learnt_from_enrollment_for_ejbca_before_8_1(pki: UpstreamPKI, tmp_path: Path,
+def test_cacerts_learnt_from_enrollment_for_ejbca_before_8_1(upstream: ScriptedUpstream,
+                                                             pki: UpstreamPKI, tmp_path: Path,
                                                              ca: StandinEjbca) -> None:
-    backend = make_backend("ejbca-rest", upstream_options(pki, BASE, cacerts_source="enrollment"), tmp_path)
+    backend = make_backend("ejbca-rest", upstream_options(pki, upstream.base + BASE, cacerts_source="enrollment"),
+                           tmp_path)
     with pytest.raises(UpstreamUnavailable, match="ca_chain_file"):
         backend.ca_certs(TARGET)
     csr = make_csr(p256_key())
-    responses.post(ENROLL, json=certificate_response(ca, csr), status=201)
+    upstream.post(ENROLL, json=certificate_response(ca, csr), status=201)
     backend.enroll(enroll_request(csr))
     assert backend.ca_certs(TARGET) == ca.chain
 
 
-def test_cacerts_from_a_configured_chain_file(backend: Any, ca: StandinEjbca, tmp_path: Path) -> None:
+def test_cacerts_from_a_configured_chain_file(upstream: ScriptedUpstream,
+                                              backend: Any, ca: StandinEjbca, tmp_path: Path) -> None:
     chain = tmp_path / "chain.pem"
     chain.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in ca.chain))
     target = ejbca_target("EST Sub CA", "P", "E", ca_chain_file=str(chain))
-    assert backend.ca_certs(target) == ca.chain  # no HTTP call: responses is not active
+    assert backend.ca_certs(target) == ca.chain
+    assert upstream.calls == []  # no HTTP call

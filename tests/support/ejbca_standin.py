@@ -768,12 +768,17 @@ class UpstreamPKI:
 
 
 class StandinServer:
-    """Runs :class:`StandinEjbca` behind HTTPS with required client certificates."""
+    """Runs :class:`StandinEjbca` behind HTTPS with required client certificates (or, with
+    another ``handler``, whatever that handler answers from ``standin``)."""
 
-    def __init__(self, standin: StandinEjbca, context: ssl.SSLContext) -> None:
+    def __init__(self, standin: StandinEjbca, context: ssl.SSLContext,
+                 handler: type[BaseHTTPRequestHandler] = _Handler) -> None:
         self.standin = standin
-        self.httpd = _Server(("127.0.0.1", 0), _Handler)
+        self.httpd = _Server(("127.0.0.1", 0), handler)
         self.httpd.standin = standin
+        # A client that gave up (read timeout) leaves a handler writing to a closed socket:
+        # expected, not worth socketserver's traceback on stderr.
+        self.httpd.handle_error = lambda request, address: None  # type: ignore[method-assign]
         self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True,
                                                 do_handshake_on_connect=False)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -23,10 +23,8 @@ import json
 import logging
 from typing import Any
 
-import requests
-
 from est_gateway.plugin import BadRequest, UpstreamError, UpstreamUnavailable, clip
-from est_gateway.plugin.http import UpstreamClient
+from est_gateway.plugin.http import UpstreamClient, UpstreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +75,7 @@ class CfsslApi:
                                        headers={"Content-Type": "application/json"})
         return self._interpret(response, profile, expected)
 
-    def _interpret(self, response: requests.Response, profile: str, expected: str | None) -> dict[str, Any]:
+    def _interpret(self, response: UpstreamResponse, profile: str, expected: str | None) -> dict[str, Any]:
         status = response.status_code
         envelope = _envelope(response)
         if expected is not None and status == 400 and _first_error(envelope)[1] == expected:
@@ -114,7 +112,7 @@ class CfsslApi:
         raise UpstreamError(f"the upstream CA refused the call: {message or f'HTTP {status}'}")
 
 
-def _envelope(response: requests.Response) -> dict[str, Any] | None:
+def _envelope(response: UpstreamResponse) -> dict[str, Any] | None:
     try:
         data = response.json()
     except ValueError:

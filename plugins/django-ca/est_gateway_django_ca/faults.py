@@ -17,9 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
 from est_gateway.plugin import BadRequest, ESTError, UpstreamError, UpstreamUnavailable, clip
+from est_gateway.plugin.http import UpstreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ class Call:
     not_found: Callable[[str], ESTError]
 
 
-def interpret(response: requests.Response, call: Call, backend: str, url: str) -> Any:
+def interpret(response: UpstreamResponse, call: Call, backend: str, url: str) -> Any:
     """The JSON answer of a 200, or raise the matching ``ESTError`` (and log what to fix)."""
     status = response.status_code
     if status == 200:
@@ -67,7 +66,7 @@ def interpret(response: requests.Response, call: Call, backend: str, url: str) -
     raise UpstreamError(f"the upstream CA answered {call.what} with an unexpected HTTP {status}")
 
 
-def _detail(response: requests.Response) -> str:
+def _detail(response: UpstreamResponse) -> str:
     """django-ninja's ``detail``: a string, or a list of validation errors with ``msg``."""
     try:
         data = response.json()

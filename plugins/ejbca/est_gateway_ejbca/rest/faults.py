@@ -19,9 +19,8 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-import requests
-
 from est_gateway.plugin import BadRequest, Pending, UpstreamError, UpstreamUnavailable, clip
+from est_gateway.plugin.http import UpstreamResponse
 from est_gateway_ejbca.common import ApprovalAlreadyExists, Meaning, credentials_refused
 
 if TYPE_CHECKING:
@@ -52,7 +51,7 @@ class ResourceMissing(UpstreamError):
     a wrong ``url``, the REST protocol not deployed, or an EJBCA version without it."""
 
 
-def interpret(response: requests.Response, backend: EjbcaRestBackend, meaning: Meaning, *,
+def interpret(response: UpstreamResponse, backend: EjbcaRestBackend, meaning: Meaning, *,
               raw: bool = False) -> Any:
     """A JSON object (bytes if ``raw``), ``None`` for an expected 404, a :class:`Pending`, or raise."""
     status = response.status_code
@@ -96,7 +95,7 @@ def interpret(response: requests.Response, backend: EjbcaRestBackend, meaning: M
     raise UpstreamError(f"the upstream CA answered with an unexpected HTTP {status}")
 
 
-def _json_object(response: requests.Response) -> dict[str, Any]:
+def _json_object(response: UpstreamResponse) -> dict[str, Any]:
     try:
         data = response.json()
     except ValueError:
@@ -106,7 +105,7 @@ def _json_object(response: requests.Response) -> dict[str, Any]:
     return data
 
 
-def _json_or_empty(response: requests.Response) -> dict[str, Any]:
+def _json_or_empty(response: UpstreamResponse) -> dict[str, Any]:
     try:
         data = response.json()
     except ValueError:

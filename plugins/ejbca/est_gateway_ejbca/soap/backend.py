@@ -20,7 +20,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from zeep import Client, Settings
-from zeep.transports import Transport
 
 from est_gateway.plugin import (
     EnrollRequest,
@@ -33,7 +32,6 @@ from est_gateway.plugin import (
     UpstreamUnavailable,
     clip,
 )
-from est_gateway.plugin.http import UpstreamClient
 from est_gateway_ejbca.alias import AliasUpstream, EjbcaTarget
 from est_gateway_ejbca.common import (
     REVOCATION_REASONS,
@@ -48,6 +46,7 @@ from est_gateway_ejbca.common import (
 )
 from est_gateway_ejbca.soap.faults import invoke
 from est_gateway_ejbca.soap.names import ejbca_alt_names, ejbca_dn
+from est_gateway_ejbca.soap.transport import Sessions, UpstreamTransport
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +70,6 @@ def bundled_wsdl() -> Path:
     return Path(str(resources.files("est_gateway_ejbca.soap") / "wsdl" / "ejbcaws.wsdl"))
 
 
-class _UpstreamTransport(Transport):
-    """Sends SOAP POSTs through :class:`UpstreamClient`: explicit verify/timeouts, retries of
-    idempotent operations, and no message logging (``editUser`` carries a password)."""
-
-    def __init__(self, client: UpstreamClient) -> None:
-        super().__init__(session=client.session(),  # type: ignore[no-untyped-call]
-                         timeout=client.settings.read_timeout_s)
-        self.upstream = client
-        self.idempotent = False
-
-    def post(self, address: str, message: bytes, headers: dict[str, str]) -> Any:
-        return self.upstream.request("POST", address, data=message, headers=headers,
-                                     idempotent=self.idempotent)
-
-
 class EjbcaSoapBackend(EjbcaBackend):
     """Issues through ``editUser`` + ``pkcs10Request`` (RA mode) or ``pkcs10Request`` alone."""
 
@@ -93,6 +77,7 @@ class EjbcaSoapBackend(EjbcaBackend):
         super().__init__(name, options)
         self.wsdl = wsdl
         self._local = threading.local()
+        self._sessions = Sessions(options.upstream) if options.upstream is not None else None
 
     @classmethod
     def build(cls, name: str, common: EjbcaOptions, options: Section) -> EjbcaSoapBackend:
@@ -105,6 +90,11 @@ class EjbcaSoapBackend(EjbcaBackend):
     def describe_state(self) -> dict[str, str]:
         return {**super().describe_state(), "WSDL": self._wsdl_location()}
 
+    def close(self) -> None:
+        super().close()
+        if self._sessions is not None:
+            self._sessions.close()
+
     def _wsdl_location(self) -> str:
         if self.wsdl == "bundled":
             return str(bundled_wsdl())
@@ -115,9 +105,11 @@ class EjbcaSoapBackend(EjbcaBackend):
     def _service(self, *, idempotent: bool) -> Any:
         """This thread's zeep service proxy, bound to the configured address."""
         local = self._local
-        session = self.http.session()
+        if self._sessions is None:
+            raise UpstreamError(f"backend {self.name} has no valid upstream settings")
+        session = self._sessions.get()
         if getattr(local, "session", None) is not session:
-            transport = _UpstreamTransport(self.http)
+            transport = UpstreamTransport(self.http, session)
             try:
                 client = Client(self._wsdl_location(), transport=transport,  # type: ignore[no-untyped-call]
                                 settings=Settings(strict=False))
