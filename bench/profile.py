@@ -33,7 +33,9 @@ def start(pid: int, out: Path, duration: float, rate: int = 200) -> subprocess.P
     exe = py_spy()
     if exe is None:
         raise RuntimeError("py-spy is not installed (.venv/bin/pip install py-spy)")
-    return subprocess.Popen([exe, "record", "--pid", str(pid), "--subprocesses", "--format", "raw",
+    # --gil: only the thread holding the interpreter is sampled, so the shares are of Python's
+    # CPU (native code that releases the GIL, e.g. SQLite's fsync or a socket read, is not in them)
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--subprocesses", "--gil", "--format", "raw",
                              "--rate", str(rate), "--duration", str(int(duration)), "--nonblocking",
                              "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
