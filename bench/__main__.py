@@ -34,7 +34,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                  ceiling_time=0.05, profile_s=0.0, scale_duration=0.3, attack_idle=40, repeats=1),
 }
 #: the runs profiled with py-spy (scenario, keep-alive): those whose CPU target is the hardest
-PROFILED = [("enroll-rsa", True), ("enroll-upstream", True), ("reenroll-mtls", False)]
+PROFILED = [("enroll-rsa", True), ("enroll-upstream", True), ("reenroll-mtls", False), ("enroll-p256", False)]
 #: issue 14's table: (scenario, mode) -> server CPU ms per request it targets
 CPU_TARGETS = {
     ("enroll-p256", "new"): 2.0,
@@ -310,7 +310,7 @@ def profile_runs(args: argparse.Namespace, bench: Bench, gw: Gateway, ids: list[
         mode = "keepalive" if keep_alive else "new"
         raw = args.out / f"profile-{scenario}-{mode}.txt"
         log(f"profiling {scenario} ({mode}) at 16 clients for {args.profile_seconds:.0f}s with py-spy")
-        spy = profile.start(gw.pid, raw, args.profile_seconds + 1)
+        spy = profile.start(bench.serving(scenario, gw, ids)[0].pid, raw, args.profile_seconds + 1)
         time.sleep(0.5)
         r = bench.run(gw, ids, scenario, 16, keep_alive, duration=args.profile_seconds)
         spy_out = spy.communicate(timeout=60)[0].decode(errors="replace")
