@@ -9,18 +9,23 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-#: (category, substrings of a frame); the innermost matching frame of a stack decides.
+#: (category, substrings of a frame); the innermost frame that matches any decides.
 CATEGORIES = [
     ("password hash (scrypt)", ("_scrypt (", "passwords.py")),
     ("TLS handshake", ("do_handshake (",)),
-    ("certificate signing", ("build_leaf (",)),
-    ("CSR parse + signature check", ("parse_csr (",)),
     ("client certificate verification", ("verify_client_certificate (",)),
-    ("SQLite store (connect, pragmas, insert+commit, lookup)", ("store.py",)),
-    ("TLS record I/O", ("est_gateway/server/tls.py",)),
-    ("PKCS#7 / base64 encoding", ("wire.py",)),
-    ("HTTP parsing, WSGI, web app", ("est_gateway/server/http11.py", "est_gateway/server/wsgi.py", "httptools/",
-                                     "est_gateway/web/")),
+    ("certificate signing", ("build_leaf (",)),
+    ("CSR parse + signature check", ("parse_csr_body (", "verify_csr_signature (", "load_csr (")),
+    ("SQLite store (insert, group commit, lookup)", ("store.py",)),
+    ("PKCS#7 / base64 encoding", ("certs_only (", "encode_base64_body (", "decode_base64_body (")),
+    ("audit line (JSON + logging)", ("est_gateway/audit.py",)),
+    ("Prometheus metrics", ("prometheus_client/", "est_gateway/metrics.py")),
+    ("upstream HTTP (urllib3, http.client)", ("urllib3/", "http/client.py", "email/", "est_gateway/upstream/")),
+    ("TLS record I/O", ("est_gateway/server/tls.py", "est_gateway/server/connection.py", "OpenSSL/SSL.py")),
+    ("HTTP parsing, environ, answer", ("est_gateway/server/http11.py", "est_gateway/server/wsgi.py", "httptools/")),
+    ("event loop, accept, thread hand-off", ("est_gateway/server/loop.py", "selectors.py", "concurrent/futures/",
+                                             "est_gateway/server/worker.py", "threading.py")),
+    ("EST core, checks, backend logic", ("est_gateway/", "est_gateway_")),
 ]
 
 
