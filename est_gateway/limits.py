@@ -7,6 +7,7 @@ import ipaddress
 import multiprocessing
 import os
 import re
+import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -188,8 +189,8 @@ class FailureThrottle:
 
     def end(self, attempt: Attempt | None, *, failed: bool) -> None:
         """Settle an attempt: release its reservation and count it if it ``failed``."""
-        if attempt is None or self._table is None:
-            return
+        if attempt is None or self._table is None or not (attempt.reserved or failed):
+            return    # nothing reserved, nothing to count: the common success path
         now = self._now()
         with self._lock:
             slot = self._find(attempt.key, attempt.scope)
@@ -238,6 +239,10 @@ class FailureThrottle:
 def address_key(address: str) -> bytes:
     """16 bytes naming one client: an IPv4 address (IPv4-mapped), an IPv6 address's /64
     (one host usually holds all of it), or a keyed hash of anything else."""
+    try:    # the usual dotted quad, without ipaddress's parser (the same strict syntax)
+        return _MAPPED_V4 + socket.inet_pton(socket.AF_INET, address)
+    except (OSError, ValueError):
+        pass
     try:
         ip = ipaddress.ip_address(address.strip("[]"))
     except ValueError:
@@ -246,7 +251,10 @@ def address_key(address: str) -> bytes:
         if ip.ipv4_mapped is None:
             return ip.packed[:8] + bytes(8)
         ip = ip.ipv4_mapped
-    return bytes(10) + b"\xff\xff" + ip.packed
+    return _MAPPED_V4 + ip.packed
+
+
+_MAPPED_V4 = bytes(10) + b"\xff\xff"
 
 
 #: per-process-tree key: a client cannot choose addresses that collide with another's bucket
