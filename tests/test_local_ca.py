@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from est_gateway.backends.base import EnrollRequest, Issued, Requester
 from est_gateway.backends.local import LocalCABackend
 from est_gateway.backends.local.options import LocalTarget
+from est_gateway.backends.local.store import RecordNames
 from est_gateway.config.reader import Problems, Section
 from est_gateway.errors import BadRequest, ConfigError, UpstreamUnavailable
 from tests.support.pki import make_csr, p256_key, rsa_key
@@ -91,6 +93,35 @@ def test_every_issued_certificate_is_on_record(backend: LocalCABackend) -> None:
     assert record.subject == "CN=recorded" and record.alias == "est"
     assert record.requester == "user=estuser" and record.status == "valid"
     assert backend.store.count() == 1
+
+
+def test_the_record_names_the_certificate_as_issued(backend: LocalCABackend) -> None:
+    """The backend gives the store the names it signed (sparing a parse of the new
+    certificate); they are the certificate's own, escaping and SAN kinds included."""
+    sans = [x509.DNSName("dev.example"), x509.IPAddress(ipaddress.ip_address("2001:db8::7")),
+            x509.RFC822Name("dev@example.com"), x509.UniformResourceIdentifier("urn:dev:7")]
+    csr = make_csr(rsa_key(), cn="dév, \"7\"+", attrs=[("ORGANIZATION_NAME", "Acme; Ünïcode"),
+                                                     ("COUNTRY_NAME", "DE")], sans=sans)
+    cert = enroll(backend, csr)
+    record = backend.store.get(format(cert.serial_number, "x"))
+    assert record is not None and record.der == cert.public_bytes(Encoding.DER)
+    assert (record.issuer, record.subject, record.sans) == tuple(RecordNames.of(cert))
+    assert record.sans == ["dns:dev.example", "ip:2001:db8::7", "email:dev@example.com", "uri:urn:dev:7"]
+
+
+@pytest.mark.parametrize("key_factory, usages", [(rsa_key, (True, True)), (p256_key, (True, False))])
+def test_leaf_extensions_keep_their_order_and_criticality(
+        backend: LocalCABackend, key_factory: Any, usages: tuple[bool, bool]) -> None:
+    """The extensions a CA builds once and reuses come out as before, in the same order,
+    for every certificate (the second from the kept ones)."""
+    for cn in ("order-1", "order-2"):
+        cert = enroll(backend, make_csr(key_factory(), cn=cn, sans=[x509.DNSName("o.example")]))
+        assert [(e.oid, e.critical) for e in cert.extensions] == [
+            (ExtensionOID.BASIC_CONSTRAINTS, True), (ExtensionOID.SUBJECT_KEY_IDENTIFIER, False),
+            (ExtensionOID.AUTHORITY_KEY_IDENTIFIER, False), (ExtensionOID.KEY_USAGE, True),
+            (ExtensionOID.EXTENDED_KEY_USAGE, False), (ExtensionOID.SUBJECT_ALTERNATIVE_NAME, False)]
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        assert (ku.digital_signature, ku.key_encipherment) == usages
 
 
 @pytest.mark.parametrize("csr_kwargs, reason", [

@@ -81,28 +81,71 @@ def build_leaf(*, subject: x509.Name, public_key: CertificatePublicKeyTypes,
                not_before: dt.datetime, not_after: dt.datetime, key_usage: Iterable[str],
                extended_key_usage: Iterable[str], serial: int) -> x509.Certificate:
     """An end-entity certificate with SKI/AKI, key usages and the given SANs."""
-    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
-    usages = [u for u in key_usage if is_rsa or u not in ("keyEncipherment", "dataEncipherment")]
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(issuer.subject)
-        .public_key(public_key)
-        .serial_number(serial)
-        .not_valid_before(not_before).not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(_aki(issuer), critical=False)
-    )
-    if usages:
-        builder = builder.add_extension(_key_usage(usages), critical=True)
-    ekus = [EXTENDED_KEY_USAGES[e] for e in extended_key_usage]
-    if ekus:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
-    sans = list(sans)
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans),
-                                        critical=len(subject) == 0)
-    return builder.sign(issuer_key, signature_hash(issuer_key))
+    return LeafSigner(issuer, issuer_key).build(
+        subject=subject, public_key=public_key, sans=sans, not_before=not_before, not_after=not_after,
+        key_usage=key_usage, extended_key_usage=extended_key_usage, serial=serial)
+
+
+class LeafSigner:
+    """One CA's signing of end-entity certificates. What every leaf of the CA shares (the
+    issuer's name, its AKI, the signature hash) is built once, and the usage extensions
+    once per profile's usages (keys from the configuration, never from a client)."""
+
+    #: usage combinations kept (a configuration has a few profiles; past it, built per call)
+    USAGES_KEPT = 64
+
+    def __init__(self, issuer: x509.Certificate, issuer_key: PrivateKey) -> None:
+        self.issuer_name = issuer.subject
+        self._key = issuer_key
+        self._hash = signature_hash(issuer_key)
+        self._aki = _aki(issuer)
+        self._usages: dict[tuple[tuple[str, ...], tuple[str, ...], bool],
+                           list[tuple[x509.ExtensionType, bool]]] = {}
+
+    def build(self, *, subject: x509.Name, public_key: CertificatePublicKeyTypes,
+              sans: Iterable[x509.GeneralName], not_before: dt.datetime, not_after: dt.datetime,
+              key_usage: Iterable[str], extended_key_usage: Iterable[str], serial: int) -> x509.Certificate:
+        """An end-entity certificate with SKI/AKI, key usages and the given SANs."""
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject).issuer_name(self.issuer_name)
+            .public_key(public_key)
+            .serial_number(serial)
+            .not_valid_before(not_before).not_valid_after(not_after)
+            .add_extension(_END_ENTITY, critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(self._aki, critical=False)
+        )
+        for extension, critical in self._usage_extensions(tuple(key_usage), tuple(extended_key_usage),
+                                                          isinstance(public_key, rsa.RSAPublicKey)):
+            builder = builder.add_extension(extension, critical=critical)
+        sans = list(sans)
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans),
+                                            critical=len(subject) == 0)
+        return builder.sign(self._key, self._hash)
+
+    def _usage_extensions(self, key_usage: tuple[str, ...], extended_key_usage: tuple[str, ...],
+                          is_rsa: bool) -> list[tuple[x509.ExtensionType, bool]]:
+        """KeyUsage (critical; key and data encipherment only for RSA keys) and
+        ExtendedKeyUsage, each only when it has a usage."""
+        wanted = (key_usage, extended_key_usage, is_rsa)
+        found = self._usages.get(wanted)
+        if found is not None:
+            return found
+        extensions: list[tuple[x509.ExtensionType, bool]] = []
+        usages = [u for u in key_usage if is_rsa or u not in ("keyEncipherment", "dataEncipherment")]
+        if usages:
+            extensions.append((_key_usage(usages), True))
+        ekus = [EXTENDED_KEY_USAGES[e] for e in extended_key_usage]
+        if ekus:
+            extensions.append((x509.ExtendedKeyUsage(ekus), False))
+        if len(self._usages) < self.USAGES_KEPT:
+            self._usages[wanted] = extensions
+        return extensions
+
+
+_END_ENTITY = x509.BasicConstraints(ca=False, path_length=None)
 
 
 def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:

@@ -10,7 +10,7 @@ import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from cryptography import x509
@@ -39,6 +39,7 @@ from est_gateway.backends.local.options import (
 from est_gateway.backends.local.store import (
     CertificateStore,
     DuplicateSerial,
+    RecordNames,
     describe_general_name,
     serial_hex,
 )
@@ -52,17 +53,15 @@ _SAN_KIND: dict[type, str] = {x509.DNSName: "dns", x509.IPAddress: "ip", x509.RF
 _FIELD_BY_OID = {oid: short for short, oid in SUBJECT_FIELDS.items()}
 
 
-@dataclass
 class LoadedCA:
     """A CA ready to sign: its key and its chain (issuing CA first, root last)."""
 
-    name: str
-    key: PrivateKey
-    chain: list[x509.Certificate]
-
-    @property
-    def certificate(self) -> x509.Certificate:
-        return self.chain[0]
+    def __init__(self, name: str, key: PrivateKey, chain: list[x509.Certificate]) -> None:
+        self.name, self.key, self.chain = name, key, chain
+        self.certificate = chain[0]
+        self.signer = authority.LeafSigner(self.certificate, key)
+        #: the issuer of every certificate it signs, as its record names it
+        self.issuer_text = self.certificate.subject.rfc4514_string()
 
 
 class LocalCABackend(CABackend[LocalTarget]):
@@ -232,10 +231,11 @@ class LocalCABackend(CABackend[LocalTarget]):
             subject, sans = request.current.subject, certificate_sans(request.current)
         now = self.clock()
         not_after = min(now + dt.timedelta(days=cert_profile.validity_days), ca.certificate.not_valid_after_utc)
+        # the names of every attempt's certificate, for its record
+        names = RecordNames(ca.issuer_text, subject.rfc4514_string(), [describe_general_name(n) for n in sans])
         for _attempt in range(5):
-            cert = authority.build_leaf(
+            cert = ca.signer.build(
                 subject=subject, public_key=public_key or csr.public_key(), sans=sans,
-                issuer=ca.certificate, issuer_key=ca.key,
                 not_before=now - authority.BACKDATE, not_after=not_after,
                 key_usage=cert_profile.key_usage, extended_key_usage=cert_profile.extended_key_usage,
                 serial=authority.random_serial(),
@@ -244,7 +244,7 @@ class LocalCABackend(CABackend[LocalTarget]):
                 self.store.add(cert, ca=target.ca, alias=request.alias,
                                certificate_profile=target.certificate_profile,
                                requester=request.requester.describe(),
-                               request_id=request.request_id, issued_at=now)
+                               request_id=request.request_id, issued_at=now, names=names)
             except DuplicateSerial:
                 continue
             except sqlite3.Error:

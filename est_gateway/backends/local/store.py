@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -172,16 +172,18 @@ class CertificateStore:
             conn.executescript(_SCHEMA)
 
     def add(self, cert: x509.Certificate, *, ca: str, alias: str, certificate_profile: str,
-            requester: str, request_id: str, issued_at: dt.datetime) -> None:
+            requester: str, request_id: str, issued_at: dt.datetime, names: RecordNames | None = None) -> None:
         """Commit a new record; raises :class:`DuplicateSerial` if the serial exists.
+        ``names`` are the certificate's, as :meth:`RecordNames.of` gives them, when the
+        caller that built the certificate knows them (it spares parsing it again).
 
         Group commit: the rows of threads that arrive while another thread commits wait
         for the write lock together, and the first of them to get it commits them all in
         one transaction (one fsync). Every caller returns only after the transaction that
         holds its row has committed, so "returned means on disk" is unchanged."""
+        issuer, subject, sans = names or RecordNames.of(cert)
         row = (
-            serial_hex(cert.serial_number), cert.issuer.rfc4514_string(),
-            cert.subject.rfc4514_string(), json.dumps(describe_sans(cert)),
+            serial_hex(cert.serial_number), issuer, subject, json.dumps(sans),
             cert.not_valid_before_utc.isoformat(), cert.not_valid_after_utc.isoformat(),
             ca, alias, certificate_profile, requester, request_id, issued_at.isoformat(),
             cert.public_bytes(Encoding.DER),
@@ -340,6 +342,18 @@ class CertificateStore:
                 conn.execute("UPDATE pending SET status='approved' WHERE id=? AND status='issuing'", (record_id,))
             else:
                 conn.execute("UPDATE pending SET status='issued', serial=? WHERE id=?", (serial, record_id))
+
+
+class RecordNames(NamedTuple):
+    """A certificate's names as its record holds them."""
+
+    issuer: str
+    subject: str
+    sans: list[str]
+
+    @classmethod
+    def of(cls, cert: x509.Certificate) -> RecordNames:
+        return cls(cert.issuer.rfc4514_string(), cert.subject.rfc4514_string(), describe_sans(cert))
 
 
 @dataclass
