@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from est_gateway.backends.base import EnrollRequest, Issued, Requester
-from est_gateway.backends.local import LocalCABackend
+from est_gateway.backends.local import LocalCABackend, authority
 from est_gateway.backends.local.options import LocalTarget
 from est_gateway.backends.local.store import RecordNames
 from est_gateway.config.reader import Problems, Section
@@ -276,3 +276,23 @@ def test_a_failed_record_write_issues_nothing(backend: LocalCABackend) -> None:
     assert info.value.detail == ("the local CA cannot write its certificate record; nothing was issued, "
                                  "try again later")
     assert backend.store.count() == 0
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"not_after": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)}, "invalid validity period"),
+    ({"not_before": dt.datetime(1949, 12, 31, tzinfo=dt.UTC)}, "invalid validity period"),
+    ({"serial": 0}, "serial numbers must be positive"),
+    ({"serial": 2**160}, "at most 20 octets"),
+])
+def test_a_leaf_with_impossible_values_is_refused(change: dict[str, Any], reason: str) -> None:
+    """The checks of CertificateBuilder's setters hold though the builder is made in one step
+    (an expired CA's leaf would end before it begins)."""
+    key = p256_key()
+    ca = authority.build_ca(authority.name("Check CA"), key, issuer=None, issuer_key=None, days=30,
+                            now=authority.utcnow())
+    values: dict[str, Any] = {"subject": authority.name("leaf"), "public_key": p256_key().public_key(),
+                              "sans": [], "not_before": dt.datetime(2021, 1, 1, tzinfo=dt.UTC),
+                              "not_after": dt.datetime(2022, 1, 1, tzinfo=dt.UTC), "key_usage": (),
+                              "extended_key_usage": (), "serial": 1, **change}
+    with pytest.raises(ValueError, match=reason):
+        authority.LeafSigner(ca, key).build(**values)

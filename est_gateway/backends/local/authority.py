@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from est_gateway.keys import KEY_TYPES as KEY_TYPES  # re-exported for callers of this module
 from est_gateway.keys import PrivateKey as PrivateKey
@@ -98,54 +98,66 @@ class LeafSigner:
         self.issuer_name = issuer.subject
         self._key = issuer_key
         self._hash = signature_hash(issuer_key)
-        self._aki = _aki(issuer)
-        self._usages: dict[tuple[tuple[str, ...], tuple[str, ...], bool],
-                           list[tuple[x509.ExtensionType, bool]]] = {}
+        self._aki = x509.Extension(ExtensionOID.AUTHORITY_KEY_IDENTIFIER, False, _aki(issuer))
+        self._usages: dict[tuple[tuple[str, ...], tuple[str, ...], bool], list[x509.Extension[x509.ExtensionType]]] = {}
 
     def build(self, *, subject: x509.Name, public_key: CertificatePublicKeyTypes,
               sans: Iterable[x509.GeneralName], not_before: dt.datetime, not_after: dt.datetime,
               key_usage: Iterable[str], extended_key_usage: Iterable[str], serial: int) -> x509.Certificate:
-        """An end-entity certificate with SKI/AKI, key usages and the given SANs."""
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject).issuer_name(self.issuer_name)
-            .public_key(public_key)
-            .serial_number(serial)
-            .not_valid_before(not_before).not_valid_after(not_after)
-            .add_extension(_END_ENTITY, critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .add_extension(self._aki, critical=False)
-        )
-        for extension, critical in self._usage_extensions(tuple(key_usage), tuple(extended_key_usage),
-                                                          isinstance(public_key, rsa.RSAPublicKey)):
-            builder = builder.add_extension(extension, critical=critical)
+        """An end-entity certificate with, in this order: BasicConstraints (critical), SKI,
+        AKI, KeyUsage (critical), ExtendedKeyUsage, and the SANs (critical without a subject).
+
+        The builder is made in one step, not through its setters, each of which copies it
+        (a dozen copies a certificate); what those setters check of our own values is
+        checked here alike."""
+        start, end = _naive_utc(not_before), _naive_utc(not_after)
+        if start < _EARLIEST or end < start:
+            raise ValueError(f"invalid validity period {not_before} to {not_after}")
+        if not 0 < serial < 2**160:
+            raise ValueError("serial numbers must be positive and at most 20 octets")
+        extensions = [_END_ENTITY,
+                      x509.Extension(ExtensionOID.SUBJECT_KEY_IDENTIFIER, False,
+                                     x509.SubjectKeyIdentifier.from_public_key(public_key)),
+                      self._aki]
+        extensions += self._usage_extensions(tuple(key_usage), tuple(extended_key_usage),
+                                             isinstance(public_key, rsa.RSAPublicKey))
         sans = list(sans)
         if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans),
-                                            critical=len(subject) == 0)
+            extensions.append(x509.Extension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, len(subject) == 0,
+                                             x509.SubjectAlternativeName(sans)))
+        builder = x509.CertificateBuilder(issuer_name=self.issuer_name, subject_name=subject,
+                                          public_key=public_key, serial_number=serial,
+                                          not_valid_before=start, not_valid_after=end, extensions=extensions)
         return builder.sign(self._key, self._hash)
 
     def _usage_extensions(self, key_usage: tuple[str, ...], extended_key_usage: tuple[str, ...],
-                          is_rsa: bool) -> list[tuple[x509.ExtensionType, bool]]:
+                          is_rsa: bool) -> list[x509.Extension[x509.ExtensionType]]:
         """KeyUsage (critical; key and data encipherment only for RSA keys) and
         ExtendedKeyUsage, each only when it has a usage."""
         wanted = (key_usage, extended_key_usage, is_rsa)
         found = self._usages.get(wanted)
         if found is not None:
             return found
-        extensions: list[tuple[x509.ExtensionType, bool]] = []
+        extensions: list[x509.Extension[x509.ExtensionType]] = []
         usages = [u for u in key_usage if is_rsa or u not in ("keyEncipherment", "dataEncipherment")]
         if usages:
-            extensions.append((_key_usage(usages), True))
+            extensions.append(x509.Extension(ExtensionOID.KEY_USAGE, True, _key_usage(usages)))
         ekus = [EXTENDED_KEY_USAGES[e] for e in extended_key_usage]
         if ekus:
-            extensions.append((x509.ExtendedKeyUsage(ekus), False))
+            extensions.append(x509.Extension(ExtensionOID.EXTENDED_KEY_USAGE, False, x509.ExtendedKeyUsage(ekus)))
         if len(self._usages) < self.USAGES_KEPT:
             self._usages[wanted] = extensions
         return extensions
 
 
-_END_ENTITY = x509.BasicConstraints(ca=False, path_length=None)
+_END_ENTITY = x509.Extension(ExtensionOID.BASIC_CONSTRAINTS, True, x509.BasicConstraints(ca=False, path_length=None))
+#: the earliest time an X.509 validity may hold (UTCTime), as CertificateBuilder checks it
+_EARLIEST = dt.datetime(1950, 1, 1)
+
+
+def _naive_utc(moment: dt.datetime) -> dt.datetime:
+    """A time as CertificateBuilder keeps it: naive UTC (a naive time is taken as UTC)."""
+    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
 
 
 def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
