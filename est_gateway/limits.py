@@ -80,10 +80,11 @@ class Limits:
 
     def check_csr_names(self, csr: x509.CertificateSigningRequest) -> None:
         """Bound subject and subjectAltName counts and lengths (400)."""
-        if len(csr.subject) > self.max_subject_attributes:
-            raise BadRequest(f"subject has {len(csr.subject)} attributes; at most "
+        subject = csr.subject    # parsed anew on every access
+        if len(subject) > self.max_subject_attributes:
+            raise BadRequest(f"subject has {len(subject)} attributes; at most "
                              f"{self.max_subject_attributes} are accepted")
-        for attr in csr.subject:
+        for attr in subject:
             if len(str(attr.value)) > self.max_value_length:
                 raise BadRequest(f"a subject value is longer than {self.max_value_length} characters")
         sans = requested_sans(csr)

@@ -7,9 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from asn1crypto import csr as acsr
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from est_gateway import wire
+from est_gateway.errors import BadRequest
 from tests.support.pki import CA, csr_der, make_csr, p256_key, rsa_key
 
 CSR = make_csr(p256_key(), cn="wire-test")
@@ -84,3 +87,21 @@ def test_pkcs7_is_readable_by_openssl(tmp_path: Path) -> None:
     out = subprocess.run(["openssl", "pkcs7", "-inform", "DER", "-in", str(path), "-print_certs"],
                          capture_output=True, text=True, check=True).stdout
     assert "CN = openssl-read" in out or "CN=openssl-read" in out
+
+
+def test_requested_sans_are_the_extension_requests() -> None:
+    sans = [x509.DNSName("a.example"), x509.RFC822Name("a@example.com")]
+    with_sans = make_csr(p256_key(), cn="sans", sans=sans)
+    assert wire.requested_sans(with_sans) == sans
+    assert wire.requested_sans(make_csr(p256_key(), cn="none")) == []
+
+
+def test_a_duplicated_extension_request_is_refused() -> None:
+    """Two subjectAltName extensions in one CSR: 400, never the first or the second."""
+    request = acsr.CertificationRequest.load(csr_der(make_csr(p256_key(), cn="dup",
+                                                                sans=[x509.DNSName("a.example")])))
+    extensions = request["certification_request_info"]["attributes"][0]["values"][0]
+    extensions.append(extensions[0].copy())
+    duplicated = x509.load_der_x509_csr(request.dump(force=True))
+    with pytest.raises(BadRequest, match="CSR extension request is malformed"):
+        wire.requested_sans(duplicated)

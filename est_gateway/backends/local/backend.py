@@ -59,6 +59,8 @@ class LoadedCA:
     def __init__(self, name: str, key: PrivateKey, chain: list[x509.Certificate]) -> None:
         self.name, self.key, self.chain = name, key, chain
         self.certificate = chain[0]
+        #: no certificate it signs outlives it
+        self.not_after = self.certificate.not_valid_after_utc
         self.signer = authority.LeafSigner(self.certificate, key)
         #: the issuer of every certificate it signs, as its record names it
         self.issuer_text = self.certificate.subject.rfc4514_string()
@@ -223,14 +225,13 @@ class LocalCABackend(CABackend[LocalTarget]):
         ca = self._ca(target.ca)
         cert_profile = self.options.certificate_profiles[target.certificate_profile]
         csr = request.csr
-        sans = self._check_profiles(request)
-        subject = csr.subject
+        subject, sans = self._check_profiles(request)
         if isinstance(request, ReenrollRequest) and request.current is not None:
             # RFC 7030 §4.2.2: the renewal carries the current certificate's names exactly
             # (the core has checked the CSR asks for the same).
             subject, sans = request.current.subject, certificate_sans(request.current)
         now = self.clock()
-        not_after = min(now + dt.timedelta(days=cert_profile.validity_days), ca.certificate.not_valid_after_utc)
+        not_after = min(now + dt.timedelta(days=cert_profile.validity_days), ca.not_after)
         # the names of every attempt's certificate, for its record
         names = RecordNames(ca.issuer_text, subject.rfc4514_string(), [describe_general_name(n) for n in sans])
         for _attempt in range(5):
@@ -254,14 +255,15 @@ class LocalCABackend(CABackend[LocalTarget]):
             return Issued(cert, tuple(ca.chain))
         raise ESTError("could not allocate a unique serial number")
 
-    def _check_profiles(self, request: EnrollRequest[LocalTarget]) -> list[x509.GeneralName]:
-        """Refuse (400) a CSR its profiles do not allow; return the SANs to copy."""
+    def _check_profiles(self, request: EnrollRequest[LocalTarget]) -> tuple[x509.Name, list[x509.GeneralName]]:
+        """Refuse (400) a CSR its profiles do not allow; return its subject and the SANs to copy."""
         target, csr = request.target, request.csr
-        check_subject(csr.subject, self.options.end_entity_profiles[target.end_entity_profile])
+        subject = csr.subject    # parsed anew on every access
+        check_subject(subject, self.options.end_entity_profiles[target.end_entity_profile])
         sans = allowed_sans(csr, self.options.certificate_profiles[target.certificate_profile])
-        if len(csr.subject) == 0 and not sans:
+        if len(subject) == 0 and not sans:
             raise BadRequest("CSR has neither a subject nor a subjectAltName")
-        return sans
+        return subject, sans
 
 
 def check_subject(subject: x509.Name, profile: EndEntityProfile) -> None:
