@@ -8,7 +8,6 @@ start) is CFSSL's own API and tools.
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from est_gateway import localmode
 from tests.support import openssl
 from tests.support.cfssl import CLIENT_PROFILE, CfsslCA
-from tests.support.gateway import CurlResult, GatewayProcess, certificates, curl, free_port
+from tests.support.gateway import GatewayProcess, UpstreamGateway, certificates, curl, free_port, serverkeygen_parts
 
 pytestmark = pytest.mark.e2e
 
@@ -88,19 +87,8 @@ accept_renewals_from = ["est"]
 
 
 @dataclass
-class Setup:
-    gateway: GatewayProcess
-    folder: Path
-    trust_anchor: Path
-    password: str
+class Setup(UpstreamGateway):
     ca: CfsslCA
-
-    def post(self, alias: str, operation: str, csr: Path, *extra: str) -> CurlResult:
-        return curl("-H", "Content-Type: application/pkcs10", "--data-binary", f"@{csr}", *extra,
-                    f"{self.gateway.url}/{alias}/{operation}", cacert=self.trust_anchor)
-
-    def enroll(self, alias: str, csr: Path) -> CurlResult:
-        return self.post(alias, "simpleenroll", csr, "-u", f"estuser:{self.password}")
 
 
 @pytest.fixture(scope="module")
@@ -171,12 +159,7 @@ def test_serverkeygen_through_cfssl(setup: Setup) -> None:
     _, csr = openssl.new_csr(setup.folder, "keygen", subject="/CN=keygen-device", key_type="p256")
     answer = setup.post("est", "serverkeygen", csr, "-u", f"estuser:{setup.password}")
     assert answer.status == 200, answer.body
-    boundary = answer.headers["content-type"].split("boundary=", 1)[1]
-    parts = [p for p in answer.body.split(f"--{boundary}".encode()) if b"Content-Type" in p]
-    key_part = next(p for p in parts if b"Content-Type: application/pkcs8\r\n" in p)
-    cert_part = next(p for p in parts if b"smime-type=certs-only\r\n" in p)
-    key = serialization.load_der_private_key(base64.b64decode(key_part.split(b"\r\n\r\n", 1)[1]), None)
-    (cert,) = certificates(cert_part.split(b"\r\n\r\n", 1)[1])
+    key, cert = serverkeygen_parts(answer)
     assert cert.public_key() == key.public_key()
     assert cert.subject.rfc4514_string() == "CN=keygen-device"
 

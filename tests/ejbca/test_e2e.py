@@ -33,7 +33,15 @@ from tests.support.ejbca_standin import (
     StandinServer,
     UpstreamPKI,
 )
-from tests.support.gateway import GatewayProcess, certificates, curl, free_port, leaf
+from tests.support.gateway import (
+    GatewayProcess,
+    UpstreamGateway,
+    certificates,
+    curl,
+    free_port,
+    leaf,
+    serverkeygen_parts,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -112,21 +120,8 @@ username_prefix = "est-"
 
 
 @dataclass
-class Setup:
-    gateway: GatewayProcess
-    folder: Path
-    trust_anchor: Path
-    password: str
+class Setup(UpstreamGateway):
     standin: StandinEjbca
-
-    def post(self, alias: str, operation: str, body: bytes, *extra: str):  # type: ignore[no-untyped-def]
-        path = self.folder / "request.b64"
-        path.write_bytes(body)
-        return curl("-H", "Content-Type: application/pkcs10", "--data-binary", f"@{path}", *extra,
-                    f"{self.gateway.url}/{alias}/{operation}", cacert=self.trust_anchor)
-
-    def enroll(self, alias: str, body: bytes):  # type: ignore[no-untyped-def]
-        return self.post(alias, "simpleenroll", body, "-u", f"estuser:{self.password}")
 
 
 @pytest.fixture(scope="module")
@@ -277,13 +272,7 @@ def test_serverkeygen_through_ejbca(setup: Setup, alias: str) -> None:
     answer = setup.post(alias, "serverkeygen", new_csr(setup.folder, f"keygen-{alias}", f"keygen-{alias}"),
                         "-u", f"estuser:{setup.password}")
     assert answer.status == 200, answer.body
-    boundary = answer.headers["content-type"].split("boundary=", 1)[1]
-    parts = [p for p in answer.body.split(f"--{boundary}".encode()) if b"Content-Type" in p]
-    assert len(parts) == 2
-    key_part = next(p for p in parts if b"Content-Type: application/pkcs8\r\n" in p)
-    cert_part = next(p for p in parts if b"smime-type=certs-only\r\n" in p)
-    key = serialization.load_der_private_key(base64.b64decode(key_part.split(b"\r\n\r\n", 1)[1]), None)
-    cert = leaf(cert_part.split(b"\r\n\r\n", 1)[1])
+    key, cert = serverkeygen_parts(answer)
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     assert cert.public_key().public_bytes(serialization.Encoding.DER, spki) == \
         key.public_key().public_bytes(serialization.Encoding.DER, spki)

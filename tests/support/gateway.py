@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from est_gateway import localmode
@@ -162,3 +164,40 @@ def leaf(body: bytes) -> x509.Certificate:
              if not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca]
     assert len(found) == 1
     return found[0]
+
+
+def serverkeygen_parts(answer: CurlResult) -> tuple[PrivateKeyTypes, x509.Certificate]:
+    """The key and the certificate of a serverkeygen answer (RFC 7030 §4.4.2: multipart/mixed
+    with exactly two parts, an application/pkcs8 key and a certs-only PKCS#7 of the one issued
+    certificate, each base64)."""
+    boundary = answer.headers["content-type"].split("boundary=", 1)[1]
+    parts = [p for p in answer.body.split(f"--{boundary}".encode()) if b"Content-Type" in p]
+    assert len(parts) == 2, parts
+    key_part = next(p for p in parts if b"Content-Type: application/pkcs8\r\n" in p)
+    cert_part = next(p for p in parts if b"smime-type=certs-only\r\n" in p)
+    key = serialization.load_der_private_key(base64.b64decode(key_part.split(b"\r\n\r\n", 1)[1]), None)
+    (cert,) = certificates(cert_part.split(b"\r\n\r\n", 1)[1])   # the issued certificate alone
+    return key, cert
+
+
+@dataclass
+class UpstreamGateway:
+    """A gateway process in front of a vendor CA, as the vendors' end-to-end tests drive it
+    with curl: each test file adds its CA (or stand-in) to this."""
+
+    gateway: GatewayProcess
+    folder: Path
+    trust_anchor: Path
+    password: str
+
+    def post(self, alias: str, operation: str, body: bytes | Path, *extra: str) -> CurlResult:
+        """POST a base64 PKCS#10 (bytes, or a file holding it) to ``alias``'s ``operation``."""
+        if isinstance(body, bytes):
+            path = self.folder / "request.b64"
+            path.write_bytes(body)
+            body = path
+        return curl("-H", "Content-Type: application/pkcs10", "--data-binary", f"@{body}", *extra,
+                    f"{self.gateway.url}/{alias}/{operation}", cacert=self.trust_anchor)
+
+    def enroll(self, alias: str, body: bytes | Path) -> CurlResult:
+        return self.post(alias, "simpleenroll", body, "-u", f"estuser:{self.password}")
