@@ -143,14 +143,18 @@ class CertificateStore:
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
         """A connection for one write, holding the process's and the folder's write locks."""
-        with self._write_lock:
-            lock = self._folder_lock()
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                with self._connect() as conn:
-                    yield conn
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with self._write_lock, self._folder_locked(), self._connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _folder_locked(self) -> Iterator[None]:
+        """The folder's write lock, between processes (taken under ``_write_lock``)."""
+        lock = self._folder_lock()
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _folder_lock(self) -> int:
         """The lock file's descriptor for this process (called under ``_write_lock``); an
@@ -191,11 +195,14 @@ class CertificateStore:
         mine = _QueuedRow(row)
         with self._queue_lock:
             self._queued.append(mine)
-        with self._writing() as conn:
+        with self._write_lock:
+            # The thread before this one may have committed this row with its own: then
+            # there is nothing to write, and no folder lock to take.
             if not mine.done:
-                with self._queue_lock:
-                    batch, self._queued = self._queued, []
-                self._commit(conn, batch)
+                with self._folder_locked(), self._connect() as conn:
+                    with self._queue_lock:
+                        batch, self._queued = self._queued, []
+                    self._commit(conn, batch)
         if mine.error is not None:
             raise mine.error
 
