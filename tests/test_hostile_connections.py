@@ -218,3 +218,32 @@ def read_answers(tls: ssl.SSLSocket, count: int) -> list[tuple[int, bytes]]:
         answers.append((int(head.split()[1]), buf[:length]))
         buf = buf[length:]
     return answers
+
+
+def test_answers_a_client_does_not_read_wait_on_a_thread_and_arrive_whole(tmp_path: Path) -> None:
+    """cacerts is answered in the event loop (from memory): a client that pipelines 3,000
+    of them (7 MiB of answers) through a tiny receive window and reads nothing fills the
+    socket. The rest of that answer is written by a pool thread, so the loop goes on
+    serving another client at once; when the first client reads, every answer arrives
+    whole, in order."""
+    count = 3000
+    instance, process = start(tmp_path, f"max_requests_per_connection = {count}", workers=1)
+    try:
+        ctx = ssl.create_default_context(cafile=str(instance.trust_anchor))
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        raw.settimeout(GENEROUS)
+        raw.connect(("127.0.0.1", process.port))
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /.well-known/est/cacerts HTTP/1.1\r\nHost: localhost\r\n\r\n" * count)
+            time.sleep(1)                      # the gateway writes until the socket is full
+            started = time.monotonic()
+            assert cacerts(process, instance.trust_anchor) == 200
+            assert time.monotonic() - started < GENEROUS
+            answers = read_answers(tls, count)
+        assert [status for status, _ in answers] == [200] * count
+        assert len({body for _, body in answers}) == 1
+    finally:
+        process.stop()
+    log = process.output()
+    assert "Traceback" not in log, log[log.find("Traceback") - 300:][:3000]

@@ -155,3 +155,30 @@ def test_metric_children_are_cached_up_to_a_bound(monkeypatch: pytest.MonkeyPatc
     counts = {s: registry.get_sample_value("t_requests_total", {"alias": "est", "status": s})
               for s in ("200", "404", "500", "503")}
     assert counts == {"200": 2.0, "404": 1.0, "500": 1.0, "503": 2.0}
+
+
+@pytest.mark.parametrize(("method", "path", "at_once"), [
+    ("GET", f"{EST}/cacerts", True),                 # the local CA's chain is in memory
+    ("HEAD", f"{EST}/cacerts", True),
+    ("GET", f"{EST}/csrattrs", True),                # from the configuration
+    ("GET", f"{EST}/attrs/csrattrs", True),
+    ("POST", f"{EST}/cacerts", False),               # 405 on a thread
+    ("POST", f"{EST}/simpleenroll", False),          # signs and commits a record
+    ("GET", f"{EST}/nosuchlabel/cacerts", False),
+    ("GET", f"{EST}//cacerts", False),
+    ("GET", f"{EST}/cacerts/", False),
+    ("GET", f"{EST}/a/b/cacerts", False),
+    ("GET", "/healthz", False),                      # asks every backend
+    ("GET", "/metrics", False),                      # reads every worker's files
+])
+def test_what_the_server_may_answer_in_its_event_loop(gw: InProcessGateway, method: str, path: str,
+                                                      at_once: bool) -> None:
+    assert gw.app.answers_at_once(method, path) is at_once
+
+
+def test_cacerts_of_a_backend_that_may_wait_is_not_answered_in_the_loop(
+        gw: InProcessGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = gw.config.backends[gw.config.aliases["est"].backend]
+    monkeypatch.setattr(backend, "ca_certs_in_memory", False)
+    assert not gw.app.answers_at_once("GET", f"{EST}/cacerts")
+    assert gw.app.answers_at_once("GET", f"{EST}/csrattrs")

@@ -140,6 +140,9 @@ class CABackend(abc.ABC, Generic[TargetT]):
 
     #: the ``type`` name it is registered under (set by the registry)
     type_name: str = ""
+    #: :meth:`ca_certs` answers from memory, never waiting on a CA, a disk or a lock: the
+    #: server then answers ``cacerts`` in its event loop instead of handing it to a thread
+    ca_certs_in_memory: bool = False
 
     def __init__(self, name: str) -> None:
         self.name = name

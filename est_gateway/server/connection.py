@@ -75,6 +75,26 @@ class Connection:
     def _send_nowait(self, data: bytes) -> int:
         return self._raw.send(data)
 
+    def write_nowait(self, data: bytes) -> None:
+        """Write what the socket takes now and keep the rest for :meth:`sendall`, which a
+        thread calls when :attr:`unsent` (never waits; OSError when the connection is gone)."""
+        would_block: tuple[type[BaseException], ...] = (BlockingIOError, *self.WANT_READ, *self.WANT_WRITE)
+        view = memoryview(self._unsent + data if self._unsent else data)
+        self._unsent = b""
+        while view:
+            try:
+                sent = self._send_nowait(bytes(view[:16384]))
+            except would_block:
+                # TLS: OpenSSL wants the same bytes again; plain: none of them were sent
+                self._unsent = bytes(view)
+                return
+            view = view[sent:]
+
+    @property
+    def unsent(self) -> bool:
+        """Part of an answer is still to be written (see :meth:`write_nowait`)."""
+        return bool(self._unsent)
+
     def _retry_unsent(self, data: bytes) -> bytes:
         """What must still go out after a write that would have blocked: nothing (a plain
         socket took none of it; RFC 9110 §10.1.1 lets the client send its body anyway)."""

@@ -6,8 +6,12 @@ graceful shutdown on SIGTERM. In each worker the main thread runs
 handshake, parsing each request as its bytes arrive: :mod:`est_gateway.server.http11`),
 and a bounded thread pool runs the WSGI application on each complete request and writes
 the answer (:mod:`est_gateway.server.wsgi`), or writes the refusal of one the loop
-refused. A thread is therefore only ever busy with a request that has fully arrived: idle
-or dripping clients cost a file descriptor each, and at most ``max_connections`` of them.
+refused. A request the application answers from memory alone (``answers_at_once``:
+``cacerts`` of the local CA, ``csrattrs``) is answered in the loop, which spares two
+thread hand-offs; the part of its answer the socket does not take at once is written by a
+pool thread, so the loop never waits on a client. A thread is therefore only ever busy
+with a request that has fully arrived: idle or dripping clients cost a file descriptor
+each, and at most ``max_connections`` of them.
 
 Gunicorn internals used here (pyproject.toml's floor has them all): ``workers.base.Worker``
 (its ``init_process``, ``notify``, ``PIPE``, ``sockets``, ``wsgi``, ``cfg``, ``log``,
@@ -67,7 +71,7 @@ class ESTWorker(Worker):  # type: ignore[misc]
     def run(self) -> None:
         self.loop = ConnectionLoop(
             self.sockets, self.server_settings, tls_context=self.tls_context, chain_limits=self.chain_limits,
-            dispatch=lambda client: self.pool.submit(self._serve, client),
+            dispatch=self._dispatch,
             alive=self._keep_running, heartbeat=self.notify, wakeup_fds=[self.PIPE[0]],
             log=self.log, max_connections=self.max_connections, limits=self.limits)
         try:
@@ -84,22 +88,58 @@ class ESTWorker(Worker):  # type: ignore[misc]
             self.alive = False
         return bool(self.alive)
 
-    def _serve(self, client: Client) -> None:
-        """On a pool thread: answer the request, then give the connection back to the loop."""
+    def _dispatch(self, client: Client) -> None:
+        """From the loop: a request whose answer the application makes from memory alone
+        (``answers_at_once``: cacerts of the local CA, csrattrs) is answered here, in the
+        loop, as far as the socket takes the answer at once; every other request, and the
+        rest of an answer the socket did not take, goes to a pool thread."""
+        request = client.request
+        if isinstance(request, Request) and self._answers_at_once(request):
+            self._serve(client, in_loop=True)
+        else:
+            self.pool.submit(self._serve, client)
+
+    def _answers_at_once(self, request: Request) -> bool:
+        decide = getattr(self.wsgi, "answers_at_once", None)
+        path = request.target.partition(b"?")[0]
+        if decide is None or not path.isascii() or b"%" in path or b"#" in path or path.startswith(b"//"):
+            return False    # the application's own reading of the path decides on a thread
+        return bool(decide(request.method, path.decode("ascii")))
+
+    def _serve(self, client: Client, *, in_loop: bool = False) -> None:
+        """On a pool thread (or, ``in_loop``, in the loop): answer the request, then give the
+        connection back to the loop."""
         keep_alive = False
         try:
-            keep_alive = self._serve_request(client)
+            keep_alive = self._serve_request(client, in_loop=in_loop)
         except Exception:
             self.log.exception("error serving a connection")
-        finally:
-            if not keep_alive:
-                try:   # TLS close_notify and TCP FIN now; the loop drains what still arrives
-                    client.conn.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-            self.loop.give_back(client, keep_alive=keep_alive)
+        if in_loop and client.conn.unsent:
+            self.pool.submit(self._finish_answer, client, keep_alive)
+        else:
+            self._release(client, keep_alive)
 
-    def _serve_request(self, client: Client) -> bool:
+    def _finish_answer(self, client: Client, keep_alive: bool) -> None:
+        """On a pool thread: write what the socket did not take in the loop (bounded by the
+        connection's deadline, as every answer)."""
+        try:
+            client.conn.sendall(b"")
+        except (OSError, TimeoutError):
+            keep_alive = False
+        except Exception:
+            self.log.exception("error serving a connection")
+            keep_alive = False
+        self._release(client, keep_alive)
+
+    def _release(self, client: Client, keep_alive: bool) -> None:
+        if not keep_alive:
+            try:   # TLS close_notify and TCP FIN now; the loop drains what still arrives
+                client.conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        self.loop.give_back(client, keep_alive=keep_alive)
+
+    def _serve_request(self, client: Client, *, in_loop: bool = False) -> bool:
         """Answer the request (or refusal) the loop handed over; True when the connection may
         carry another."""
         settings = self.server_settings
@@ -114,7 +154,7 @@ class ESTWorker(Worker):  # type: ignore[misc]
                 return False
             if item is None:
                 return False
-            return self._answer(client, item)
+            return self._answer(client, item, in_loop=in_loop)
         except OSError as exc:
             if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
                 self.log.debug("socket error on %s: %s", client.addr, exc)
@@ -122,8 +162,10 @@ class ESTWorker(Worker):  # type: ignore[misc]
         except TimeoutError:
             return False   # the client does not read its answer
 
-    def _answer(self, client: Client, request: Request) -> bool:
-        """Run the application for one request; True when the connection may carry another."""
+    def _answer(self, client: Client, request: Request, *, in_loop: bool = False) -> bool:
+        """Run the application for one request; True when the connection may carry another.
+        ``in_loop``: the answer is written as far as the socket takes it now (the rest by
+        :meth:`_finish_answer`)."""
         settings, conn = self.server_settings, client.conn
         client.served += 1
         self.nr += 1
@@ -138,9 +180,11 @@ class ESTWorker(Worker):  # type: ignore[misc]
                                         version=request.version, date=self.dates.now())
         except Exception:
             self.log.exception("error handling request")
-            conn.sendall(error_answer(500, "internal error; the gateway's log has the details"))
-            return False
-        conn.sendall(data)
+            data, close = error_answer(500, "internal error; the gateway's log has the details"), True
+        if in_loop:
+            conn.write_nowait(data)
+        else:
+            conn.sendall(data)
         return not close
 
     def _refuse(self, client: Client, refusal: Refusal) -> None:

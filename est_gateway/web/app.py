@@ -22,7 +22,7 @@ from est_gateway.backends.local.authority import utcnow
 from est_gateway.config.model import GatewayConfig
 from est_gateway.errors import ESTError, MethodNotAllowed, NotFound
 from est_gateway.metrics import Metrics
-from est_gateway.operations import ESTService
+from est_gateway.operations import DEFAULT_ALIAS, ESTService
 from est_gateway.web import views
 from est_gateway.web.wsgi import Environ, Response, StartResponse, request_method, request_path, text_response
 
@@ -53,6 +53,26 @@ class ESTApplication:
         except Exception:
             response = render_unexpected()
         return response.send(start_response, head=method == "HEAD")
+
+    def answers_at_once(self, method: str, path: str) -> bool:
+        """Whether the answer to ``method path`` is made from memory alone, never waiting on
+        a CA, a disk or a lock: the server then answers it in its event loop, without a
+        hand-off to a thread and back. ``cacerts`` of a backend whose chains are in memory
+        and ``csrattrs`` (from the configuration); anything else, or a path that is not
+        exactly one of theirs, is answered on a thread as always."""
+        if method not in READ_METHODS or not path.startswith(EST_PREFIX):
+            return False
+        segments = path[len(EST_PREFIX):].split("/")
+        if len(segments) > 2:
+            return False
+        label, operation = (None, segments[0]) if len(segments) == 1 else (segments[0], segments[1])
+        config = self.service.config
+        alias = config.aliases.get(label or DEFAULT_ALIAS) if label != "" else None
+        if alias is None:
+            return False
+        if operation == "csrattrs":
+            return True
+        return operation == "cacerts" and config.backends[alias.backend].ca_certs_in_memory
 
     def route(self, environ: Environ, method: str) -> Response:
         """Exact paths, no redirects: anything else is a plain 404."""
