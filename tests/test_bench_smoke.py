@@ -39,7 +39,8 @@ def test_tiny_benchmark_writes_well_formed_results(tmp_path: Path) -> None:
     assert data["upstream"]["measured"] is False
     # issue 14's table: the targeted scenarios that ran, each with its crypto floor and target
     cpu = {(r["scenario"], r["mode"]): r for r in data["cpu"]}
-    assert set(cpu) == {("reenroll-mtls", "new"), ("cacerts", "keepalive"), ("enroll-p256", "new")}
+    assert set(cpu) == {("reenroll-mtls", "new"), ("cacerts", "keepalive"), ("enroll-p256", "new"),
+                        ("enroll-p256", "keepalive")}
     assert cpu["reenroll-mtls", "new"]["crypto_floor_ms"] > 0 and cpu["cacerts", "keepalive"]["crypto_floor_ms"] == 0
     for row in cpu.values():
         assert row["cpu_ms"] and all(ms >= 0 for ms in row["cpu_ms"]) and row["target_ms"] > 0
