@@ -7,6 +7,7 @@ minimum is printed with every round). What the HTTP server adds is measured by
 
     .venv/bin/python -m bench.app_cpu                      # cacerts, a 404, a local-CA simpleenroll
     .venv/bin/python -m bench.app_cpu --calls 8000 --rounds 5
+    .venv/bin/python -m bench.app_cpu --threads 8           # the same calls from 8 threads at once
 
 Kept run to run: the local-mode folder of the gateway (in a temporary folder), the audit
 logger writing to /dev/null (as an operator's file handler would), Prometheus in
@@ -22,6 +23,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -59,10 +61,31 @@ def _call(app: Callable[..., Iterable[bytes]], template: Environ) -> int:
     return int(status[0][:3])
 
 
+def _calls(app: Callable[..., Iterable[bytes]], template: Environ, calls: int, threads: int) -> None:
+    """``calls`` calls in all, spread over ``threads`` threads calling at once."""
+    if threads <= 1:
+        for _ in range(calls):
+            _call(app, template)
+        return
+
+    def work(count: int) -> None:
+        for _ in range(count):
+            _call(app, template)
+
+    workers = [threading.Thread(target=work, args=(calls // threads + (i < calls % threads),))
+               for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--calls", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads calling the app at once (the server runs 8 per worker)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="est-app-cpu-") as tmp, open(os.devnull, "w", encoding="utf-8") as sink:
         work = Path(tmp)
@@ -87,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
                                        **gw.auth()}, csr), 200),
         }
         print(f"µs of CPU per call, {args.calls} calls per round ({max(args.calls // 8, 1)} for simpleenroll), "
-              f"{args.rounds} rounds (best first)")
+              f"{args.rounds} rounds (best first), {args.threads} thread(s)")
         for name, (template, expected) in cases.items():
             calls = args.calls if name != "simpleenroll" else max(args.calls // 8, 1)
             got = _call(gw.app, template)
@@ -96,8 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             rounds = []
             for _ in range(args.rounds):
                 started = time.process_time()
-                for _ in range(calls):
-                    _call(gw.app, template)
+                _calls(gw.app, template, calls, args.threads)
                 rounds.append((time.process_time() - started) / calls * 1e6)
             print(f"{name:14s} {min(rounds):7.1f}   " + " ".join(f"{r:.1f}" for r in rounds))
         audit.handlers = []
