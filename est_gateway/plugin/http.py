@@ -9,6 +9,7 @@
   ``headers``, ``content``, ``text``, ``json()`` raising :class:`InvalidJSON`, a ``ValueError``);
   ``call()`` runs the same retries and breaker around another HTTP stack (zeep's ``requests``);
 - :func:`transport_error`: a urllib3 failure as the matching ``ESTError`` (a :class:`Failure`);
+- :func:`redirect_refused`: a 3xx answer from another HTTP stack, logged and refused (502);
 - :class:`RevocationChecker`: revocation status from the CA's OCSP responder or CRL,
   cached until the answer's nextUpdate (:class:`RevocationSettings` reads
   ``[backends.<name>.revocation]``; :func:`to_status` makes the backend's answer).
@@ -21,8 +22,10 @@ from est_gateway.upstream.session import (
     InvalidJSON,
     UpstreamClient,
     UpstreamResponse,
+    redirect_refused,
     transport_error,
 )
 
 __all__ = ["RETRY_STATUSES", "CertStatus", "Failure", "InvalidJSON", "Revocation", "RevocationChecker",
-           "RevocationSettings", "UpstreamClient", "UpstreamResponse", "to_status", "transport_error"]
+           "RevocationSettings", "UpstreamClient", "UpstreamResponse", "redirect_refused", "to_status",
+           "transport_error"]

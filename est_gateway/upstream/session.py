@@ -260,11 +260,17 @@ class UpstreamClient:
         finally:
             raw.release_conn()
         if 300 <= raw.status < 400:
-            log.error("the upstream CA %s answered HTTP %s (a redirect to %s): the gateway does not "
-                      "follow redirects; set url to where the CA's API is", self.settings.url, raw.status,
-                      raw.headers.get("Location", "nowhere"))
-            raise UpstreamError(f"unexpected HTTP {raw.status} from the upstream CA (a redirect: not followed)")
+            raise redirect_refused(self.settings, raw.status, raw.headers.get("Location"))
         return UpstreamResponse(raw.status, raw.headers, content, url)
+
+
+def redirect_refused(settings: UpstreamSettings, status: int, location: str | None) -> UpstreamError:
+    """A 3xx from the upstream, logged for the operator (where it pointed) and returned as
+    the client's 502: a CA API that redirects is misconfigured, or not the CA, and following
+    it would send the request, credentials included, somewhere the operator did not name."""
+    log.error("the upstream CA %s answered HTTP %s (a redirect to %s): the gateway does not "
+              "follow redirects; set url to where the CA's API is", settings.url, status, location or "nowhere")
+    return UpstreamError(f"unexpected HTTP {status} from the upstream CA (a redirect: not followed)")
 
 
 class _BodyFailure(Exception):

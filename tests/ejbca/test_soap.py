@@ -179,6 +179,23 @@ def test_http_level_failures(backend: Any, status: int, body: bytes, error: type
     assert len(responses.calls) == 1  # editUser is not idempotent: no retry
 
 
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@responses.activate
+def test_a_redirect_is_refused_not_followed(backend: Any, ca: StandinEjbca, caplog: pytest.LogCaptureFixture,
+                                            status: int) -> None:
+    """As for REST (tests/ejbca/test_upstream_http.py): editUser carries the end entity's
+    password, and requests would repeat it (307/308) or turn it into a GET (301-303) to
+    wherever the Location points."""
+    elsewhere = "https://elsewhere.test/ejbca/ejbcaws/ejbcaws"
+    responses.post(URL, status=status, headers={"Location": elsewhere})
+    responses.add_callback(responses.POST, elsewhere, callback=answer_with(ca))
+    responses.add_callback(responses.GET, elsewhere, callback=answer_with(ca))
+    with caplog.at_level("ERROR"), pytest.raises(UpstreamError, match=f"unexpected HTTP {status} .*not followed"):
+        backend.enroll(request_for(make_csr(p256_key())))
+    assert [call.request.url for call in responses.calls] == [URL]
+    assert elsewhere in caplog.text     # the operator learns where it pointed
+
+
 @responses.activate
 def test_idempotent_operations_are_retried(backend: Any, ca: StandinEjbca) -> None:
     responses.post(URL, status=503, body=b"")

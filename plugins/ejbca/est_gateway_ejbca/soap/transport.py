@@ -21,7 +21,7 @@ from urllib3.exceptions import ReadTimeoutError
 from zeep.transports import Transport
 
 from est_gateway.plugin import UpstreamError, UpstreamSettings, UpstreamTimeout, UpstreamUnavailable
-from est_gateway.plugin.http import Failure, UpstreamClient
+from est_gateway.plugin.http import Failure, UpstreamClient, redirect_refused
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,15 @@ class UpstreamTransport(Transport):
 
     def post(self, address: str, message: bytes, headers: dict[str, str]) -> Any:
         settings = self.upstream.settings
-        return self.upstream.call(
-            lambda: self.session.post(address, data=message, headers=headers, verify=settings.verify,
-                                      timeout=settings.timeout),
-            idempotent=self.idempotent, failure=lambda exc: requests_failure(exc, settings))
+
+        def send() -> requests.Response:
+            # A redirect is refused, not followed (requests would turn a 302'd POST into a
+            # GET elsewhere, or repeat editUser, password included, to wherever it points).
+            response = self.session.post(address, data=message, headers=headers, verify=settings.verify,
+                                         timeout=settings.timeout, allow_redirects=False)
+            if 300 <= response.status_code < 400:
+                raise redirect_refused(settings, response.status_code, response.headers.get("Location"))
+            return response
+
+        return self.upstream.call(send, idempotent=self.idempotent,
+                                  failure=lambda exc: requests_failure(exc, settings))
