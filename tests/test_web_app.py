@@ -182,3 +182,19 @@ def test_cacerts_of_a_backend_that_may_wait_is_not_answered_in_the_loop(
     monkeypatch.setattr(backend, "ca_certs_in_memory", False)
     assert not gw.app.answers_at_once("GET", f"{EST}/cacerts")
     assert gw.app.answers_at_once("GET", f"{EST}/csrattrs")
+
+
+@pytest.mark.parametrize(("method", "path", "in_loop"), [
+    ("POST", f"{EST}/simpleenroll", True),            # local CA, automatic approval
+    ("POST", f"{EST}/attrs/simpleenroll", True),
+    ("POST", f"{EST}/manual/simpleenroll", False),    # manual approval reads and writes its queue
+    ("POST", f"{EST}/simplereenroll", False),         # the revocation check reads the record
+    ("POST", f"{EST}/serverkeygen", False),           # key generation takes tens of ms
+    ("GET", f"{EST}/simpleenroll", False),
+    ("POST", f"{EST}/nosuchlabel/simpleenroll", False),
+    ("POST", f"{EST}//simpleenroll", False),
+    ("POST", f"{EST}/a/b/simpleenroll", False),
+])
+def test_what_the_server_runs_in_a_greenlet_of_its_event_loop(gw: InProcessGateway, method: str, path: str,
+                                                             in_loop: bool) -> None:
+    assert gw.app.runs_in_loop(method, path) is in_loop

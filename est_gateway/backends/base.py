@@ -143,6 +143,10 @@ class CABackend(abc.ABC, Generic[TargetT]):
     #: :meth:`ca_certs` answers from memory, never waiting on a CA, a disk or a lock: the
     #: server then answers ``cacerts`` in its event loop instead of handing it to a thread
     ca_certs_in_memory: bool = False
+    #: :meth:`enroll` waits only through :mod:`est_gateway.waits` (never on a socket, a lock
+    #: or the disk directly): the server then runs ``simpleenroll`` in a greenlet of its event
+    #: loop instead of on a pool thread
+    enrolls_in_loop: bool = False
 
     def __init__(self, name: str) -> None:
         self.name = name

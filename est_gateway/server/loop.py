@@ -76,7 +76,8 @@ class ConnectionLoop:
     def __init__(self, listeners: list[Any], settings: ServerSettings, *, tls_context: SSL.Context | None,
                  chain_limits: ClientChainLimits, dispatch: Callable[[Client], object],
                  alive: Callable[[], bool], heartbeat: Callable[[], None], wakeup_fds: list[int],
-                 log: logging.Logger | Any, max_connections: int, limits: Limits) -> None:
+                 log: logging.Logger | Any, max_connections: int, limits: Limits,
+                 after_pass: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self.limits = limits
         self.tls_context = tls_context
@@ -87,6 +88,8 @@ class ConnectionLoop:
         self.log = log
         self.max_connections = max_connections
         self.listeners = listeners
+        #: called at the end of every pass (the worker resumes its request greenlets there)
+        self.after_pass = after_pass
         self.selector = selectors.DefaultSelector()
         self.count = 0
         self.per_address: Counter[str] = Counter()
@@ -122,6 +125,8 @@ class ConnectionLoop:
                     else:
                         self._accept(data)
                 self._take_back()
+                if self.after_pass is not None:
+                    self.after_pass()
                 now = time.monotonic()
                 if now >= next_sweep:
                     next_sweep = now + 0.25
@@ -147,6 +152,10 @@ class ConnectionLoop:
                 client.conn.close()
                 return
             self._returned.append((client, keep_alive))
+        self.wake()
+
+    def wake(self) -> None:
+        """From any thread: end the loop's wait in select now."""
         try:
             os.write(self._wake_w, b".")
         except BlockingIOError:

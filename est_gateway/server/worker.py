@@ -29,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from gunicorn.workers.base import Worker
 
+from est_gateway.identity import TLSInfo
+from est_gateway.server.cooperative import RequestHub
 from est_gateway.server.http11 import Limits, Refusal, Request, error_answer
 from est_gateway.server.loop import Client, ConnectionLoop, raise_fd_limit
 from est_gateway.server.tls import ClientChainLimits, server_context
@@ -73,11 +75,18 @@ class ESTWorker(Worker):  # type: ignore[misc]
             self.sockets, self.server_settings, tls_context=self.tls_context, chain_limits=self.chain_limits,
             dispatch=self._dispatch,
             alive=self._keep_running, heartbeat=self.notify, wakeup_fds=[self.PIPE[0]],
-            log=self.log, max_connections=self.max_connections, limits=self.limits)
+            log=self.log, max_connections=self.max_connections, limits=self.limits,
+            after_pass=lambda: self.hub.after_pass())
+        self.hub = RequestHub(self.pool, self.loop.wake)
         try:
             self.loop.run()
         finally:
-            # Graceful stop: requests already complete are answered before the process exits.
+            # Graceful stop: requests already complete are answered before the process exits,
+            # those waiting in greenlets included.
+            while self.hub.busy():
+                self.hub.after_pass()
+                time.sleep(0.005)
+            self.hub.close()
             self.pool.shutdown(wait=True)
             self.loop.close_wakeup()
 
@@ -96,11 +105,28 @@ class ESTWorker(Worker):  # type: ignore[misc]
         request = client.request
         if isinstance(request, Request) and self._answers_at_once(request):
             self._serve(client, in_loop=True)
+        elif isinstance(request, Request) and self._runs_in_loop(client, request):
+            self.hub.start(lambda: self._serve(client, in_loop=True))
         else:
             self.pool.submit(self._serve, client)
 
     def _answers_at_once(self, request: Request) -> bool:
-        decide = getattr(self.wsgi, "answers_at_once", None)
+        return self._app_says("answers_at_once", request)
+
+    def _runs_in_loop(self, client: Client, request: Request) -> bool:
+        """A request the application runs in a greenlet of the loop (its waits handed off:
+        est_gateway.waits); one with a client certificate is not (its revocation check reads
+        the record on the way)."""
+        info: TLSInfo | None = client.conn.info
+        if info is not None and info.peer_chain:
+            return False
+        forwarded = self.server_settings.client_cert_header.lower().encode("latin-1")
+        if any(name.lower() == forwarded for name, _ in request.headers):
+            return False     # a certificate forwarded by a proxy: the same check
+        return self._app_says("runs_in_loop", request)
+
+    def _app_says(self, question: str, request: Request) -> bool:
+        decide = getattr(self.wsgi, question, None)
         path = request.target.partition(b"?")[0]
         if decide is None or not path.isascii() or b"%" in path or b"#" in path or path.startswith(b"//"):
             return False    # the application's own reading of the path decides on a thread

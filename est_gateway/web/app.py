@@ -74,6 +74,22 @@ class ESTApplication:
             return True
         return operation == "cacerts" and config.backends[alias.backend].ca_certs_in_memory
 
+    def runs_in_loop(self, method: str, path: str) -> bool:
+        """Whether ``method path`` is an enrollment whose every wait goes through
+        :mod:`est_gateway.waits` (the backend says so: ``CABackend.enrolls_in_loop``): the
+        server then runs it in a greenlet of its event loop, on one thread, instead of handing
+        it to a pool thread. A wrong "no" costs thread hand-offs; a "yes" must never block."""
+        if method != "POST" or not path.startswith(EST_PREFIX):
+            return False
+        segments = path[len(EST_PREFIX):].split("/")
+        if len(segments) > 2:
+            return False
+        label, operation = (None, segments[0]) if len(segments) == 1 else (segments[0], segments[1])
+        config = self.service.config
+        alias = config.aliases.get(label or DEFAULT_ALIAS) if label != "" else None
+        return (alias is not None and operation == "simpleenroll"
+                and config.backends[alias.backend].enrolls_in_loop)
+
     def route(self, environ: Environ, method: str) -> Response:
         """Exact paths, no redirects: anything else is a plain 404."""
         path = request_path(environ)

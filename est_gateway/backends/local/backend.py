@@ -76,6 +76,9 @@ class LocalCABackend(CABackend[LocalTarget]):
         self.clock = clock
         self.store = CertificateStore(options.state_dir / "certificates.sqlite3")
         self._cas: dict[str, LoadedCA] = {}
+        # An automatic enrollment waits only for its record's group commit
+        # (est_gateway.waits); a manual approval reads and writes the queue on the way.
+        self.enrolls_in_loop = options.approval == "auto"
 
     @classmethod
     def from_options(cls, name: str, options: Section) -> LocalCABackend:

@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from est_gateway import waits
+
 REVOCATION_REASONS = ("unspecified", "keyCompromise", "cACompromise", "affiliationChanged",
                       "superseded", "cessationOfOperation", "certificateHold",
                       "privilegeWithdrawn")
@@ -195,14 +197,17 @@ class CertificateStore:
         mine = _QueuedRow(row)
         with self._queue_lock:
             self._queued.append(mine)
-        with self._write_lock:
-            # The thread before this one may have committed this row with its own: then
-            # there is nothing to write, and no folder lock to take.
-            if not mine.done:
-                with self._folder_locked(), self._connect() as conn:
-                    with self._queue_lock:
-                        batch, self._queued = self._queued, []
-                    self._commit(conn, batch)
+        def commit() -> None:
+            with self._write_lock:
+                # The thread before this one may have committed this row with its own: then
+                # there is nothing to write, and no folder lock to take.
+                if not mine.done:
+                    with self._folder_locked(), self._connect() as conn:
+                        with self._queue_lock:
+                            batch, self._queued = self._queued, []
+                        self._commit(conn, batch)
+
+        waits.in_group_commit(commit)   # in a loop greenlet: on the commit thread
         if mine.error is not None:
             raise mine.error
 

@@ -1,0 +1,202 @@
+"""Local-CA enrollments in greenlets on the event-loop thread (est_gateway.server.cooperative):
+their waits are handed to threads, commits of one loop pass go out as one group, errors
+reach the request, and a graceful stop answers the requests still waiting."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import greenlet
+import pytest
+
+from est_gateway import waits
+from est_gateway.backends.local import authority
+from est_gateway.backends.local.store import CertificateStore, serial_hex
+from est_gateway.passwords import PasswordChecker, PasswordHash
+from est_gateway.server.cooperative import RequestHub
+from tests.support.load import bodies, cheap_password_instance, enroll_all
+from tests.support.pki import CA, p256_key
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+class Loop:
+    """The loop's side of a hub: what the worker's event loop does with it."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="test-pool")
+        self.woken = threading.Event()
+        self.hub = RequestHub(self.pool, self.woken.set)
+
+    def run_until_idle(self, timeout: float = 10.0) -> None:
+        """Passes of the loop until no request waits any longer."""
+        deadline = time.monotonic() + timeout
+        self.hub.after_pass()
+        while self.hub.busy():
+            assert time.monotonic() < deadline, "requests still waiting"
+            self.woken.wait(0.05)
+            self.woken.clear()
+            self.hub.after_pass()
+
+    def close(self) -> None:
+        self.hub.close()
+        self.pool.shutdown(wait=True)
+
+
+@pytest.fixture
+def loop() -> Iterator[Loop]:
+    it = Loop()
+    yield it
+    it.close()
+
+
+def test_outside_a_request_greenlet_the_waits_are_plain_calls() -> None:
+    here = threading.get_ident()
+    assert waits.in_thread(threading.get_ident) == here
+    assert waits.in_group_commit(threading.get_ident) == here
+
+
+def test_commits_of_one_pass_run_together_on_the_commit_thread(loop: Loop) -> None:
+    ran: list[tuple[int, int]] = []
+    results: dict[int, int] = {}
+
+    def request(i: int) -> Callable[[], None]:
+        def commit() -> int:
+            ran.append((i, threading.get_ident()))
+            return i * 10
+
+        def run() -> None:
+            results[i] = waits.in_group_commit(commit)
+        return run
+
+    for i in range(3):
+        loop.hub.start(request(i))
+    assert results == {} and loop.hub.suspended == 3      # each waits; the loop goes on
+    loop.run_until_idle()
+    assert results == {0: 0, 1: 10, 2: 20}
+    assert [i for i, _ in ran] == [0, 1, 2]
+    assert len({thread for _, thread in ran}) == 1 and ran[0][1] != threading.get_ident()
+
+
+def test_an_error_in_a_wait_is_raised_in_its_request(loop: Loop) -> None:
+    seen: list[BaseException] = []
+
+    def failing() -> None:
+        raise OSError("disk full")
+
+    def run() -> None:
+        try:
+            waits.in_thread(failing)
+        except OSError as exc:
+            seen.append(exc)
+
+    loop.hub.start(run)
+    loop.run_until_idle()
+    assert [str(e) for e in seen] == ["disk full"]
+
+
+def test_a_password_is_hashed_on_a_pool_thread_not_on_the_loop(loop: Loop) -> None:
+    """scrypt takes tens of ms: in a loop greenlet the check waits for a pool thread."""
+    checker = PasswordChecker(ttl_s=60)
+    stored = PasswordHash.create("s3cret", log_n=10)
+    hashed_on: list[str] = []
+    original = stored.verify
+
+    def verify(password: str) -> bool:
+        hashed_on.append(threading.current_thread().name)
+        return original(password)
+
+    object.__setattr__(stored, "verify", verify)
+    outcome: list[bool] = []
+    loop.hub.start(lambda: outcome.append(checker.verify("est", stored, "s3cret")))
+    assert outcome == [] and loop.hub.suspended == 1
+    loop.run_until_idle()
+    assert outcome == [True] and hashed_on[0].startswith("test-pool")
+    loop.hub.start(lambda: outcome.append(checker.verify("est", stored, "s3cret")))
+    assert outcome == [True, True]      # remembered: no wait at all
+
+
+def test_a_record_commits_on_the_commit_thread_and_is_on_disk_when_add_returns(
+        loop: Loop, tmp_path: Path) -> None:
+    store = CertificateStore(tmp_path / "certificates.sqlite3")
+    store.initialise()
+    key = p256_key()
+    ca = CA(key, authority.build_ca(authority.name("Coop CA"), key, issuer=None, issuer_key=None, days=30, now=NOW))
+    certs = [ca.issue(p256_key(), cn=f"device-{i}") for i in range(3)]
+    returned: list[str] = []
+
+    def add(cert: Any) -> Callable[[], None]:
+        def run() -> None:
+            store.add(cert, ca="EST CA", alias="est", certificate_profile="default", requester="t",
+                      request_id="r", issued_at=NOW)
+            returned.append(serial_hex(cert.serial_number))
+        return run
+
+    for cert in certs:
+        loop.hub.start(add(cert))
+    assert returned == [] and loop.hub.suspended == 3
+    loop.run_until_idle()
+    assert sorted(returned) == sorted(serial_hex(c.serial_number) for c in certs)
+    assert {r.serial for r in store.records()} == set(returned)
+    store.close()
+
+
+def test_the_hub_leaves_no_greenlet_of_its_own_behind(loop: Loop) -> None:
+    loop.hub.start(lambda: waits.in_thread(lambda: None))
+    loop.run_until_idle()
+    assert not loop.hub.busy()
+    assert greenlet.getcurrent().parent is None      # the test runs in the main greenlet
+
+
+@pytest.mark.e2e
+def test_sigterm_answers_an_enrollment_still_waiting_for_its_commit(tmp_path: Path) -> None:
+    """The record's folder lock is held from outside, so the enrollment waits in its
+    greenlet for the commit when SIGTERM arrives; once the lock is released it is
+    committed, answered with its certificate, and the gateway exits 0."""
+    instance, process = cheap_password_instance(tmp_path / "est-local", workers=1)
+    process.start()
+    lock_file = instance.folder / "local-ca" / "certificates.sqlite3.lock"
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                running = pool.submit(enroll_all, process.port, instance.trust_anchor, instance.password(),
+                                      bodies(1, "drain"), concurrency=1, timeout=30)
+                deadline = time.monotonic() + 20
+                while not _lock_has_a_waiter(lock_file):
+                    assert time.monotonic() < deadline, "the enrollment never waited for the lock"
+                    time.sleep(0.02)
+                assert process.proc is not None
+                process.proc.send_signal(signal.SIGTERM)
+                time.sleep(0.3)
+                assert running.done() is False          # still waiting for its commit
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                outcome = running.result(30)[0]
+        finally:
+            os.close(fd)
+        assert process.proc.wait(20) == 0
+    finally:
+        process.stop()
+    assert outcome.status == 200 and outcome.certificate is not None, outcome
+    log = process.output()
+    assert "Traceback" not in log, log[log.find("Traceback") - 300:][:3000]
+
+
+def _lock_has_a_waiter(path: Path) -> bool:
+    """/proc/locks lists a blocked request ("->") on the file's inode."""
+    inode = os.stat(path).st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields and fields[fields.index("->") + 5].endswith(f":{inode}"):
+            return True
+    return False
