@@ -12,12 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from est_gateway import keywrap
+from est_gateway.backends.base import CABackend
 from est_gateway.backends.local.authority import utcnow
 from est_gateway.config.model import GatewayConfig
 from est_gateway.errors import ESTError, MethodNotAllowed, NotFound
@@ -60,35 +62,31 @@ class ESTApplication:
         hand-off to a thread and back. ``cacerts`` of a backend whose chains are in memory
         and ``csrattrs`` (from the configuration); anything else, or a path that is not
         exactly one of theirs, is answered on a thread as always."""
-        if method not in READ_METHODS or not path.startswith(EST_PREFIX):
+        found = self._backend_of(path) if method in READ_METHODS else None
+        if found is None:
             return False
-        segments = path[len(EST_PREFIX):].split("/")
-        if len(segments) > 2:
-            return False
-        label, operation = (None, segments[0]) if len(segments) == 1 else (segments[0], segments[1])
-        config = self.service.config
-        alias = config.aliases.get(label or DEFAULT_ALIAS) if label != "" else None
-        if alias is None:
-            return False
-        if operation == "csrattrs":
-            return True
-        return operation == "cacerts" and config.backends[alias.backend].ca_certs_in_memory
+        backend, operation = found
+        return operation == "csrattrs" or (operation == "cacerts" and backend.ca_certs_in_memory)
 
     def runs_in_loop(self, method: str, path: str) -> bool:
         """Whether ``method path`` is an enrollment whose every wait goes through
         :mod:`est_gateway.waits` (the backend says so: ``CABackend.enrolls_in_loop``): the
         server then runs it in a greenlet of its event loop, on one thread, instead of handing
         it to a pool thread. A wrong "no" costs thread hand-offs; a "yes" must never block."""
-        if method != "POST" or not path.startswith(EST_PREFIX):
-            return False
+        found = self._backend_of(path) if method == "POST" else None
+        return found is not None and found[1] == "simpleenroll" and found[0].enrolls_in_loop
+
+    def _backend_of(self, path: str) -> tuple[CABackend[Any], str] | None:
+        """The backend and the operation of an exact EST path of a configured label."""
+        if not path.startswith(EST_PREFIX):
+            return None
         segments = path[len(EST_PREFIX):].split("/")
         if len(segments) > 2:
-            return False
+            return None
         label, operation = (None, segments[0]) if len(segments) == 1 else (segments[0], segments[1])
         config = self.service.config
         alias = config.aliases.get(label or DEFAULT_ALIAS) if label != "" else None
-        return (alias is not None and operation == "simpleenroll"
-                and config.backends[alias.backend].enrolls_in_loop)
+        return None if alias is None else (config.backends[alias.backend], operation)
 
     def route(self, environ: Environ, method: str) -> Response:
         """Exact paths, no redirects: anything else is a plain 404."""
