@@ -22,10 +22,14 @@ CATEGORIES = [
     ("Prometheus metrics", ("prometheus_client/", "est_gateway/metrics.py")),
     ("upstream HTTP (urllib3, http.client)", ("urllib3/", "http/client.py", "email/", "est_gateway/upstream/")),
     ("TLS record I/O", ("est_gateway/server/tls.py", "est_gateway/server/connection.py", "OpenSSL/SSL.py")),
-    ("HTTP parsing, environ, answer", ("est_gateway/server/http11.py", "est_gateway/server/wsgi.py", "httptools/")),
+    ("HTTP parsing, environ, answer", ("est_gateway/server/http11.py", "est_gateway/server/wsgi.py", "httptools/",
+                                       "(wsgi.py:", "(http11.py:")),
     ("event loop, accept, thread hand-off", ("est_gateway/server/loop.py", "selectors.py", "concurrent/futures/",
-                                             "est_gateway/server/worker.py", "threading.py")),
-    ("EST core, checks, backend logic", ("est_gateway/", "est_gateway_")),
+                                             "est_gateway/server/worker.py", "threading.py", "(worker.py:",
+                                             "(loop.py:", "(cooperative.py:", "waits.py")),
+    # py-spy names a frame in a greenlet by its file alone ("views.py:65"), without the package
+    ("EST core, checks, backend logic", ("est_gateway/", "est_gateway_", "(views.py:", "(app.py:",
+                                         "(operations.py:", "(backend.py:", "(authority.py:", "(limits.py:")),
 ]
 
 
