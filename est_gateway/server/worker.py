@@ -6,12 +6,14 @@ graceful shutdown on SIGTERM. In each worker the main thread runs
 handshake, parsing each request as its bytes arrive: :mod:`est_gateway.server.http11`),
 and a bounded thread pool runs the WSGI application on each complete request and writes
 the answer (:mod:`est_gateway.server.wsgi`), or writes the refusal of one the loop
-refused. A request the application answers from memory alone (``answers_at_once``:
-``cacerts`` of the local CA, ``csrattrs``) is answered in the loop, which spares two
-thread hand-offs; the part of its answer the socket does not take at once is written by a
-pool thread, so the loop never waits on a client. A thread is therefore only ever busy
-with a request that has fully arrived: idle or dripping clients cost a file descriptor
-each, and at most ``max_connections`` of them.
+refused. Two kinds of request stay on the loop's thread, which spares the hand-offs
+between threads: one the application answers from memory alone (``answers_at_once``:
+``cacerts`` of the local CA, ``csrattrs``) is answered in the loop, and a local-CA
+enrollment (``runs_in_loop``) runs in a greenlet of the loop whose waits are handed to
+threads (:mod:`est_gateway.server.cooperative`). The part of an answer the socket does not
+take at once is written by a pool thread, so the loop never waits on a client. A thread
+is therefore only ever busy with a request that has fully arrived: idle or dripping
+clients cost a file descriptor each, and at most ``max_connections`` of them.
 
 Gunicorn internals used here (pyproject.toml's floor has them all): ``workers.base.Worker``
 (its ``init_process``, ``notify``, ``PIPE``, ``sockets``, ``wsgi``, ``cfg``, ``log``,
@@ -100,8 +102,9 @@ class ESTWorker(Worker):  # type: ignore[misc]
     def _dispatch(self, client: Client) -> None:
         """From the loop: a request whose answer the application makes from memory alone
         (``answers_at_once``: cacerts of the local CA, csrattrs) is answered here, in the
-        loop, as far as the socket takes the answer at once; every other request, and the
-        rest of an answer the socket did not take, goes to a pool thread."""
+        loop; a local-CA enrollment (``runs_in_loop``) runs in a greenlet of the loop, its
+        waits handed to threads; every other request goes to a pool thread. In the loop an
+        answer is written as far as the socket takes it at once, the rest by a pool thread."""
         request = client.request
         if isinstance(request, Request) and self._answers_at_once(request):
             self._serve(client, in_loop=True)
