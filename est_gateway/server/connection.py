@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+#: bytes handed to one write (one TLS record's worth)
+WRITE_CHUNK = 16384
 
 
 class Connection:
@@ -62,10 +64,9 @@ class Connection:
     def send_interim(self, data: bytes) -> None:
         """Send a short interim answer (``100 Continue``) if the socket takes it now; what it
         does not take is sent before the final answer. Never waits."""
-        would_block: tuple[type[BaseException], ...] = (BlockingIOError, *self.WANT_READ, *self.WANT_WRITE)
         try:
             sent = self._send_nowait(data)
-        except would_block:
+        except self._would_block:
             self._unsent = self._retry_unsent(data)
             return
         except OSError:
@@ -78,17 +79,21 @@ class Connection:
     def write_nowait(self, data: bytes) -> None:
         """Write what the socket takes now and keep the rest for :meth:`sendall`, which a
         thread calls when :attr:`unsent` (never waits; OSError when the connection is gone)."""
-        would_block: tuple[type[BaseException], ...] = (BlockingIOError, *self.WANT_READ, *self.WANT_WRITE)
         view = memoryview(self._unsent + data if self._unsent else data)
         self._unsent = b""
         while view:
             try:
-                sent = self._send_nowait(bytes(view[:16384]))
-            except would_block:
+                sent = self._send_nowait(bytes(view[:WRITE_CHUNK]))
+            except self._would_block:
                 # TLS: OpenSSL wants the same bytes again; plain: none of them were sent
                 self._unsent = bytes(view)
                 return
             view = view[sent:]
+
+    @property
+    def _would_block(self) -> tuple[type[BaseException], ...]:
+        """What a write that would have to wait raises."""
+        return (BlockingIOError, *self.WANT_READ, *self.WANT_WRITE)
 
     @property
     def unsent(self) -> bool:
@@ -134,7 +139,7 @@ class Connection:
             self.sendall(unsent)
         view = memoryview(data)
         while view:
-            sent = self.send(view[:16384])
+            sent = self.send(view[:WRITE_CHUNK])
             view = view[sent:]
 
     def send(self, data: bytes | memoryview) -> int:
