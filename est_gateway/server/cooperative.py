@@ -44,7 +44,7 @@ class RequestHub:
     def in_thread(self, fn: Callable[[], Any]) -> Any:
         box: list[Any] = []
         g = greenlet.getcurrent()
-        self.pool.submit(self._run_then_resume, fn, box, [g])
+        self.pool.submit(self._run_then_resume, fn, box, g)
         return self._suspend(box)
 
     def in_group_commit(self, fn: Callable[[], Any]) -> Any:
@@ -62,10 +62,10 @@ class RequestHub:
             raise value
         return value
 
-    def _run_then_resume(self, fn: Callable[[], Any], box: list[Any], greenlets: list[greenlet.greenlet]) -> None:
+    def _run_then_resume(self, fn: Callable[[], Any], box: list[Any], g: greenlet.greenlet) -> None:
         """On a thread: run ``fn``, keep its result or exception, queue the greenlet, wake the loop."""
         _capture(fn, box)
-        self._resume(greenlets)
+        self._resume([g])
 
     def _commit_group(self, group: list[tuple[Callable[[], Any], greenlet.greenlet, list[Any]]]) -> None:
         """On the commit thread: the group's commits one after the other (the first commits
