@@ -157,6 +157,60 @@ def test_the_hub_leaves_no_greenlet_of_its_own_behind(loop: Loop) -> None:
     assert greenlet.getcurrent().parent is None      # the test runs in the main greenlet
 
 
+def test_one_greenlet_serves_request_after_request(loop: Loop) -> None:
+    """A finished request's greenlet serves the next (a new one per request cost a map and
+    an unmap of its frame stack); requests waiting at once each have their own."""
+    seen: list[greenlet.greenlet] = []
+
+    def request() -> None:
+        seen.append(greenlet.getcurrent())
+        waits.in_thread(lambda: None)
+
+    loop.hub.start(request)
+    loop.run_until_idle()
+    loop.hub.start(request)
+    loop.run_until_idle()
+    assert seen[0] is seen[1]
+    loop.hub.start(request)
+    loop.hub.start(request)         # the first still waits: another greenlet
+    loop.run_until_idle()
+    assert seen[2] is not seen[3]
+    assert seen[0] in (seen[2], seen[3])         # one of them is the kept one
+
+
+def test_a_request_that_raises_reaches_the_loop_and_its_greenlet_is_not_kept(loop: Loop) -> None:
+    seen: list[greenlet.greenlet] = []
+
+    def failing() -> None:
+        seen.append(greenlet.getcurrent())
+        raise RuntimeError("bug in a request")
+
+    with pytest.raises(RuntimeError, match="bug in a request"):
+        loop.hub.start(failing)
+    assert seen[0].dead
+    loop.hub.start(lambda: seen.append(greenlet.getcurrent()))
+    assert seen[1] is not seen[0] and not seen[1].dead
+
+
+def test_idle_greenlets_kept_are_bounded(loop: Loop, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("est_gateway.server.cooperative.IDLE_KEPT", 2)
+    seen: list[greenlet.greenlet] = []
+
+    def request() -> None:
+        seen.append(greenlet.getcurrent())
+        waits.in_thread(lambda: None)
+
+    for _ in range(4):                 # four at once: four greenlets
+        loop.hub.start(request)
+    loop.run_until_idle()
+    assert len(set(seen)) == 4
+    assert sum(g.dead for g in seen) == 2          # two kept for the next requests, two ended
+    for _ in range(3):
+        loop.hub.start(request)
+    loop.run_until_idle()
+    assert len(set(seen[4:])) == 3 and len(set(seen[4:]) & set(seen[:4])) == 2
+
+
 @pytest.mark.e2e
 def test_sigterm_answers_an_enrollment_still_waiting_for_its_commit(tmp_path: Path) -> None:
     """The record's folder lock is held from outside, so the enrollment waits in its
