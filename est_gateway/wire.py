@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
@@ -18,7 +17,7 @@ CT_CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
 CT_CSRATTRS = "application/csrattrs"
 CT_TEXT = "text/plain; charset=utf-8"
 
-_WHITESPACE = re.compile(rb"[\r\n\t ]+")
+_WHITESPACE = b"\r\n\t "
 _B64_LINE = 64
 
 
@@ -28,11 +27,13 @@ def decode_base64_body(body: bytes) -> bytes:
     CR, LF, space and tab are tolerated anywhere; any line length or none.
     Raises ``ValueError`` for anything that is not base64.
     """
-    compact = _WHITESPACE.sub(b"", body)
+    compact = body.translate(None, _WHITESPACE)
     if not compact:
         raise ValueError("empty body; expected base64-encoded DER")
     try:
-        return base64.b64decode(compact, validate=True)
+        # strict: any byte outside the alphabet, a misplaced or missing "=", or data after
+        # the padding is refused (what b64decode(validate=True) refuses, without its regex)
+        return binascii.a2b_base64(compact, strict_mode=True)
     except (binascii.Error, ValueError):
         raise ValueError("body is not valid base64") from None
 
