@@ -51,8 +51,11 @@ class AuditEvent:
         if not logger.isEnabledFor(logging.INFO):
             return
         # The fields are plain values: a shallow copy (asdict deep-copies each one).
-        record = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), **vars(self)}
-        logger.info(_ENCODER.encode(record))
+        fields = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), **vars(self)}
+        # The record is made here rather than by logger.info, which would walk the stack to
+        # find its caller's file and line (this function's: the JSON line does not show them).
+        logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, _ENCODER.encode(fields), (),
+                                        None, "emit"))
 
 
 def configure(stream_handler: logging.Handler | None = None) -> None:
