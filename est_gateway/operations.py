@@ -229,9 +229,9 @@ class ESTService:
     def _request(self, kind: type[R], operation: str, alias: AliasSettings,
                  csr: x509.CertificateSigningRequest, requester: Requester, caller: Caller,
                  client_csr: x509.CertificateSigningRequest) -> R:
+        key = retry_key(operation, alias.name, requester, client_csr) if self.backend(alias).uses_retry_key else ""
         return kind(csr=csr, alias=alias.name, target=alias.target, requester=requester,
-                    request_id=caller.request_id,
-                    retry_key=retry_key(operation, alias.name, requester, client_csr))
+                    request_id=caller.request_id, retry_key=key)
 
     def _check_binding(self, alias: AliasSettings, csr: x509.CertificateSigningRequest, caller: Caller,
                        verified: x509.Certificate | None) -> None:

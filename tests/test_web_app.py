@@ -3,6 +3,7 @@ path, and the per-request bookkeeping (audit line, Prometheus children), in proc
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from est_gateway import audit, metrics
 from est_gateway.audit import AuditEvent
 from est_gateway.metrics import Children
 from tests.conftest import EXTRA_ALIASES
-from tests.support.inproc import InProcessGateway, check_response, start
+from tests.support.inproc import InProcessGateway, check_response, start, valid_csr_der
 
 EST = "/.well-known/est"
 NOT_FOUND = b"not found; EST lives under /.well-known/est/\n"
@@ -198,3 +199,22 @@ def test_cacerts_of_a_backend_that_may_wait_is_not_answered_in_the_loop(
 def test_what_the_server_runs_in_a_greenlet_of_its_event_loop(gw: InProcessGateway, method: str, path: str,
                                                              in_loop: bool) -> None:
     assert gw.app.runs_in_loop(method, path) is in_loop
+
+
+@pytest.mark.parametrize(("label", "hashed"), [
+    ("", False),             # the local CA with automatic approval never reads it
+    ("manual", True),        # its approval queue finds a repeated request by it
+])
+def test_the_retry_key_is_hashed_only_for_a_backend_that_reads_it(
+        gw: InProcessGateway, monkeypatch: pytest.MonkeyPatch, label: str, hashed: bool) -> None:
+    alias = gw.config.aliases[label or "est"]
+    backend = gw.config.backends[alias.backend]
+    seen: list[str] = []
+    enroll = backend.enroll
+    monkeypatch.setattr(backend, "enroll", lambda request: (seen.append(request.retry_key), enroll(request))[1])
+    path = f"{EST}/{label}/simpleenroll" if label else f"{EST}/simpleenroll"
+    response = gw.request("POST", path, body=base64.encodebytes(valid_csr_der("retry-key")),
+                          headers=[("Content-Type", "application/pkcs10"), *gw.auth().items()])
+    assert response.status_code == (202 if hashed else 200)
+    assert len(seen) == 1
+    assert (len(seen[0]) == 64) is hashed and (seen[0] == "") is not hashed

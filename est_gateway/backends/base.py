@@ -147,6 +147,10 @@ class CABackend(abc.ABC, Generic[TargetT]):
     #: or the disk directly): the server then runs ``simpleenroll`` in a greenlet of its event
     #: loop instead of on a pool thread
     enrolls_in_loop: bool = False
+    #: :meth:`enroll` and :meth:`reenroll` read ``retry_key`` (to find a request waiting for
+    #: approval, or to name an end entity the same way twice); when False the core leaves
+    #: it empty and spares its hashing
+    uses_retry_key: bool = True
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -79,6 +79,8 @@ class LocalCABackend(CABackend[LocalTarget]):
         # An automatic enrollment waits only for its record's group commit
         # (est_gateway.waits); a manual approval reads and writes the queue on the way.
         self.enrolls_in_loop = options.approval == "auto"
+        # the retry key finds a request in the approval queue; automatic approval has none
+        self.uses_retry_key = options.approval != "auto"
 
     @classmethod
     def from_options(cls, name: str, options: Section) -> LocalCABackend:
