@@ -128,3 +128,22 @@ def test_close_releases_the_lock_file(store: CertificateStore, ca: CA) -> None:
         os.fstat(fd)
     assert store._lock_fd is None
     assert len(on_disk(store)) == 1
+
+
+def test_the_record_keeps_no_index_that_no_query_uses(tmp_path: Path, ca: CA) -> None:
+    """Each index is one more B-tree page written and fsynced per certificate: the record
+    has only the serial's (its primary key); an older record's subject index is dropped."""
+    path = tmp_path / "certificates.sqlite3"
+    old = CertificateStore(path)
+    old.initialise()
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE INDEX certificates_subject ON certificates(subject)")
+    old.close()
+    store = CertificateStore(path)
+    store.initialise()
+    add(store, ca.issue(p256_key(), cn="indexed"))
+    with sqlite3.connect(path) as conn:
+        indexes = [row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'certificates'")]
+    store.close()
+    assert indexes == ["sqlite_autoindex_certificates_1"]
