@@ -15,8 +15,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 
-from asn1crypto import cms, core
-from asn1crypto import x509 as asn1_x509
+from asn1crypto import core
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -74,6 +73,10 @@ def _ski(cert: x509.Certificate) -> bytes | None:
 
 def wrap(key: PrivateKey, to: x509.Certificate, signer: KeySigner, now: dt.datetime) -> bytes:
     """DER ContentInfo: SignedData(EnvelopedData(PKCS#8 key)) per RFC 7030 §4.4.2."""
+    # asn1crypto's CMS and X.509 modules (1.5 MiB per worker) are loaded when first needed
+    from asn1crypto import cms
+    from asn1crypto import x509 as asn1_x509
+
     pkcs8 = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption())
     enveloped = (pkcs7.PKCS7EnvelopeBuilder().set_data(pkcs8).add_recipient(to)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import urllib3
-from asn1crypto import keys
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -323,6 +322,8 @@ def _crl_distribution_point(certificate: x509.Certificate) -> str | None:
 def _key_hash(certificate: x509.Certificate, algorithm: hashes.HashAlgorithm | None = None) -> bytes:
     """Hash (SHA-1 unless told) of the subjectPublicKey BIT STRING's key bits (RFC 6960
     ``issuerKeyHash`` and the responder's ``byKey``)."""
+    from asn1crypto import keys  # loaded when first needed: asn1crypto's key modules take 0.4 MiB
+
     der = certificate.public_key().public_bytes(serialization.Encoding.DER,
                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
     digest = hashes.Hash(algorithm or hashes.SHA1())
