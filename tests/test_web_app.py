@@ -218,3 +218,27 @@ def test_the_retry_key_is_hashed_only_for_a_backend_that_reads_it(
     assert response.status_code == (202 if hashed else 200)
     assert len(seen) == 1
     assert (len(seen[0]) == 64) is hashed and (seen[0] == "") is not hashed
+
+
+def test_the_worker_keeps_the_application_answers_it_asked_for_and_bounds_them(
+        gw: InProcessGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    from est_gateway.server import worker as worker_module
+    from est_gateway.server.http11 import Request
+
+    monkeypatch.setattr(worker_module, "APP_ANSWERS_KEPT", 3)
+    w = worker_module.ESTWorker.__new__(worker_module.ESTWorker)
+    w.wsgi, w._app_answers = gw.app, {}
+    asked: list[str] = []
+    runs_in_loop = gw.app.runs_in_loop
+    monkeypatch.setattr(gw.app, "runs_in_loop", lambda m, p: (asked.append(p), runs_in_loop(m, p))[1])
+
+    def request(target: bytes) -> Request:
+        return Request("POST", target, "1.1", [], b"", True, False)
+
+    assert w._app_says("runs_in_loop", request(f"{EST}/simpleenroll".encode()))
+    assert w._app_says("runs_in_loop", request(f"{EST}/simpleenroll".encode()))
+    assert not w._app_says("runs_in_loop", request(f"{EST}/manual/simpleenroll".encode()))
+    assert asked == [f"{EST}/simpleenroll", f"{EST}/manual/simpleenroll"]
+    for i in range(10):               # a client inventing paths: the kept answers stay bounded
+        assert not w._app_says("runs_in_loop", request(f"{EST}/x{i}/simpleenroll".encode()))
+        assert len(w._app_answers) <= 3

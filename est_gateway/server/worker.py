@@ -40,6 +40,8 @@ from est_gateway.server.wsgi import Answer, HttpDate, base_environ, build_enviro
 
 #: descriptors a worker keeps for itself (listeners, logs, database, upstream connections)
 RESERVED_FDS = 256
+#: (question, method, target) answers of the application kept per worker (see _app_says)
+APP_ANSWERS_KEPT = 1024
 
 
 class ESTWorker(Worker):  # type: ignore[misc]
@@ -69,6 +71,8 @@ class ESTWorker(Worker):  # type: ignore[misc]
                              max_body=settings.max_body_bytes)
         self.base_environ = base_environ(multiprocess=self.cfg.workers > 1)
         self.dates = HttpDate()
+        self._forwarded_header = settings.client_cert_header.lower().encode("latin-1")
+        self._app_answers: dict[tuple[str, str, bytes], bool] = {}
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="est")
         super().init_process()
 
@@ -123,12 +127,24 @@ class ESTWorker(Worker):  # type: ignore[misc]
         info: TLSInfo | None = client.conn.info
         if info is not None and info.peer_chain:
             return False
-        forwarded = self.server_settings.client_cert_header.lower().encode("latin-1")
+        forwarded = self._forwarded_header
         if any(name.lower() == forwarded for name, _ in request.headers):
             return False     # a certificate forwarded by a proxy: the same check
         return self._app_says("runs_in_loop", request)
 
     def _app_says(self, question: str, request: Request) -> bool:
+        """The application's answer for this method and path, kept: a client sends the same
+        few paths over and over (at most ``APP_ANSWERS_KEPT`` kept, then forgotten at once)."""
+        key = (question, request.method, request.target)
+        said = self._app_answers.get(key)
+        if said is None:
+            said = self._ask_app(question, request)
+            if len(self._app_answers) >= APP_ANSWERS_KEPT:
+                self._app_answers.clear()
+            self._app_answers[key] = said
+        return said
+
+    def _ask_app(self, question: str, request: Request) -> bool:
         decide = getattr(self.wsgi, question, None)
         path = request.target.partition(b"?")[0]
         if decide is None or not path.isascii() or b"%" in path or b"#" in path or path.startswith(b"//"):
