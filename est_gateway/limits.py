@@ -78,9 +78,10 @@ class Limits:
         if algo is not None and algo.name in WEAK_HASHES:
             raise BadRequest(f"CSR is signed with {algo.name.upper()}, which is not accepted; use SHA-256 or better")
 
-    def check_csr_names(self, csr: x509.CertificateSigningRequest) -> None:
-        """Bound subject and subjectAltName counts and lengths (400)."""
-        subject = csr.subject    # parsed anew on every access
+    def check_csr_names(self, csr: x509.CertificateSigningRequest) -> x509.Name:
+        """Bound subject and subjectAltName counts and lengths (400). Returns the subject
+        (``csr.subject`` parses it anew on every access)."""
+        subject = csr.subject
         if len(subject) > self.max_subject_attributes:
             raise BadRequest(f"subject has {len(subject)} attributes; at most "
                              f"{self.max_subject_attributes} are accepted")
@@ -95,6 +96,7 @@ class Limits:
                 raise BadRequest(f"a subjectAltName is longer than {self.max_value_length} characters")
             if isinstance(name, x509.DNSName):
                 check_dns_name(name.value)
+        return subject
 
 
 _LDH_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")

@@ -148,8 +148,8 @@ class ESTService:
     def simpleenroll(self, alias: AliasSettings, body: bytes, caller: Caller) -> Issued | Pending:
         """RFC 7030 §4.2.1: authenticate by the alias policy, verify the CSR, issue."""
         requester = self._authenticate_enroll(alias, caller)
-        csr = parse_csr_body(body, self.config.limits)
-        caller.audit.csr_subject = csr.subject.rfc4514_string()
+        csr, subject = parse_csr_body(body, self.config.limits)
+        caller.audit.csr_subject = subject.rfc4514_string()
         alias.csrattrs.check(csr)
         self._check_binding(alias, csr, caller, requester.certificate)
         request = self._request(EnrollRequest, "simpleenroll", alias, csr, requester, caller, csr)
@@ -158,8 +158,8 @@ class ESTService:
     def simplereenroll(self, alias: AliasSettings, body: bytes, caller: Caller) -> Issued | Pending:
         """RFC 7030 §4.2.2: the current, valid, unrevoked certificate authenticates; no password."""
         current, issued_on = self._current_certificate(alias, caller)
-        csr = parse_csr_body(body, self.config.limits)
-        caller.audit.csr_subject = csr.subject.rfc4514_string()
+        csr, subject = parse_csr_body(body, self.config.limits)
+        caller.audit.csr_subject = subject.rfc4514_string()
         check_renewal_matches(csr, current, allow_same_key=alias.allow_same_key_renewal)
         if issued_on is not None and issued_on not in (alias.name, *alias.accept_renewals_from):
             raise Forbidden(f'client certificate was issued on EST label "{issued_on}"; renew it there')
@@ -184,8 +184,8 @@ class ESTService:
         if not alias.serverkeygen:
             raise NotSupported("serverkeygen is disabled for this EST label")
         requester = self._authenticate_enroll(alias, caller)
-        client_csr = parse_csr_body(body, self.config.limits)
-        caller.audit.csr_subject = client_csr.subject.rfc4514_string()
+        client_csr, subject = parse_csr_body(body, self.config.limits)
+        caller.audit.csr_subject = subject.rfc4514_string()
         self._check_binding(alias, client_csr, caller, requester.certificate)
         encrypt_to = keywrap.recipient(client_csr, requester.certificate)
         if encrypt_to is not None and self.key_signer is None:
@@ -375,16 +375,17 @@ def retry_key(operation: str, alias: str, requester: Requester,
     return digest.hexdigest()
 
 
-def parse_csr_body(body: bytes, limits: Limits) -> x509.CertificateSigningRequest:
-    """base64 → DER → PKCS#10 within the limits → verified signature; each failure a 400."""
+def parse_csr_body(body: bytes, limits: Limits) -> tuple[x509.CertificateSigningRequest, x509.Name]:
+    """base64 → DER → PKCS#10 within the limits → verified signature; each failure a 400.
+    Returns the CSR and its subject (parsed once: ``csr.subject`` parses it on every access)."""
     try:
         csr = wire.load_csr(wire.decode_base64_body(body))
         limits.check_csr_key(csr)        # before the signature: no 16k-bit RSA verification
-        limits.check_csr_names(csr)
+        subject = limits.check_csr_names(csr)
         wire.verify_csr_signature(csr)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    return csr
+    return csr, subject
 
 
 def check_renewal_matches(csr: x509.CertificateSigningRequest, current: x509.Certificate, *,
