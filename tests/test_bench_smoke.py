@@ -44,9 +44,10 @@ def test_tiny_benchmark_writes_well_formed_results(tmp_path: Path) -> None:
     assert cpu["reenroll-mtls", "new"]["crypto_floor_ms"] > 0 and cpu["cacerts", "keepalive"]["crypto_floor_ms"] == 0
     for row in cpu.values():
         assert row["cpu_ms"] and all(ms >= 0 for ms in row["cpu_ms"]) and row["target_ms"] > 0
-    # /proc counts CPU in clock ticks (10 ms): a tiny run's six keep-alive cacerts (~3 ms in
-    # all) may count none; six handshakes and enrollments always count some.
-    assert all(ms > 0 for ms in cpu["reenroll-mtls", "new"]["cpu_ms"] + cpu["enroll-p256", "new"]["cpu_ms"])
+    # /proc counts CPU in whole clock ticks (10 ms): a tiny run that costs the gateway less
+    # than 10 ms may count none (six keep-alive cacerts, ~1 ms; six new-connection P-256
+    # enrollments, ~10 ms); six new-connection re-enrollments (~20 ms) always count some.
+    assert sum(cpu["reenroll-mtls", "new"]["cpu_ms"]) > 0
     assert data["ceiling"]["costs_ms"]["tls_handshake_full_p256"] > 0
     assert data["peak_rss_mib_end"] > 0
     attacked = data["attack"]["runs"]
