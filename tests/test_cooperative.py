@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import gc
 import os
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -190,6 +192,26 @@ def test_a_request_that_raises_reaches_the_loop_and_its_greenlet_is_not_kept(loo
     assert seen[0].dead
     loop.hub.start(lambda: seen.append(greenlet.getcurrent()))
     assert seen[1] is not seen[0] and not seen[1].dead
+
+
+def test_an_idle_greenlet_keeps_nothing_of_the_request_it_served(loop: Loop) -> None:
+    """A finished request's connection (its TLS state) must not live on in the greenlet
+    that waits for the next request."""
+
+    class Connection:
+        pass
+
+    conn = Connection()
+    gone = weakref.ref(conn)
+
+    def request(c: Connection = conn) -> None:
+        waits.in_thread(lambda: c)
+
+    loop.hub.start(request)
+    loop.run_until_idle()
+    del conn, request
+    gc.collect()
+    assert gone() is None
 
 
 def test_idle_greenlets_kept_are_bounded(loop: Loop, monkeypatch: pytest.MonkeyPatch) -> None:

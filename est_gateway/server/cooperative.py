@@ -43,25 +43,25 @@ class RequestHub:
         """From the loop: run ``run`` in a request greenlet, until it ends or waits. A
         greenlet serves request after request: a new one per request cost a mapping and an
         unmapping of its frame stack (munmap: a TLB shoot-down on the other core)."""
-        if self._idle:
-            self._idle.pop().switch(run)
-            return
-        g = greenlet.greenlet(self._serve)
-        g.hub = self    # what est_gateway.waits looks for
-        g.switch(run)
+        if not self._idle:
+            g = greenlet.greenlet(self._serve)
+            g.hub = self    # what est_gateway.waits looks for
+            g.switch()      # it puts itself in the idle list
+        self._idle.pop().switch(run)
 
-    def _serve(self, run: Callable[[], object]) -> None:
-        """A request greenlet's life: run a request, then wait in the idle list for the next
-        (an exception ends it and reaches the loop, as from a greenlet of its own)."""
+    def _serve(self) -> None:
+        """A request greenlet's life: wait in the idle list for a request, run it, again
+        (an exception ends it and reaches the loop, as from a greenlet of its own). A
+        request comes as the value of a switch, not as an argument of the greenlet's start,
+        which greenlet would keep for the greenlet's life (and with it the connection)."""
         me = greenlet.getcurrent()
         loop = me.parent
         assert loop is not None
-        while True:
-            run()
-            if len(self._idle) >= IDLE_KEPT:
-                return
+        while len(self._idle) < IDLE_KEPT:
             self._idle.append(me)
             run = loop.switch()
+            run()
+            del run     # its closure holds the request's connection: not kept while idle
 
     def in_thread(self, fn: Callable[[], Any]) -> Any:
         box: list[Any] = []
