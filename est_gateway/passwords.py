@@ -96,6 +96,10 @@ class PasswordChecker:
         self._key = os.urandom(32)
         self._recent: dict[str, tuple[bytes, float]] = {}
         self._hashing = threading.BoundedSemaphore(max_hashing)
+        #: verifications running, by (scope, HMAC of the password): the same password
+        #: presented again meanwhile waits for that result instead of hashing it again
+        self._flights: dict[tuple[str, bytes], _Flight] = {}
+        self._flights_lock = threading.Lock()
 
     def verify(self, scope: str, stored: PasswordHash, password: str) -> bool:
         tag = hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).digest()
@@ -106,16 +110,45 @@ class PasswordChecker:
         return waits.in_thread(lambda: self._verify_slowly(scope, stored, password, tag))
 
     def _verify_slowly(self, scope: str, stored: PasswordHash, password: str, tag: bytes) -> bool:
-        with self._hashing:
-            # Threads queued here behind one verifying the same password take its result
-            # instead of each running scrypt again.
-            if self._remembered(scope, tag):
-                return True
-            ok = stored.verify(password)
-            if ok and self.ttl_s > 0:
-                self._recent[scope] = (tag, self._clock() + self.ttl_s)
-        return ok
+        """One scrypt per password at a time: when the memory expires under load, every
+        request presenting the password at once would otherwise hash it, each with its
+        16 MiB, as many at once as ``max_hashing`` lets them."""
+        key = (scope, tag)
+        while True:
+            with self._flights_lock:
+                flight = self._flights.get(key)
+                if flight is None:
+                    flight = self._flights[key] = _Flight()
+                    break                       # this thread verifies
+            flight.done.wait()
+            if flight.ok is not None:
+                return flight.ok
+            # the verification failed with an error (it raised there): try again
+        try:
+            with self._hashing:
+                # Threads queued here behind one verifying the same password take its result
+                # instead of each running scrypt again.
+                if self._remembered(scope, tag):
+                    flight.ok = True
+                    return True
+                ok = stored.verify(password)
+                if ok and self.ttl_s > 0:
+                    self._recent[scope] = (tag, self._clock() + self.ttl_s)
+            flight.ok = ok
+            return ok
+        finally:
+            with self._flights_lock:
+                del self._flights[key]
+            flight.done.set()
 
     def _remembered(self, scope: str, tag: bytes) -> bool:
         remembered = self._recent.get(scope)
         return remembered is not None and remembered[1] > self._clock() and hmac.compare_digest(remembered[0], tag)
+
+
+class _Flight:
+    """One verification running: its result (None if it raised) once ``done`` is set."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok: bool | None = None
