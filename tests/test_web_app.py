@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter
 from est_gateway import audit, metrics
 from est_gateway.audit import AuditEvent
 from est_gateway.metrics import Children
+from est_gateway.server import worker as worker_module
+from est_gateway.server.http11 import Request
 from tests.conftest import EXTRA_ALIASES
 from tests.support.inproc import InProcessGateway, check_response, start, valid_csr_der
 
@@ -222,9 +224,6 @@ def test_the_retry_key_is_hashed_only_for_a_backend_that_reads_it(
 
 def test_the_worker_keeps_the_application_answers_it_asked_for_and_bounds_them(
         gw: InProcessGateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    from est_gateway.server import worker as worker_module
-    from est_gateway.server.http11 import Request
-
     monkeypatch.setattr(worker_module, "APP_ANSWERS_KEPT", 3)
     w = worker_module.ESTWorker.__new__(worker_module.ESTWorker)
     w.wsgi, w._app_answers = gw.app, {}
