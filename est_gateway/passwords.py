@@ -126,8 +126,8 @@ class PasswordChecker:
             # the verification failed with an error (it raised there): try again
         try:
             with self._hashing:
-                # Threads queued here behind one verifying the same password take its result
-                # instead of each running scrypt again.
+                # A request that missed the memory just before the previous verification of
+                # this password stored it (and so started a flight of its own) finds it here.
                 if self._remembered(scope, tag):
                     flight.ok = True
                     return True
