@@ -89,6 +89,22 @@ def test_commits_of_one_pass_run_together_on_the_commit_thread(loop: Loop) -> No
     assert len({thread for _, thread in ran}) == 1 and ran[0][1] != threading.get_ident()
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+def test_the_commit_thread_does_not_preempt_the_loop_thread(loop: Loop) -> None:
+    """The commit thread runs under SCHED_BATCH (no preemption of the loop when it wakes);
+    the loop thread and the pool keep the normal policy."""
+    policies: list[int] = []
+
+    def run() -> None:
+        policies.append(waits.in_group_commit(lambda: os.sched_getscheduler(0)))
+        policies.append(waits.in_thread(lambda: os.sched_getscheduler(0)))
+
+    loop.hub.start(run)
+    loop.run_until_idle()
+    assert policies == [os.SCHED_BATCH, os.SCHED_OTHER]
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
 def test_an_error_in_a_wait_is_raised_in_its_request(loop: Loop) -> None:
     seen: list[BaseException] = []
 
