@@ -22,7 +22,6 @@ Gunicorn internals used here (pyproject.toml's floor has them all): ``workers.ba
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import socket
@@ -35,6 +34,7 @@ from est_gateway.identity import TLSInfo
 from est_gateway.server.cooperative import RequestHub
 from est_gateway.server.http11 import Limits, Refusal, Request, error_answer
 from est_gateway.server.loop import Client, ConnectionLoop, raise_fd_limit
+from est_gateway.server.memory import tune_malloc
 from est_gateway.server.tls import ClientChainLimits, server_context
 from est_gateway.server.wsgi import Answer, HttpDate, base_environ, build_environ
 
@@ -51,7 +51,7 @@ class ESTWorker(Worker):  # type: ignore[misc]
     ppid: int        # gunicorn's: the arbiter's pid
 
     def init_process(self) -> None:
-        _tune_malloc()
+        tune_malloc()
         settings = self.app.gateway_config.server
         self.server_settings = settings
         self.chain_limits = ClientChainLimits(max_depth=settings.client_cert_max_depth,
@@ -238,20 +238,3 @@ class ESTWorker(Worker):  # type: ignore[misc]
         self.log.warning("invalid request from %s: %s%s", client.addr[0] if isinstance(client.addr, tuple) else "unix",
                          refusal.reason, f" ({refusal.detail})" if refusal.detail else "")
         client.conn.sendall(error_answer(refusal.status, refusal.reason))
-
-
-def _tune_malloc(arenas: int = 2, mmap_threshold: int = 1024 * 1024) -> None:
-    """glibc gives every thread its own malloc arena, which grows a worker's resident
-    memory with its thread count; two arenas keep it near that of a single thread.
-
-    A fixed mmap threshold keeps glibc from raising it after a large block is freed (its
-    default): otherwise the first scrypt check's 16 MiB buffer is mapped and unmapped, but
-    every later one comes from an arena and stays resident after it is freed. Blocks above
-    the threshold are mapped for their lifetime and returned to the system when freed.
-    Must run before the worker's threads start; a no-op where glibc is absent."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, arenas)            # M_ARENA_MAX
-        libc.mallopt(-3, mmap_threshold)    # M_MMAP_THRESHOLD (also stops its dynamic raise)
-    except (OSError, AttributeError):
-        pass
