@@ -92,16 +92,15 @@ def test_commits_of_one_pass_run_together_on_the_commit_thread(loop: Loop) -> No
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
 def test_the_commit_thread_does_not_preempt_the_loop_thread(loop: Loop) -> None:
     """The commit thread runs under SCHED_BATCH (no preemption of the loop when it wakes);
-    the loop thread and the pool keep the normal policy."""
+    the loop thread keeps the normal policy. (The worker's pool: tests/test_e2e_http.py.)"""
     policies: list[int] = []
 
     def run() -> None:
         policies.append(waits.in_group_commit(lambda: os.sched_getscheduler(0)))
-        policies.append(waits.in_thread(lambda: os.sched_getscheduler(0)))
 
     loop.hub.start(run)
     loop.run_until_idle()
-    assert policies == [os.SCHED_BATCH, os.SCHED_OTHER]
+    assert policies == [os.SCHED_BATCH]
     assert os.sched_getscheduler(0) == os.SCHED_OTHER
 
 

@@ -1,8 +1,9 @@
-"""glibc malloc settings of the arbiter and the workers (est_gateway.server.memory): freed
-memory is given back instead of staying resident in every worker."""
+"""Settings of the gateway's worker processes: glibc malloc (est_gateway.server.memory, freed
+memory given back instead of staying resident in every worker) and their threads' scheduling."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gateway import local_instance
+from tests.support.gateway import curl, local_instance
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and /proc are Linux's")
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc, /proc, SCHED_BATCH are Linux's")
 
 MiB = 1024 * 1024
 #: what one scrypt check of a password takes (log2 N = 14, r = 8: 128 * r * N bytes)
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _run(code: str) -> list[int]:
     """Run ``code`` in a fresh interpreter; the integers it prints."""
-    code = "import os\nfrom tests.test_memory import heap_rss\n" + textwrap.dedent(code)
+    code = "import os\nfrom tests.test_process_settings import heap_rss\n" + textwrap.dedent(code)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT).stdout
     return [int(word) for word in out.split()]
@@ -87,3 +88,28 @@ def test_workers_do_not_inherit_the_arbiters_freed_scrypt_buffer(tmp_path: Path)
     finally:
         assert process.stop() == 0
     assert all(heap < SCRYPT_BUFFER for heap in heaps), heaps
+
+
+def _policy(pid: int, tid: str) -> int:
+    """A thread's scheduling policy: field 41 of /proc/<pid>/task/<tid>/stat."""
+    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[38])
+
+
+def test_only_the_event_loop_thread_of_a_worker_preempts_on_wake_up(tmp_path: Path) -> None:
+    """The loop thread keeps the normal policy; every other thread of a worker (the request
+    pool, the commit thread) runs under SCHED_BATCH, so that waking it for a request or a
+    commit does not take the core from the loop (est_gateway.server.cooperative)."""
+    instance, process = local_instance(tmp_path / "est-local")
+    process.start()
+    try:
+        workers = process.workers(2)
+        for _ in range(6):    # /healthz is answered on a pool thread: the pools start threads
+            assert curl(f"https://127.0.0.1:{process.port}/healthz", cacert=instance.trust_anchor).status == 200
+        policies = {pid: {tid: _policy(pid, tid) for tid in os.listdir(f"/proc/{pid}/task")} for pid in workers}
+    finally:
+        assert process.stop() == 0
+    for pid, threads in policies.items():
+        assert threads.pop(str(pid)) == os.SCHED_OTHER
+        assert all(policy == os.SCHED_BATCH for policy in threads.values()), policies
+    assert sum(len(threads) for threads in policies.values()) >= 1, policies
