@@ -91,16 +91,22 @@ def test_commits_of_one_pass_run_together_on_the_commit_thread(loop: Loop) -> No
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
 def test_the_commit_thread_does_not_preempt_the_loop_thread(loop: Loop) -> None:
-    """The commit thread runs under SCHED_BATCH (no preemption of the loop when it wakes);
-    the loop thread keeps the normal policy. (The worker's pool: tests/test_e2e_http.py.)"""
-    policies: list[int] = []
+    """The commit thread runs under SCHED_BATCH (no preemption of the loop when it wakes),
+    named est-commit; the loop thread and the pool keep the normal policy."""
+    seen: list[tuple[int, str]] = []
+
+    def policy_and_name() -> tuple[int, str]:
+        name = Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
+        return os.sched_getscheduler(0), name
 
     def run() -> None:
-        policies.append(waits.in_group_commit(lambda: os.sched_getscheduler(0)))
+        seen.append(waits.in_group_commit(policy_and_name))
+        seen.append(waits.in_thread(policy_and_name))
 
     loop.hub.start(run)
     loop.run_until_idle()
-    assert policies == [os.SCHED_BATCH]
+    assert seen[0] == (os.SCHED_BATCH, "est-commit")
+    assert seen[1][0] == os.SCHED_OTHER and seen[1][1] != "est-commit"
     assert os.sched_getscheduler(0) == os.SCHED_OTHER
 
 

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from gunicorn.workers.base import Worker
 
 from est_gateway.identity import TLSInfo
-from est_gateway.server.cooperative import RequestHub, no_wakeup_preemption
+from est_gateway.server.cooperative import RequestHub
 from est_gateway.server.http11 import Limits, Refusal, Request, error_answer
 from est_gateway.server.loop import Client, ConnectionLoop, raise_fd_limit
 from est_gateway.server.memory import tune_malloc
@@ -73,9 +73,7 @@ class ESTWorker(Worker):  # type: ignore[misc]
         self.dates = HttpDate()
         self._forwarded_header = settings.client_cert_header.lower().encode("latin-1")
         self._app_answers: dict[tuple[str, str, bytes], bool] = {}
-        # A pool thread woken for a request does not preempt the loop (cooperative.py)
-        self.pool = ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="est",
-                                       initializer=no_wakeup_preemption)
+        self.pool = ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="est")
         super().init_process()
 
     def run(self) -> None:
