@@ -5,16 +5,21 @@ A smoke test of bench/, never a performance test: no timing is asserted here.
 
 from __future__ import annotations
 
+import ctypes
 import inspect
 import json
+import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from bench import scale
 from bench.__main__ import main
+from bench.threads import thread_counts, thread_kind
 
 
 @pytest.mark.e2e
@@ -85,3 +90,36 @@ def test_the_app_cpu_bench_runs_its_three_requests() -> None:
     assert done.returncode == 0, done.stderr
     rows = [line.split()[0] for line in done.stdout.splitlines()[1:]]
     assert rows == ["cacerts", "404", "simpleenroll"], done.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_thread_counts_tell_the_loop_the_commit_thread_and_the_pool_apart() -> None:
+    """bench.threads reads each thread of a process: the main thread is the loop, a thread
+    named est-commit the commit thread, any other the pool; its blocking waits are counted."""
+    named, go, done, end = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+
+    def commit_thread() -> None:
+        ctypes.CDLL(None).prctl(15, b"est-commit", 0, 0, 0)   # PR_SET_NAME, as the gateway's
+        named.set()
+        for _ in range(5):
+            go.wait()
+            go.clear()
+            done.set()
+        end.wait()
+
+    thread = threading.Thread(target=commit_thread)
+    thread.start()
+    assert named.wait(10)
+    before = thread_counts([os.getpid()])
+    for _ in range(5):
+        time.sleep(0.02)          # the thread is blocked in go.wait() meanwhile
+        go.set()
+        assert done.wait(10)
+        done.clear()
+    after = thread_counts([os.getpid()])
+    end.set()
+    thread.join()
+    assert after["commit", "voluntary_switches"] - before["commit", "voluntary_switches"] >= 5
+    assert after["loop", "user_s"] > 0
+    assert [thread_kind(10, tid, name) for tid, name in ((10, "python"), (11, "est-commit"), (12, "python"))] \
+        == ["loop", "commit", "pool"]
