@@ -21,6 +21,7 @@ MiB = 1024 * 1024
 SCRYPT_BUFFER = 16 * MiB
 ROOT = Path(__file__).resolve().parent.parent
 
+
 def _run(code: str) -> list[int]:
     """Run ``code`` in a fresh interpreter; the integers it prints."""
     code = "import os\nfrom tests.test_process_settings import heap_rss\n" + textwrap.dedent(code)

@@ -42,7 +42,7 @@ def release_freed_heap() -> None:
     """In the arbiter, before it forks a worker: give back the heap pages it freed while
     loading. Hashing a ``password_file``'s password with scrypt takes 16 MiB, which glibc
     takes from the heap and keeps resident once freed; every worker inherited those pages
-    and counted them in its RSS (measured: a worker's heap 21.6 MiB at start, 6 after)."""
+    and counted them in its RSS (measured: a worker's heap 21.6 MiB at start, 8.8 after)."""
     libc = _libc()
     if libc is None:
         return
