@@ -20,6 +20,7 @@ import pytest
 from bench import scale
 from bench.__main__ import main
 from bench.threads import thread_counts, thread_kind
+from est_gateway.server.cooperative import PR_SET_NAME
 
 
 @pytest.mark.e2e
@@ -99,7 +100,7 @@ def test_thread_counts_tell_the_loop_the_commit_thread_and_the_pool_apart() -> N
     named, go, done, end = threading.Event(), threading.Event(), threading.Event(), threading.Event()
 
     def commit_thread() -> None:
-        ctypes.CDLL(None).prctl(15, b"est-commit", 0, 0, 0)   # PR_SET_NAME, as the gateway's
+        ctypes.CDLL(None).prctl(PR_SET_NAME, b"est-commit", 0, 0, 0)   # as the gateway names it
         named.set()
         for _ in range(5):
             go.wait()
