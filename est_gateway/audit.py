@@ -11,12 +11,15 @@ import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
+from typing import IO
 
 from cryptography import x509
 
 logger = logging.getLogger("est_gateway.audit")
 #: one encoder for every line (json.dumps with options builds a new one per call)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+#: the audit line is the message alone
+_BARE = logging.Formatter("%(message)s")
 
 
 @dataclass
@@ -52,16 +55,59 @@ class AuditEvent:
             return
         # The fields are plain values: a shallow copy (asdict deep-copies each one).
         fields = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), **vars(self)}
+        line = _ENCODER.encode(fields)
+        handler = _own_handler()
+        if handler is not None:
+            handler.write_line(line)
+            return
         # The record is made here rather than by logger.info, which would walk the stack to
         # find its caller's file and line (this function's: the JSON line does not show them).
-        logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, _ENCODER.encode(fields), (),
-                                        None, "emit"))
+        logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, (), None, "emit"))
+
+
+class AuditLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The gateway's own audit handler (:func:`configure`): each line, bare, on a stream.
+
+    While it is the audit logger's only handler, with no filter on either, its own
+    formatter and the logger not propagating, :meth:`AuditEvent.emit` hands it the line
+    directly: the same bytes as a log record formatted with ``%(message)s`` would give,
+    without making the record and passing it through ``logging``'s filters and formatting.
+    Measured in a running gateway (issue 14), the audit line cost ~36 µs of a ~0.98 ms
+    keep-alive enrollment, most of it in that machinery. Any other set-up (an operator's
+    handlers or filters, pytest's caplog) takes the ordinary path."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        super().__init__(stream)
+        self.setFormatter(_BARE)
+
+    def write_line(self, line: str) -> None:
+        """Write one audit line as :meth:`emit` would write a record whose message it is."""
+        self.acquire()
+        try:
+            self.stream.write(line + self.terminator)
+            self.flush()
+        except Exception:
+            self.handleError(logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, (), None, "emit"))
+        finally:
+            self.release()
+
+
+def _own_handler() -> AuditLineHandler | None:
+    """The audit logger's :class:`AuditLineHandler`, when nothing else sees its records."""
+    handlers = logger.handlers
+    if len(handlers) != 1 or logger.propagate or logger.filters:
+        return None
+    handler = handlers[0]
+    if (type(handler) is not AuditLineHandler or handler.filters or handler.level > logging.INFO
+            or handler.formatter is not _BARE):
+        return None
+    return handler
 
 
 def configure(stream_handler: logging.Handler | None = None) -> None:
     """Audit lines are bare JSON on their own handler (not the human log format)."""
-    handler = stream_handler or logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler = stream_handler or AuditLineHandler()
+    handler.setFormatter(_BARE)
     logger.handlers = [handler]
     logger.setLevel(logging.INFO)
     logger.propagate = False

@@ -4,6 +4,8 @@ path, and the per-request bookkeeping (audit line, Prometheus children), in proc
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import io
 import json
 import logging
 from collections.abc import Iterator
@@ -144,6 +146,77 @@ def test_an_audit_event_is_not_even_encoded_when_the_logger_is_off(monkeypatch: 
         assert len(encoded) == 1
     finally:
         audit.logger.setLevel(before)
+
+
+@pytest.fixture
+def audit_logger(monkeypatch: pytest.MonkeyPatch) -> Iterator[logging.Logger]:
+    """The audit logger, its handlers, level and propagation restored afterwards; the
+    time in its lines fixed."""
+    class FixedClock:
+        UTC = dt.UTC
+
+        class datetime:  # noqa: N801 - stands for datetime.datetime
+            @staticmethod
+            def now(tz: dt.tzinfo) -> dt.datetime:
+                return dt.datetime(2026, 11, 30, 12, 0, tzinfo=tz)
+
+    monkeypatch.setattr(audit, "dt", FixedClock)
+    saved = (list(audit.logger.handlers), audit.logger.level, audit.logger.propagate, list(audit.logger.filters))
+    try:
+        yield audit.logger
+    finally:
+        audit.logger.handlers, audit.logger.filters = saved[0], saved[3]
+        audit.logger.setLevel(saved[1])
+        audit.logger.propagate = saved[2]
+
+
+def _event() -> AuditEvent:
+    return AuditEvent(request_id="0" * 16, alias="est", operation="simpleenroll", method="POST",
+                      client_address="192.0.2.7", username="device", csr_subject="CN=dev\u00e9,O=Example",
+                      issued_serial="1f", outcome="ok", status=200, latency_ms=1.5)
+
+
+def test_the_gateways_audit_handler_writes_the_same_line_without_a_log_record(
+        audit_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What logging writes for the line, through an ordinary handler with the same format.
+    through_logging = io.StringIO()
+    plain = logging.StreamHandler(through_logging)
+    audit.configure(plain)
+    _event().emit()
+    # The gateway's own handler (est-gateway serve): the line goes to it directly.
+    direct = io.StringIO()
+    audit.configure(audit.AuditLineHandler(direct))
+
+    def no_record(*args: object, **kwargs: object) -> logging.LogRecord:
+        raise AssertionError("a log record was made")
+
+    monkeypatch.setattr(audit_logger, "makeRecord", no_record)
+    _event().emit()
+    assert direct.getvalue() == through_logging.getvalue()
+    assert direct.getvalue().endswith("\n") and direct.getvalue().count("\n") == 1
+    assert json.loads(direct.getvalue())["csr_subject"] == "CN=dev\u00e9,O=Example"
+
+
+def test_an_operators_filter_or_second_handler_sees_every_audit_line(audit_logger: logging.Logger) -> None:
+    ours = io.StringIO()
+    audit.configure(audit.AuditLineHandler(ours))
+    # A filter on the logger decides, as logging's own path would let it.
+    audit_logger.addFilter(lambda record: "simpleenroll" not in record.getMessage())
+    _event().emit()
+    assert ours.getvalue() == ""
+    audit_logger.filters.clear()
+    # A second handler gets the line too.
+    theirs = io.StringIO()
+    extra = logging.StreamHandler(theirs)
+    extra.setFormatter(logging.Formatter("audit %(levelname)s %(message)s"))
+    audit_logger.addHandler(extra)
+    _event().emit()
+    assert theirs.getvalue() == "audit INFO " + ours.getvalue()
+    audit_logger.removeHandler(extra)
+    # The handler's own level still applies.
+    audit_logger.handlers[0].setLevel(logging.WARNING)
+    _event().emit()
+    assert ours.getvalue().count("\n") == 1
 
 
 def test_metric_children_are_cached_up_to_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
