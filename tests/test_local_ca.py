@@ -296,3 +296,38 @@ def test_a_leaf_with_impossible_values_is_refused(change: dict[str, Any], reason
                               "extended_key_usage": (), "serial": 1, **change}
     with pytest.raises(ValueError, match=reason):
         authority.LeafSigner(ca, key).build(**values)
+
+
+def test_a_leaf_is_byte_for_byte_what_the_builders_setters_make() -> None:
+    """LeafSigner gives the builder the extensions every leaf shares already encoded; the
+    certificate must be the one the builder's setters with typed extensions would sign
+    (an RSA CA: PKCS#1 v1.5 signatures are deterministic, so whole DER compares)."""
+    ca_key, leaf_key = rsa_key(), rsa_key()
+    now = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+    ca = authority.build_ca(authority.name("Equal CA", "Example"), ca_key, issuer=None, issuer_key=None,
+                            days=30, now=now)
+    subject = authority.name("dev-1")
+    sans: list[x509.GeneralName] = [x509.DNSName("dev-1.example"),
+                                    x509.IPAddress(ipaddress.ip_address("192.0.2.1"))]
+    built = authority.LeafSigner(ca, ca_key).build(
+        subject=subject, public_key=leaf_key.public_key(), sans=sans, not_before=now,
+        not_after=now + dt.timedelta(days=7), key_usage=("digitalSignature", "keyEncipherment"),
+        extended_key_usage=("clientAuth", "serverAuth"), serial=0x1234567890ABCDEF)
+    ca_ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    expected = (
+        x509.CertificateBuilder().issuer_name(ca.subject).subject_name(subject)
+        .public_key(leaf_key.public_key()).serial_number(0x1234567890ABCDEF)
+        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=7))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=True,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
+                       critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(ca_key, hashes.SHA256()))
+    assert built.public_bytes(Encoding.DER) == expected.public_bytes(Encoding.DER)
+    usage = built.extensions.get_extension_for_class(x509.KeyUsage)
+    assert usage.critical and usage.value.key_encipherment and not usage.value.key_cert_sign
