@@ -149,25 +149,27 @@ class ESTService:
         """RFC 7030 §4.2.1: authenticate by the alias policy, verify the CSR, issue."""
         requester = self._authenticate_enroll(alias, caller)
         csr, subject = parse_csr_body(body, self.config.limits)
-        caller.audit.csr_subject = subject.rfc4514_string()
+        caller.audit.csr_subject = subject_text = subject.rfc4514_string()
         alias.csrattrs.check(csr)
         self._check_binding(alias, csr, caller, requester.certificate)
         request = self._request(EnrollRequest, "simpleenroll", alias, csr, requester, caller, csr)
+        _made_already(request, subject, subject_text)
         return self._call(alias, "enroll", lambda b: b.enroll(request))
 
     def simplereenroll(self, alias: AliasSettings, body: bytes, caller: Caller) -> Issued | Pending:
         """RFC 7030 §4.2.2: the current, valid, unrevoked certificate authenticates; no password."""
         current, issued_on = self._current_certificate(alias, caller)
         csr, subject = parse_csr_body(body, self.config.limits)
-        caller.audit.csr_subject = subject.rfc4514_string()
+        caller.audit.csr_subject = subject_text = subject.rfc4514_string()
         check_renewal_matches(csr, current, allow_same_key=alias.allow_same_key_renewal)
         if issued_on is not None and issued_on not in (alias.name, *alias.accept_renewals_from):
             raise Forbidden(f'client certificate was issued on EST label "{issued_on}"; renew it there')
         alias.csrattrs.check(csr)
         self._check_binding(alias, csr, caller, current)
         requester = Requester(certificate=current, address=caller.address)
-        request = self._request(ReenrollRequest, "simplereenroll", alias, csr, requester, caller, csr)
-        request = dataclasses.replace(request, current=current)
+        request = self._request(ReenrollRequest, "simplereenroll", alias, csr, requester, caller, csr,
+                                current=current)
+        _made_already(request, subject, subject_text)
         result = self._call(alias, "reenroll", lambda b: b.reenroll(request))
         if isinstance(result, Issued) and alias.supersede_on_renewal:
             try:
@@ -228,10 +230,10 @@ class ESTService:
 
     def _request(self, kind: type[R], operation: str, alias: AliasSettings,
                  csr: x509.CertificateSigningRequest, requester: Requester, caller: Caller,
-                 client_csr: x509.CertificateSigningRequest) -> R:
+                 client_csr: x509.CertificateSigningRequest, **more: Any) -> R:
         key = retry_key(operation, alias.name, requester, client_csr) if self.backend(alias).uses_retry_key else ""
         return kind(csr=csr, alias=alias.name, target=alias.target, requester=requester,
-                    request_id=caller.request_id, retry_key=key)
+                    request_id=caller.request_id, retry_key=key, **more)
 
     def _check_binding(self, alias: AliasSettings, csr: x509.CertificateSigningRequest, caller: Caller,
                        verified: x509.Certificate | None) -> None:
@@ -386,6 +388,12 @@ def parse_csr_body(body: bytes, limits: Limits) -> tuple[x509.CertificateSigning
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     return csr, subject
+
+
+def _made_already(request: EnrollRequest[Any], subject: x509.Name, subject_text: str) -> None:
+    """Give ``request`` the CSR subject (and its text) the core made already, which its
+    backend would otherwise make again (EnrollRequest.subject, .subject_text)."""
+    vars(request).update(subject=subject, subject_text=subject_text)
 
 
 def check_renewal_matches(csr: x509.CertificateSigningRequest, current: x509.Certificate, *,

@@ -10,12 +10,17 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
 from prometheus_client import CollectorRegistry, Counter
 
 from est_gateway import audit, metrics
 from est_gateway.audit import AuditEvent
+from est_gateway.backends.base import EnrollRequest, Issued, Pending
+from est_gateway.backends.local import LocalCABackend
+from est_gateway.limits import Limits
 from est_gateway.metrics import Children
 from est_gateway.server import worker as worker_module
 from est_gateway.server.http11 import Request
@@ -146,6 +151,40 @@ def test_an_audit_event_is_not_even_encoded_when_the_logger_is_off(monkeypatch: 
         assert len(encoded) == 1
     finally:
         audit.logger.setLevel(before)
+
+
+def test_the_backend_gets_the_csr_subject_the_core_made(gw: InProcessGateway,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """csr.subject builds a new Name, attribute by attribute, on every access: the one the
+    limits check made is the one the backend's profile check and record use."""
+    made: list[x509.Name] = []
+    seen: list[EnrollRequest[Any]] = []
+    check = Limits.check_csr_names
+    enroll = LocalCABackend.enroll
+
+    def checked(self: Limits, csr: x509.CertificateSigningRequest) -> x509.Name:
+        made.append(check(self, csr))
+        return made[-1]
+
+    def enrolled(self: LocalCABackend, request: EnrollRequest[Any]) -> Issued | Pending:
+        seen.append(request)
+        return enroll(self, request)
+
+    monkeypatch.setattr(Limits, "check_csr_names", checked)
+    monkeypatch.setattr(LocalCABackend, "enroll", enrolled)
+    csr = base64.encodebytes(valid_csr_der("made once"))
+    response = gw.request("POST", f"{EST}/simpleenroll", body=csr,
+                         headers=[("Content-Type", "application/pkcs10"), *gw.auth().items()])
+    assert response.status_code == 200
+    [request] = seen
+    assert vars(request)["subject"] is made[0]
+    assert vars(request)["subject_text"] == made[0].rfc4514_string() == "CN=made once"
+    # A request made without the core (a plugin's own test) makes them itself, once.
+    fresh = EnrollRequest(csr=request.csr, alias="est", target=request.target, requester=request.requester,
+                          request_id="r")
+    assert "subject" not in vars(fresh)
+    assert fresh.subject == made[0] and fresh.subject is fresh.subject
+    assert fresh.subject_text == "CN=made once"
 
 
 @pytest.fixture

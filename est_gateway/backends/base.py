@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -81,6 +82,17 @@ class EnrollRequest(Generic[TargetT]):
     #: identical for a repeated request (same operation, alias, identity and client CSR):
     #: how a backend recognises the client polling after a 202 (RFC 7030 §4.2.3)
     retry_key: str = ""
+
+    @functools.cached_property
+    def subject(self) -> x509.Name:
+        """``csr``'s subject, made once per request (``csr.subject`` builds it anew, with
+        every attribute, on each access); the core hands it over already made."""
+        return self.csr.subject
+
+    @functools.cached_property
+    def subject_text(self) -> str:
+        """:attr:`subject` as RFC 4514 text."""
+        return self.subject.rfc4514_string()
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,7 @@ class LocalCABackend(CABackend[LocalTarget]):
         if queued is None:
             queued = self.store.pending_add(
                 secrets.token_hex(8), request.retry_key, alias=request.alias,
-                subject=request.csr.subject.rfc4514_string(), requester=request.requester.describe(),
+                subject=request.subject_text, requester=request.requester.describe(),
                 csr=request.csr.public_bytes(Encoding.DER), at=self.clock())
         if queued.status == "rejected":
             raise Rejected(f"request {queued.id} was rejected by the CA operator"
@@ -232,14 +232,16 @@ class LocalCABackend(CABackend[LocalTarget]):
         cert_profile = self.options.certificate_profiles[target.certificate_profile]
         csr = request.csr
         subject, sans = self._check_profiles(request)
+        subject_text = request.subject_text
         if isinstance(request, ReenrollRequest) and request.current is not None:
             # RFC 7030 §4.2.2: the renewal carries the current certificate's names exactly
             # (the core has checked the CSR asks for the same).
             subject, sans = request.current.subject, certificate_sans(request.current)
+            subject_text = subject.rfc4514_string()
         now = self.clock()
         not_after = min(now + dt.timedelta(days=cert_profile.validity_days), ca.not_after)
         # the names of every attempt's certificate, for its record
-        names = RecordNames(ca.issuer_text, subject.rfc4514_string(), [describe_general_name(n) for n in sans])
+        names = RecordNames(ca.issuer_text, subject_text, [describe_general_name(n) for n in sans])
         for _attempt in range(5):
             cert = ca.signer.build(
                 subject=subject, public_key=public_key or csr.public_key(), sans=sans,
@@ -264,7 +266,7 @@ class LocalCABackend(CABackend[LocalTarget]):
     def _check_profiles(self, request: EnrollRequest[LocalTarget]) -> tuple[x509.Name, list[x509.GeneralName]]:
         """Refuse (400) a CSR its profiles do not allow; return its subject and the SANs to copy."""
         target, csr = request.target, request.csr
-        subject = csr.subject    # parsed anew on every access
+        subject = request.subject
         check_subject(subject, self.options.end_entity_profiles[target.end_entity_profile])
         sans = allowed_sans(csr, self.options.certificate_profiles[target.certificate_profile])
         if len(subject) == 0 and not sans:
