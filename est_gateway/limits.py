@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import multiprocessing
 import os
 import re
@@ -151,6 +152,10 @@ class FailureThrottle:
     (:meth:`begin` reserves, :meth:`end` settles), so concurrent guesses from it cannot
     overshoot; a key with no failure yet is never refused, so at most the limit plus the
     number of requests in flight at once (worker threads) fail before the first 429.
+
+    Until some key has failed within the last window, :meth:`begin` looks nothing up (no
+    lock, no hash): in a running gateway that lookup took ~20 µs of CPU per enrollment
+    (of ~0.95 ms), every one of them on a key that had never failed.
     """
 
     WINDOW_S = 60.0
@@ -165,6 +170,9 @@ class FailureThrottle:
         self._sets = max(1, entries // self.WAYS)
         self._table = multiprocessing.RawArray("c", self._ENTRY.size * self._sets * self.WAYS) if limit else None
         self._lock = multiprocessing.Lock()
+        #: when any key last failed (shared like the table): before a window has passed
+        #: since, no entry can refuse or count an attempt
+        self._last_failure = multiprocessing.RawValue("d", -math.inf)
 
     def begin(self, address: str | None, scope: str = "") -> Attempt | None:
         """Raise 429 if this address has failed too often on ``scope`` (an EST label);
@@ -173,6 +181,11 @@ class FailureThrottle:
             return None
         key, index = address_key(address), self._scopes.get(scope, 0)
         now = self._now()
+        if now - self._last_failure.value > self.WINDOW_S:
+            # No key has failed within a window: nothing to look up (no lock, no hash). Read
+            # without the lock: a failure recorded meanwhile leaves this one attempt
+            # unreserved, within the bound above (attempts in flight when a key first fails).
+            return Attempt(key, index, reserved=False)
         with self._lock:
             slot = self._find(key, index)
             if slot is None:
@@ -210,6 +223,7 @@ class FailureThrottle:
                 if now - start > self.WINDOW_S:
                     start, failures = now, 0
                 failures, last = failures + 1, now
+                self._last_failure.value = now
             self._ENTRY.pack_into(self._table, slot, attempt.key, attempt.scope, start, last, failures, pending)
 
     def _set_slots(self, key: bytes, scope: int) -> range:

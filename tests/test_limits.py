@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -211,3 +212,37 @@ def test_a_success_releases_its_reservation() -> None:
     for _ in range(50):                             # successes after a failure never add up
         throttle.end(throttle.begin("192.0.2.1", "est"), failed=False)
     throttle.begin("192.0.2.1", "est")
+
+
+def test_until_a_key_fails_an_attempt_takes_no_lock_and_looks_nothing_up() -> None:
+    """The common case, no failure anywhere within a window, takes none of the lookup's
+    cost; once any key has failed, every key is looked up again until a window passes."""
+    clock = FakeClock()
+    throttle = FailureThrottle(2, clock=clock)
+    taken: list[int] = []
+
+    class CountingLock:
+        def __init__(self, lock: Any) -> None:
+            self.lock = lock
+
+        def __enter__(self) -> None:
+            taken.append(1)
+            self.lock.__enter__()
+
+        def __exit__(self, *exc: object) -> None:
+            self.lock.__exit__(*exc)
+
+    throttle._lock = CountingLock(throttle._lock)  # type: ignore[assignment]
+    for i in range(20):
+        throttle.end(throttle.begin(f"192.0.2.{i}", "est"), failed=False)
+    assert taken == []
+    _fail(throttle, "192.0.2.1")                   # recording the failure takes the lock
+    throttle.begin("198.51.100.7", "est")          # then any key is looked up again
+    assert len(taken) == 2
+    _fail(throttle, "192.0.2.1")
+    with pytest.raises(TooManyRequests):
+        throttle.begin("192.0.2.1", "est")
+    clock.now += 61                                # a window since the last failure
+    taken.clear()
+    throttle.end(throttle.begin("192.0.2.1", "est"), failed=False)
+    assert taken == []
