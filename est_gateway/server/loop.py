@@ -96,6 +96,8 @@ class ConnectionLoop:
         self.waiting: dict[int, Client] = {}         # id(client) → client, while the loop owns it
         self._returned: list[tuple[Client, bool]] = []
         self._lock = threading.Lock()
+        #: the thread running the loop (set by run): its own give_back needs no wake-up
+        self._loop_thread: int | None = None
         self._stopped = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -114,9 +116,12 @@ class ConnectionLoop:
         """Serve until the worker is told to stop; then close every connection still waiting
         (requests already handed to threads finish: see :meth:`give_back`)."""
         next_sweep = 0.0
+        self._loop_thread = threading.get_ident()
         try:
             while self.alive():
-                for key, _ in self.selector.select(timeout=0.25):
+                # A connection given back during the last pass (by this thread, which does not
+                # wake itself) is taken back at once, whatever else is ready.
+                for key, _ in self.selector.select(timeout=0 if self._returned else 0.25):
                     data = key.data
                     if data is None:
                         self._drain_wakeup(key.fd)
@@ -146,13 +151,17 @@ class ConnectionLoop:
 
     def give_back(self, client: Client, *, keep_alive: bool) -> None:
         """From a serving thread: the answer is written; wait for the next request (keep-alive)
-        or drain and close. After the loop stopped, the connection is closed here."""
+        or drain and close. After the loop stopped, the connection is closed here. The loop's
+        own thread (an answer made in the loop) does not wake itself: its next wait in
+        ``select`` does not block while connections are given back (a write to the wake-up
+        pipe per request, and a read per pass, saved)."""
         with self._lock:
             if self._stopped:
                 client.conn.close()
                 return
             self._returned.append((client, keep_alive))
-        self.wake()
+        if threading.get_ident() != self._loop_thread:
+            self.wake()
 
     def wake(self) -> None:
         """From any thread: end the loop's wait in select now."""
