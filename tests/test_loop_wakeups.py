@@ -32,6 +32,7 @@ class Served:
         self.answer_in = answer_in
         self.running = True
         self.wakes = 0
+        self.answerers: list[threading.Thread] = []
         self.blocking_selects_while_given_back = 0
         self.loop = ConnectionLoop(
             [self.listener], ServerSettings(), tls_context=None, chain_limits=ClientChainLimits(8, 10, 32768),
@@ -61,7 +62,8 @@ class Served:
         if self.answer_in == "loop":
             answer()
         else:
-            threading.Thread(target=answer).start()
+            self.answerers.append(threading.Thread(target=answer))
+            self.answerers[-1].start()
 
 
 @pytest.fixture(params=["loop", "thread"])
@@ -90,4 +92,6 @@ def test_answers_made_in_the_loop_wake_nothing_and_are_taken_back_at_once(served
         assert served.wakes == 0
         assert served.blocking_selects_while_given_back == 0
     else:                                          # another thread must wake the loop
+        for answerer in served.answerers:          # each gives back after its answer is sent
+            answerer.join(10)
         assert served.wakes >= 20
