@@ -65,6 +65,31 @@ def test_outside_a_request_greenlet_the_waits_are_plain_calls() -> None:
     here = threading.get_ident()
     assert waits.in_thread(threading.get_ident) == here
     assert waits.in_group_commit(threading.get_ident) == here
+    waits.pass_turn()                                       # nothing to wait for
+
+
+def test_requests_that_pass_their_turn_run_each_stage_in_a_row(loop: Loop) -> None:
+    """Three requests of one pass: each checks, passes its turn, signs, passes it again,
+    records. Every request's check runs before any signature, every signature before any
+    record (interleaved without pass_turn: check, sign, record, check, ...)."""
+    stages: list[str] = []
+
+    def request(i: int) -> Callable[[], None]:
+        def run() -> None:
+            stages.append(f"check {i}")
+            waits.pass_turn()
+            stages.append(f"sign {i}")
+            waits.pass_turn()          # passed again while the loop resumes the pass's turns
+            stages.append(f"record {i}")
+        return run
+
+    for i in range(3):
+        loop.hub.start(request(i))
+    assert stages == ["check 0", "check 1", "check 2"] and loop.hub.busy()
+    loop.hub.after_pass()                                   # the same pass: all go on
+    assert stages == ["check 0", "check 1", "check 2", "sign 0", "sign 1", "sign 2",
+                      "record 0", "record 1", "record 2"]
+    assert not loop.hub.busy()
 
 
 def test_commits_of_one_pass_run_together_on_the_commit_thread(loop: Loop) -> None:

@@ -2,7 +2,9 @@
 
 A request whose every wait goes through :mod:`est_gateway.waits` (a local-CA enrollment:
 ``ESTApplication.runs_in_loop``) runs in a greenlet of the loop thread instead of on a pool
-thread. Its waits suspend it and the loop goes on: ``in_group_commit`` calls are gathered
+thread. A request may pass its turn (``pass_turn``) to let the other requests of the pass
+reach the same point first, so that each stage runs for several requests in a row. Its
+waits suspend it and the loop goes on: ``in_group_commit`` calls are gathered
 over one pass of the loop and run together on one commit thread (the first commits every
 queued record in one transaction, one fsync), ``in_thread`` calls run on the pool. When a
 wait is over, the commit thread or the pool thread queues the greenlet and wakes the loop,
@@ -74,6 +76,13 @@ class RequestHub:
         self.pool.submit(self._run_then_resume, fn, box, g)
         return self._suspend(box)
 
+    def pass_turn(self) -> None:
+        """From a request greenlet: let the other requests of this pass of the loop reach
+        this point too before this one goes on (at the end of the pass)."""
+        with self._lock:
+            self._ready.append(greenlet.getcurrent())
+        self._suspend([True, None])
+
     def in_group_commit(self, fn: Callable[[], Any]) -> Any:
         box: list[Any] = []
         self._group.append((fn, greenlet.getcurrent(), box))
@@ -107,13 +116,17 @@ class RequestHub:
         self._wake()
 
     def after_pass(self) -> None:
-        """From the loop, at the end of each pass: resume the greenlets whose wait is over,
-        then send this pass's commits to the commit thread as one group."""
-        with self._lock:
-            ready, self._ready = self._ready, []
-        for g in ready:
-            self.suspended -= 1
-            g.switch()
+        """From the loop, at the end of each pass: resume the greenlets whose wait is over
+        or that passed their turn (again, until none is left: one resumed here may pass its
+        turn once more), then send this pass's commits to the commit thread as one group."""
+        while True:
+            with self._lock:
+                ready, self._ready = self._ready, []
+            if not ready:
+                break
+            for g in ready:
+                self.suspended -= 1
+                g.switch()
         if self._group:
             group, self._group = self._group, []
             self._commits.submit(self._commit_group, group)

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from est_gateway import waits
 from est_gateway.backends.base import (
     CABackend,
     EnrollRequest,
@@ -242,6 +243,9 @@ class LocalCABackend(CABackend[LocalTarget]):
         not_after = min(now + dt.timedelta(days=cert_profile.validity_days), ca.not_after)
         # the names of every attempt's certificate, for its record
         names = RecordNames(ca.issuer_text, subject_text, [describe_general_name(n) for n in sans])
+        # In the event loop, the enrollments of one pass are signed one after the other,
+        # after each has been checked (issue 14: bench.ab −8 to −14 % CPU per enrollment).
+        waits.pass_turn()
         for _attempt in range(5):
             cert = ca.signer.build(
                 subject=subject, public_key=public_key or csr.public_key(), sans=sans,
