@@ -71,7 +71,8 @@ def test_outside_a_request_greenlet_the_waits_are_plain_calls() -> None:
 def test_requests_that_pass_their_turn_run_each_stage_in_a_row(loop: Loop) -> None:
     """Three requests of one pass: each checks, passes its turn, signs, passes it again,
     records. Every request's check runs before any signature, every signature before any
-    record (interleaved without pass_turn: check, sign, record, check, ...)."""
+    record (interleaved without pass_turn: check, sign, record, check, ...), all in the
+    pass they arrived in."""
     stages: list[str] = []
 
     def request(i: int) -> Callable[[], None]:
@@ -85,8 +86,8 @@ def test_requests_that_pass_their_turn_run_each_stage_in_a_row(loop: Loop) -> No
 
     for i in range(3):
         loop.hub.start(request(i))
-    assert stages == ["check 0", "check 1", "check 2"] and loop.hub.busy()
-    loop.hub.after_pass()                                   # the same pass: all go on
+    assert stages == [] and loop.hub.busy()                 # each first lets the pass's others be read
+    loop.hub.after_pass()                                   # the end of the same pass: all go on
     assert stages == ["check 0", "check 1", "check 2", "sign 0", "sign 1", "sign 2",
                       "record 0", "record 1", "record 2"]
     assert not loop.hub.busy()
@@ -170,7 +171,8 @@ def test_a_password_is_hashed_on_a_pool_thread_not_on_the_loop(loop: Loop) -> No
     loop.run_until_idle()
     assert outcome == [True] and hashed_on[0].startswith("test-pool")
     loop.hub.start(lambda: outcome.append(checker.verify("est", stored, "s3cret")))
-    assert outcome == [True, True]      # remembered: no wait at all
+    loop.hub.after_pass()
+    assert outcome == [True, True] and not loop.hub.busy()     # remembered: no wait at all
 
 
 def test_a_record_commits_on_the_commit_thread_and_is_on_disk_when_add_returns(
@@ -233,11 +235,14 @@ def test_a_request_that_raises_reaches_the_loop_and_its_greenlet_is_not_kept(loo
         seen.append(greenlet.getcurrent())
         raise RuntimeError("bug in a request")
 
+    loop.hub.start(failing)
+    loop.hub.start(lambda: seen.append(greenlet.getcurrent()))    # in the same pass
     with pytest.raises(RuntimeError, match="bug in a request"):
-        loop.hub.start(failing)
+        loop.hub.after_pass()
     assert seen[0].dead
-    loop.hub.start(lambda: seen.append(greenlet.getcurrent()))
-    assert seen[1] is not seen[0] and not seen[1].dead
+    loop.hub.after_pass()                           # the other request still gets its turn
+    assert len(seen) == 2 and seen[1] is not seen[0] and not seen[1].dead
+    assert not loop.hub.busy()
 
 
 def test_an_idle_greenlet_keeps_nothing_of_the_request_it_served(loop: Loop) -> None:

@@ -47,9 +47,11 @@ class RequestHub:
         self._idle: list[greenlet.greenlet] = []        # request greenlets between requests
 
     def start(self, run: Callable[[], object]) -> None:
-        """From the loop: run ``run`` in a request greenlet, until it ends or waits. A
-        greenlet serves request after request: a new one per request cost a mapping and an
-        unmapping of its frame stack (munmap: a TLB shoot-down on the other core)."""
+        """From the loop: run ``run`` in a request greenlet, from the end of this pass (it
+        passes its turn first: the pass's other requests are read and parsed before any
+        runs), until it ends or waits. A greenlet serves request after request: a new one
+        per request cost a mapping and an unmapping of its frame stack (munmap: a TLB
+        shoot-down on the other core)."""
         if not self._idle:
             g = greenlet.greenlet(self._serve)
             g.hub = self    # what est_gateway.waits looks for
@@ -67,6 +69,8 @@ class RequestHub:
         while len(self._idle) < IDLE_KEPT:
             self._idle.append(me)
             run = loop.switch()
+            # The other requests of this pass are read and parsed first (see pass_turn).
+            self.pass_turn()
             run()
             del run     # its closure holds the request's connection: not kept while idle
 
@@ -124,9 +128,15 @@ class RequestHub:
                 ready, self._ready = self._ready, []
             if not ready:
                 break
-            for g in ready:
+            for i, g in enumerate(ready):
                 self.suspended -= 1
-                g.switch()
+                try:
+                    g.switch()
+                except BaseException:
+                    # A request's exception reaches the loop; the others still get their turn.
+                    with self._lock:
+                        self._ready[:0] = ready[i + 1:]
+                    raise
         if self._group:
             group, self._group = self._group, []
             self._commits.submit(self._commit_group, group)
