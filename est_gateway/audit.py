@@ -60,9 +60,7 @@ class AuditEvent:
         if handler is not None:
             handler.write_line(line)
             return
-        # The record is made here rather than by logger.info, which would walk the stack to
-        # find its caller's file and line (this function's: the JSON line does not show them).
-        logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, (), None, "emit"))
+        logger.handle(_record(line))
 
 
 class AuditLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -87,9 +85,15 @@ class AuditLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.stream.write(line + self.terminator)
             self.flush()
         except Exception:
-            self.handleError(logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, (), None, "emit"))
+            self.handleError(_record(line))
         finally:
             self.release()
+
+
+def _record(line: str) -> logging.LogRecord:
+    """The log record of an audit line, made here rather than by ``logger.info``, which
+    would walk the stack to find its caller's file and line (the JSON line shows neither)."""
+    return logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, (), None, "emit")
 
 
 def _own_handler() -> AuditLineHandler | None:
