@@ -7,12 +7,15 @@ import base64
 import re
 import runpy
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import pkcs7
 from flask import Flask
 
 from est_gateway import localmode
+from est_gateway.web import make_service
+from est_gateway.web.blueprints import ops_blueprint
 from tests.support.pki import csr_der, make_csr, p256_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,14 +24,20 @@ EST = "/.well-known/est"
 
 def documented_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Flask, str]:
     """The document's app, on a fresh local-mode folder; and that folder's EST password."""
+    namespace, password = documented_module(tmp_path, monkeypatch)
+    return namespace["app"], password
+
+
+def documented_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, Any], str]:
+    """The globals of the document's module, and the local-mode folder's EST password."""
     [code] = re.findall(r"^```python\n(.*?)^```", (ROOT / "docs" / "embedding.md").read_text(), re.S | re.M)
     instance, _ = localmode.prepare(tmp_path / "est-local")
     module = tmp_path / "myapp.py"
     module.write_text(code)
     monkeypatch.setenv("EST_GATEWAY_CONFIG", str(instance.config))
-    app = runpy.run_path(str(module), run_name="myapp")["app"]
-    assert isinstance(app, Flask)
-    return app, instance.password()
+    namespace = runpy.run_path(str(module), run_name="myapp")
+    assert isinstance(namespace["app"], Flask)
+    return namespace, instance.password()
 
 
 def test_a_foreign_flask_app_enrolls_through_the_est_blueprint(tmp_path: Path,
@@ -78,3 +87,14 @@ def test_the_foreign_apps_own_routes_and_error_pages_stay_its_own(tmp_path: Path
     assert app.url_map.merge_slashes
     merged = client.get("/.well-known//est/cacerts")
     assert merged.status_code == 404 and "Location" not in merged.headers
+
+
+def test_the_ops_blueprint_adds_healthz_and_metrics_to_a_foreign_app(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    namespace, _ = documented_module(tmp_path, monkeypatch)
+    app: Flask = namespace["app"]
+    app.register_blueprint(ops_blueprint(make_service(namespace["config"])))
+    client = app.test_client()
+    health = client.get("/healthz/")
+    assert (health.status_code, health.get_data().splitlines()[0]) == (200, b"ok")
+    assert client.head("/metrics").status_code == 200
