@@ -53,7 +53,9 @@ def _serve(config: GatewayConfig, *, banner: str | None = None) -> None:
 
     logging.basicConfig(level=config.server.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    audit.configure()
+    console = config.console
+    audit.configure(file=audit.AuditFile(console.audit_file, console.audit_file_max_bytes)
+                    if console.audit_file else None)
     _start(config)
     if banner:
         click.echo(banner)
