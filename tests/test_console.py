@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
 from flask.testing import FlaskClient
 
 from est_gateway.backends.local import LocalCABackend
@@ -275,3 +277,37 @@ def _local(console: Console) -> LocalCABackend:
     backend = console.gw.config.backends["local"]
     assert isinstance(backend, LocalCABackend)
     return backend
+
+
+def test_an_idle_session_ends(console: Console) -> None:
+    client = console.signed_in()
+    assert client.get(f"{BASE}/").status_code == 200
+    with client.session_transaction("/", base_url=BASE) as session:
+        session["seen"] -= console.gw.config.console.session_idle_timeout_s + 1
+    assert client.get(f"{BASE}/").status_code == 303
+
+
+def test_a_session_cookie_signed_with_another_secret_is_no_session(console: Console) -> None:
+    def visit(secret: bytes) -> int:
+        signer = Flask("signer")
+        signer.secret_key = secret
+        serializer = SecureCookieSessionInterface().get_signing_serializer(signer)
+        assert serializer is not None
+        client = console.client()
+        client.set_cookie("est_console", serializer.dumps({"admin": ADMIN, "via": "password", "seen": time.time()}),
+                          domain="127.0.0.1", secure=True)
+        return client.get(f"{BASE}/").status_code
+
+    assert visit(console.gw.config.console.secret) == 200     # the cookie reaches the console
+    assert visit(b"another secret of at least 32 characters") == 303
+
+
+def test_a_login_starts_a_new_session_and_an_oversized_form_is_refused(console: Console) -> None:
+    client = console.client()
+    before = csrf_of(client.get(f"{BASE}/login").get_data(as_text=True))
+    client.post(f"{BASE}/login", data={"csrf_token": before, "username": ADMIN, "password": ADMIN_PASSWORD})
+    after = csrf_of(client.get(f"{BASE}/").get_data(as_text=True))
+    assert after != before       # what an attacker may have planted before the login is gone
+    answer = client.post(f"{BASE}/logout", data={"csrf_token": after, "pad": "x" * 70_000})
+    assert (answer.status_code, answer.mimetype) == (413, "text/plain")
+    assert client.get(f"{BASE}/").status_code == 200

@@ -1,0 +1,63 @@
+"""The audit file the console reads back: every worker process appends whole lines, and
+it stays bounded (moved to ``.1`` past its size, the older ``.1`` dropped)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+from est_gateway.audit import AuditFile
+
+LINE = json.dumps({"operation": "simpleenroll", "pad": "x" * 100})
+
+
+def _append(path: Path, writer: int, count: int, max_bytes: int) -> None:
+    file = AuditFile(path, max_bytes)
+    for i in range(count):
+        file.append(json.dumps({"writer": writer, "i": i, "pad": "x" * 100}))
+
+
+def test_processes_append_whole_lines(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_append, args=(path, w, 300, 10 * 1024 * 1024)) for w in range(3)]
+    for p in writers:
+        p.start()
+    for p in writers:
+        p.join(60)
+        assert p.exitcode == 0
+    lines = [json.loads(line) for line in AuditFile(path, 10 * 1024 * 1024).lines()]
+    assert sorted((e["writer"], e["i"]) for e in lines) == [(w, i) for w in range(3) for i in range(300)]
+    for w in range(3):      # each writer's lines in its own order
+        assert [e["i"] for e in lines if e["writer"] == w] == list(range(300))
+
+
+def test_the_file_is_bounded_and_keeps_the_newest_lines(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    max_bytes = 64 * 1024
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_append, args=(path, w, 1500, max_bytes)) for w in range(2)]
+    for p in writers:
+        p.start()
+    for p in writers:
+        p.join(60)
+        assert p.exitcode == 0
+    previous = path.with_name("audit.jsonl.1")
+    assert path.stat().st_size <= max_bytes and previous.stat().st_size <= max_bytes
+    lines = [json.loads(line) for line in AuditFile(path, max_bytes).lines()]
+    assert len(lines) < 3000
+    assert {(e["writer"], e["i"]) for e in lines} >= {(0, 1499), (1, 1499)}   # the newest are kept
+    assert not list(tmp_path.glob("audit.jsonl.2*"))
+
+
+def test_a_line_cut_by_a_crash_is_skipped_by_the_reader(tmp_path: Path) -> None:
+    from est_gateway.console.activity import entries
+
+    path = tmp_path / "audit.jsonl"
+    file = AuditFile(path, 1024 * 1024)
+    file.append(LINE)
+    with path.open("a") as f:
+        f.write('{"operation": "simplee')
+    assert entries(file) == [json.loads(LINE)]
+    assert entries(None) == []
