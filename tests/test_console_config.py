@@ -97,3 +97,19 @@ def test_a_hash_works_as_well_as_a_file(folder: Path) -> None:
     config = _load(folder, f'enabled = true\nadmin_username = "a"\nadmin_password_hash = "{digest}"\n'
                            'secret_file = "console.secret"\n')
     assert config.console.admin_password.verify("hashed-pass")   # type: ignore[attr-defined]
+
+
+def test_local_modes_commented_console_loads_once_uncommented(tmp_path: Path) -> None:
+    from est_gateway import localmode
+
+    instance, _ = localmode.prepare(tmp_path / "est-local", port=9443)
+    text = instance.config.read_text()
+    start = text.index("# [console]")
+    block = "\n".join(line.removeprefix("# ") for line in text[start:].splitlines())
+    instance.config.write_text(text[:start] + block + "\n")
+    console = load_config(instance.config).console
+    password = (instance.folder / "secrets" / "console.password").read_text().strip()
+    assert console.enabled and (console.host, console.port) == ("127.0.0.1", 9444)
+    assert console.admin_username == localmode.CONSOLE_ADMIN and console.admin_password is not None
+    assert console.admin_password.verify(password) and len(console.secret) == 64
+    assert console.audit_file == instance.folder / "audit.jsonl"
