@@ -24,6 +24,7 @@ from tests.support.ejbca_standin import (
     REST,
     EndEntity,
     StandinEjbca,
+    StandinServer,
     UpstreamPKI,
     bc_dn,
     check_target,
@@ -400,3 +401,32 @@ def test_cacerts_from_a_configured_chain_file(upstream: ScriptedUpstream,
     target = ejbca_target("EST Sub CA", "P", "E", ca_chain_file=str(chain))
     assert backend.ca_certs(target) == ca.chain
     assert upstream.calls == []  # no HTTP call
+
+
+# -- against the stand-in: EJBCA's own strings --------------------------------------------------
+
+@pytest.mark.parametrize("version", ["8.0", "8.1"])
+def test_client_mode_wrong_status_from_ejbca_in_each_wording_is_403(pki: UpstreamPKI, tmp_path: Path,
+                                                                    version: str) -> None:
+    standin = StandinEjbca(version=version)
+    standin.end_entities["meter-s"] = EndEntity("meter-s", "c0de", "CN=meter-s", "EST Sub CA", status=40)
+    reworded = "Status NEW, FAILED or INPROCESS required" in standin.wrong_status(standin.end_entities["meter-s"])
+    assert reworded == (version == "8.1")
+    with StandinServer(standin, pki.server_context()) as server:
+        backend = make_backend("ejbca-rest", upstream_options(pki, server.rest_url), tmp_path)
+        check_target(backend, CLIENT)
+        with pytest.raises(Forbidden, match="enrollment code"):
+            backend.enroll(enroll_request(make_csr(p256_key(), cn="meter-s", challenge_password="c0de"), CLIENT))
+
+
+def test_issuer_dns_go_in_ejbcas_notation(pki: UpstreamPKI, tmp_path: Path) -> None:
+    """``revocationstatus`` names the CA as ``CertTools.stringToBCDNString`` writes it: ``SN=``
+    for serialNumber (not ``2.5.4.5=``), EJBCA's order."""
+    standin = StandinEjbca(ca_serial="0042")
+    with StandinServer(standin, pki.server_context()) as server:
+        backend = make_backend("ejbca-rest", upstream_options(pki, server.rest_url), tmp_path)
+        issued = backend.enroll(enroll_request(make_csr(p256_key(), cn="dn-1")))
+        assert isinstance(issued, Issued)
+        assert backend.revocation_status(issued.certificate, TARGET).known
+    [path] = [c["path"] for c in standin.calls if c["path"].endswith("/revocationstatus")]
+    assert quote("CN=EST Sub CA,SN=0042,O=Stand-in EJBCA", safe="") in path

@@ -728,6 +728,8 @@ class StandinEjbca:
     # -- EjbcaWS (document/literal, arg0..argN) ------------------------------------------------
 
     def soap(self, body: bytes) -> tuple[int, str, bytes]:
+        """JAX-WS as EjbcaWS runs on it (modules/ejbca-ws, ``@WebService`` EjbcaWS,
+        document/literal): a fault is HTTP 500 with the exception bean as the detail."""
         envelope = etree.fromstring(body)
         call = envelope.find(f"{{{SOAP_ENV}}}Body")[0]
         op = etree.QName(call).localname
@@ -741,7 +743,7 @@ class StandinEjbca:
 
     def _soap(self, op: str, args: dict[str, Any]) -> str:
         text = {k: (v.text or "") for k, v in args.items()}
-        if op == "getEjbcaVersion":  # allows non-admins
+        if op == "getEjbcaVersion":  # EjbcaWS.getEjbcaVersion: GlobalConfiguration.EJBCA_VERSION, no admin
             return f"<return>{versioned(self.version)}</return>"
         if op == "isAuthorized":  # EjbcaWS.isAuthorized: isAuthorizedNoLogging(admin, resource)
             return f"<return>{'false' if text['arg0'] in self.denied else 'true'}</return>"
@@ -781,6 +783,7 @@ class StandinEjbca:
             self.revoke_by_api(text["arg0"], text["arg1"], int(text["arg2"]))
             return ""
         if op == "getLastCAChain":
+            # EjbcaWS.getLastCAChain(caName): the CA by name, /ca/<id>, the chain CA first, root last
             if text["arg0"] != CA_NAME:
                 raise Fault(404, f"CA with name {text['arg0']} doesn't exist.", "CADoesntExistsException")
             self.require(f"/ca/{self.ca_id}")
@@ -795,7 +798,7 @@ class StandinEjbca:
             if f"/ca/{self.ca_id}" in self.denied:
                 return ""
             return f"<return><id>{self.ca_id}</id><name>{escape(CA_NAME)}</name></return>"
-        raise Fault(500, f"unknown operation {op}")
+        raise Fault(500, f"the stand-in does not model operation {op}")
 
 
 # -- the HTTPS server ------------------------------------------------------------------------
@@ -989,6 +992,10 @@ def _envelope(inner: str) -> bytes:
 
 
 def _fault_envelope(f: Fault) -> bytes:
+    """A SOAP fault whose detail is the exception bean, as EJBCA's WSDL types them:
+    ``WaitingForApprovalException{requestId, message}``, ``EjbcaException``-shaped beans
+    ``{errorCode{internalErrorCode}, message}`` (ws/objects, cesecore ``ErrorCode``), others
+    ``{message}``."""
     if f.bean == "WaitingForApprovalException":
         fields = f"<requestId>{escape(f.code)}</requestId><message>{escape(f.message)}</message>"
     elif f.code or f.bean in ("EjbcaException", "NotFoundException", "CADoesntExistsException"):
