@@ -12,11 +12,10 @@ the SOAP adapter waits; both run against the stand-in over real mutual TLS.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import logging
 
 import pytest
 from cryptography import x509

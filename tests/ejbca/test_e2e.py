@@ -3,7 +3,7 @@
 One gateway serves six aliases: ``est`` (REST adapter, passphrase-protected client key
 from the environment), ``soap`` (SOAP adapter, with ``approval_secret``), ``fresh`` (REST, a
 backend that has not learnt its chain yet), ``named`` (REST with ``ca_subject_dn``: the
-public webdist; a backend of its own, as two labels on one CA must declare each other), ``refused`` (nothing listens upstream) and ``untrusted`` (the upstream
+public webdist), ``refused`` (nothing listens upstream) and ``untrusted`` (the upstream
 presents a certificate from a CA the gateway does not trust). The stand-in is an EJBCA CE
 8.0 that answers ``/v1/ca`` with a 404 (as some installations report): no CA download over
 REST.

@@ -44,8 +44,8 @@ from est_gateway_ejbca.common import (
     renewed_unknown,
     unknown_ca_or_profile,
 )
-from est_gateway_ejbca.soap.faults import invoke
 from est_gateway_ejbca.names import ejbca_alt_names, ejbca_dn, issuer_dn
+from est_gateway_ejbca.soap.faults import invoke
 from est_gateway_ejbca.soap.transport import Sessions, UpstreamTransport
 
 log = logging.getLogger(__name__)
