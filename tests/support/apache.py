@@ -181,15 +181,15 @@ class ApacheProcess:
 
 
 def proxy_gateway_config(instance: localmode.LocalInstance, name: str, port: int,
-                         trusted_proxies: list[str], *, workers: int = 1) -> Path:
+                         trusted_proxies: list[str], *, workers: int = 1, server_extra: str = "") -> Path:
     """A plain-HTTP gateway config beside the local instance's own, sharing its backend
-    (state folder, CAs, record) and aliases."""
+    (state folder, CAs, record) and aliases; ``server_extra``: more ``[server]`` lines."""
     text = instance.config.read_text(encoding="utf-8")
     _, sep, rest = text.partition("\n[backends.")
     assert sep, f"no [backends.*] table in {instance.config}"
     proxies = ", ".join(f'"{p}"' for p in trusted_proxies)
     server = (f'[server]\nlisten = "127.0.0.1:{port}"\ntls = false\nworkers = {workers}\n'
-              f"trusted_proxies = [{proxies}]\n")
+              f"trusted_proxies = [{proxies}]\n{server_extra}")
     path = instance.folder / f"{name}.toml"
     path.write_text(server + sep + rest, encoding="utf-8")
     return path
