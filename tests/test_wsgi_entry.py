@@ -134,7 +134,7 @@ def gunicorn(request: pytest.FixtureRequest, instance: localmode.LocalInstance,
     """gunicorn with 2 sync workers (``--preload``: the app is loaded once, before forking)."""
     port = free_port()
     log = tmp_path / "gunicorn.log"
-    args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+    args = [sys.executable, "-m", "gunicorn", "--no-control-socket", "--bind", f"127.0.0.1:{port}", "--workers", "2",
             *request.param, "est_gateway.wsgi:application"]
     env = os.environ | {"EST_GATEWAY_CONFIG": str(_config(instance, "gunicorn"))}
     with log.open("wb") as out:
