@@ -86,6 +86,18 @@ def _give_to_apache_user(folder: Path) -> None:
         os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
 
 
+def _apache(folder: Path, instance: localmode.LocalInstance, config: Path) -> ApacheProcess:
+    """The mod_wsgi site on a free loopback port, for ``config``, with the instance's TLS files."""
+    port = free_port()
+    defines = {"EST_VHOST": f"127.0.0.1:{port}", "EST_SERVER_NAME": "localhost",
+               "EST_TLS_CERT": str(instance.folder / "tls" / "server.pem"),
+               "EST_TLS_KEY": str(instance.folder / "tls" / "server.key"),
+               "EST_WSGI_SCRIPT": str(_wsgi_script(folder, config)),
+               "EST_PYTHON_HOME": str(_python_home(folder)),
+               "EST_PYTHON_PATH": sysconfig.get_paths()["purelib"]}
+    return ApacheProcess(folder / "apache", port, defines, wsgi=True)
+
+
 @pytest.fixture(scope="module")
 def site(partner: tuple[pki.CA, pki.CA]) -> Iterator[WsgiSite]:  # noqa: F811
     why = missing_mod_wsgi()
@@ -102,14 +114,7 @@ def site(partner: tuple[pki.CA, pki.CA]) -> Iterator[WsgiSite]:  # noqa: F811
         config = proxy_gateway_config(instance, "mod-wsgi", free_port(), [],
                                       server_extra='client_cert_source = "mod_ssl"\nlog_level = "debug"\n')
         _give_to_apache_user(instance.folder)
-        port = free_port()
-        defines = {"EST_VHOST": f"127.0.0.1:{port}", "EST_SERVER_NAME": "localhost",
-                   "EST_TLS_CERT": str(instance.folder / "tls" / "server.pem"),
-                   "EST_TLS_KEY": str(instance.folder / "tls" / "server.key"),
-                   "EST_WSGI_SCRIPT": str(_wsgi_script(folder, config)),
-                   "EST_PYTHON_HOME": str(_python_home(folder)),
-                   "EST_PYTHON_PATH": sysconfig.get_paths()["purelib"]}
-        apache = ApacheProcess(folder / "apache", port, defines, wsgi=True)
+        apache = _apache(folder, instance, config)
         work = folder / "client"
         work.mkdir()
         try:
@@ -197,6 +202,25 @@ def test_serverkeygen_without_key_encryption(site: WsgiSite) -> None:
     assert res.status == 200, res.body
     assert res.headers["content-type"].startswith("multipart/mixed")
     assert re.search(rb"application/pkcs8", res.body)
+
+
+def test_a_configuration_that_does_not_validate_is_logged_and_nothing_served(site: WsgiSite) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="est-mod-wsgi-broken-", dir="/tmp"))
+    folder.chmod(0o755)
+    config = folder / "broken.toml"
+    config.write_text('[server]\ntls = false\nclient_cert_source = "apache"\n')
+    config.chmod(0o644)
+    apache = _apache(folder, site.instance, config)
+    try:
+        apache.start()
+        res = site.curl(f"{apache.url}/cacerts")
+    finally:
+        apache.stop()
+        log = apache.error_log.read_text(errors="replace")
+        shutil.rmtree(folder, ignore_errors=True)
+    assert res.status == 500
+    assert f'ERROR est_gateway.wsgi: {config}: server.client_cert_source: "apache" is not one of: header, mod_ssl' in log
+    assert f"ERROR est_gateway.wsgi: {config}: backends: is required (a table)" in log
 
 
 def test_the_daemon_processes_close_their_backends_when_apache_stops(site: WsgiSite) -> None:
