@@ -1,6 +1,6 @@
 """Who is calling: the client certificate (from our own TLS session, a trusted proxy's
-header or, when Apache runs the app, mod_ssl's variables), verified by the gateway itself, the client's address and the HTTP Basic
-credentials.
+header or, when Apache runs the app, mod_ssl's variables), verified by the gateway
+itself, the client's address and the HTTP Basic credentials.
 
 This is the only module that reads client-certificate data and forwarded addresses from
 the WSGI environ; proxy headers count only when the TCP peer is a trusted proxy.
@@ -114,7 +114,7 @@ def _from_mod_ssl(environ: Mapping[str, Any], server: ServerSettings) -> Present
     """The certificate (and the chain the client sent) Apache's mod_ssl put in the environ,
     held to the bounds of our own TLS endpoint. A client's headers never become these
     names (they arrive as ``HTTP_*``); no other server sets them."""
-    from est_gateway.server.tls import ClientChainLimits   # imports this module
+    from est_gateway.server.tls import ClientChainLimits  # imports this module
 
     names = [MOD_SSL_CERT, *(f"{MOD_SSL_CHAIN_PREFIX}{i}" for i in range(server.client_cert_max_count))]
     ders = []

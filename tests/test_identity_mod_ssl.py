@@ -24,7 +24,7 @@ from est_gateway.identity import (
 )
 from est_gateway.limits import Limits
 from tests.support import pki
-from tests.test_config import GOOD, folder  # noqa: F401  (the fixture)
+from tests.test_config import GOOD
 
 CA = pki.CA.create("mod_ssl Test CA")
 LEAF = CA.issue(pki.p256_key(), cn="device-mod-ssl")
@@ -117,6 +117,15 @@ backend = "local"
 ca = "EST CA"
 require_client_cert = true
 """
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    """What GOOD names: TLS files and the password file (private)."""
+    for name, text in (("server.pem", "x"), ("server.key", "x"), ("est.password", "s3cret-pass\n")):
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(0o600)
+    return tmp_path
 
 
 def _problems(folder: Path, text: str) -> list[str]:

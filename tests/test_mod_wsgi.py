@@ -219,7 +219,8 @@ def test_a_configuration_that_does_not_validate_is_logged_and_nothing_served(sit
         log = apache.error_log.read_text(errors="replace")
         shutil.rmtree(folder, ignore_errors=True)
     assert res.status == 500
-    assert f'ERROR est_gateway.wsgi: {config}: server.client_cert_source: "apache" is not one of: header, mod_ssl' in log
+    problem = 'server.client_cert_source: "apache" is not one of: header, mod_ssl'
+    assert f"ERROR est_gateway.wsgi: {config}: {problem}" in log
     assert f"ERROR est_gateway.wsgi: {config}: backends: is required (a table)" in log
 
 
