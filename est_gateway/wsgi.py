@@ -1,95 +1,16 @@
-"""``est_gateway.wsgi:application``: the gateway hosted by a WSGI server of the operator's
-choice (Apache's mod_wsgi, uWSGI, gunicorn behind a proxy) instead of ``est-gateway serve``.
+"""``est_gateway.wsgi:application``: the gateway in a WSGI server of the operator's choice
+(Apache's mod_wsgi, uWSGI, gunicorn behind a proxy) instead of ``est-gateway serve``.
 
-The configuration is the file named by ``$EST_GATEWAY_CONFIG`` in the process environment,
-loaded and validated as ``serve`` loads it; its backends are started as ``serve`` starts
-them and closed when the process exits. A configuration that does not validate is logged
-problem by problem and the load fails: the WSGI server reports that the application could
-not be loaded and serves nothing from it.
-
-``application`` is built on first access (``from est_gateway.wsgi import application``, or
-the server's ``est_gateway.wsgi:application``), once per process: a server that loads the
-app before it forks (uWSGI by default, gunicorn ``--preload``) starts the backends in the
-parent, as ``serve``'s arbiter does; one that loads it in each process (mod_wsgi's daemon
-processes, gunicorn without ``--preload``) starts them in each. A backend's ``start`` opens
-nothing a fork would share, and the local CA creates its keys once under a file lock.
+Importing this module builds the application from ``$EST_GATEWAY_CONFIG`` and starts its
+backends (:mod:`est_gateway.hosting`), once per process that imports it. A server that
+imports it before it forks (uWSGI by default, gunicorn ``--preload``) starts the backends
+in its parent, as ``serve``'s arbiter does; one that imports it in each process (mod_wsgi's
+daemon processes, gunicorn without ``--preload``) starts them in each. A backend's
+``start`` opens nothing a fork would share, and the local CA creates its keys once, under
+a file lock. ``application`` is a plain module attribute: uWSGI looks it up in the
+module's namespace, not with ``getattr``.
 """
 
-from __future__ import annotations
+from est_gateway.hosting import from_environment
 
-import atexit
-import logging
-import os
-import threading
-from collections.abc import Callable, Iterable
-from pathlib import Path
-from typing import Any
-
-from est_gateway.cli import CONFIG_ENV
-from est_gateway.config import GatewayConfig, load_config
-from est_gateway.errors import ConfigError
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-log = logging.getLogger(__name__)
-#: threads of one process that ask for ``application`` at once build it once
-_building = threading.Lock()
-
-
-def load_application(path: str | os.PathLike[str]) -> WSGIApp:
-    """The WSGI app for the configuration file at ``path``, its backends started and
-    closed at process exit. Raises :class:`ConfigError` after logging every problem."""
-    return _build(Path(path))[0]
-
-
-def _build(path: Path) -> tuple[WSGIApp, GatewayConfig]:
-    from est_gateway.server.runner import close_backends
-    from est_gateway.web.app import create_app
-
-    try:
-        config = load_config(path)
-        for backend in config.backends.values():
-            backend.start()
-        app = create_app(config)     # checks that need the started CAs (client CA names)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("%s: %s", path, problem)
-        raise
-    atexit.register(close_backends, config)
-    return app, config
-
-
-def _from_environment() -> WSGIApp:
-    """``application``: logging as ``serve`` sets it up (unless the host has set up its own),
-    then the app of ``$EST_GATEWAY_CONFIG``."""
-    root = logging.getLogger()
-    own_logging = not root.handlers
-    if own_logging:
-        logging.basicConfig(format=LOG_FORMAT)
-    path = os.environ.get(CONFIG_ENV, "")
-    if not path:
-        problem = (f"{CONFIG_ENV} is not set in the process environment: set it to the gateway's "
-                   "configuration file (under mod_wsgi in the .wsgi file, before the import; "
-                   "Apache's SetEnv reaches only each request, not the process)")
-        log.error("%s", problem)
-        raise ConfigError([problem])
-    app, config = _build(Path(path))
-    if own_logging:
-        root.setLevel(config.server.log_level.upper())
-    from est_gateway import audit
-
-    audit.configure()
-    log.info("est-gateway loaded %s in process %d", path, os.getpid())
-    return app
-
-
-def __getattr__(name: str) -> Any:
-    """``application``, built once on first access (importing this module builds nothing)."""
-    if name != "application":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    with _building:
-        app = globals().get("application")
-        if app is None:
-            app = globals()["application"] = _from_environment()
-    return app
+application = from_environment()

@@ -220,8 +220,8 @@ def test_a_configuration_that_does_not_validate_is_logged_and_nothing_served(sit
         shutil.rmtree(folder, ignore_errors=True)
     assert res.status == 500
     problem = 'server.client_cert_source: "apache" is not one of: header, mod_ssl'
-    assert f"ERROR est_gateway.wsgi: {config}: {problem}" in log
-    assert f"ERROR est_gateway.wsgi: {config}: backends: is required (a table)" in log
+    assert f"ERROR est_gateway.hosting: {config}: {problem}" in log
+    assert f"ERROR est_gateway.hosting: {config}: backends: is required (a table)" in log
 
 
 def test_the_daemon_processes_close_their_backends_when_apache_stops(site: WsgiSite) -> None:

@@ -1,4 +1,5 @@
-"""``est_gateway.wsgi``: the app for other WSGI servers, from ``$EST_GATEWAY_CONFIG``.
+"""``est_gateway.wsgi`` (built by ``est_gateway.hosting``): the app for other WSGI servers,
+from ``$EST_GATEWAY_CONFIG``.
 
 In this process (werkzeug's test client calls the app) and in fresh interpreters, as a
 WSGI server imports it; and under a real gunicorn with its stock sync workers."""
@@ -7,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,7 @@ from werkzeug.test import Client
 
 from est_gateway import localmode, wire
 from est_gateway.errors import ConfigError
-from est_gateway.wsgi import load_application
+from est_gateway.hosting import load_application
 from tests.support import pki
 from tests.support.apache import proxy_gateway_config
 from tests.support.gateway import curl, free_port, local_instance
@@ -97,16 +100,10 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ, timeout=60)
 
 
-def test_importing_the_module_builds_nothing() -> None:
-    done = _python("import est_gateway.wsgi as m; print('application' in vars(m))")
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "False\n"
-
-
 def test_application_without_the_variable_fails_loudly() -> None:
     done = _python("from est_gateway.wsgi import application")
     assert done.returncode != 0
-    assert "ERROR est_gateway.wsgi: EST_GATEWAY_CONFIG is not set in the process environment" in done.stderr
+    assert "ERROR est_gateway.hosting: EST_GATEWAY_CONFIG is not set in the process environment" in done.stderr
 
 
 def test_application_with_a_broken_configuration_fails_loudly(tmp_path: Path) -> None:
@@ -114,37 +111,58 @@ def test_application_with_a_broken_configuration_fails_loudly(tmp_path: Path) ->
     path.write_text("[server]\ntls = false\n")
     done = _python("from est_gateway.wsgi import application", EST_GATEWAY_CONFIG=str(path))
     assert done.returncode != 0
-    assert f"ERROR est_gateway.wsgi: {path}: backends: is required (a table)" in done.stderr
+    assert f"ERROR est_gateway.hosting: {path}: backends: is required (a table)" in done.stderr
     assert "est_gateway.errors.ConfigError: configuration has 4 problem(s)" in done.stderr
 
 
 def test_application_from_the_variable(instance: localmode.LocalInstance) -> None:
-    code = ("from est_gateway.wsgi import application\n"
+    # uWSGI takes the callable from the module's namespace (no getattr): it must be there.
+    code = ("import importlib\n"
             "from werkzeug.test import Client\n"
+            "application = vars(importlib.import_module('est_gateway.wsgi'))['application']\n"
             "print(Client(application).get('/.well-known/est/cacerts').status_code)")
     done = _python(code, EST_GATEWAY_CONFIG=str(_config(instance, "from-env")))
     assert done.returncode == 0, done.stderr
     assert done.stdout == "200\n"
-    assert "INFO est_gateway.wsgi: est-gateway loaded" in done.stderr
+    assert "INFO est_gateway.hosting: est-gateway loaded" in done.stderr
+
+
+LOADED = re.compile(r"INFO est_gateway\.hosting: est-gateway loaded \S+ in process (\d+)")
+BOOTED = re.compile(r"Booting worker with pid: (\d+)")
+
+
+@dataclass
+class Gunicorn:
+    url: str
+    log: Path
+    arbiter: int
+    #: who loads the app: "workers" (each its own) or "arbiter" (--preload, before forking)
+    loader: str
+
+    def pids(self, pattern: re.Pattern[str]) -> set[int]:
+        return {int(pid) for pid in pattern.findall(self.log.read_text())}
 
 
 @pytest.fixture()
-def gunicorn(request: pytest.FixtureRequest, instance: localmode.LocalInstance,
-             tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """gunicorn with 2 sync workers (``--preload``: the app is loaded once, before forking)."""
+def gunicorn(request: pytest.FixtureRequest, instance: localmode.LocalInstance, tmp_path: Path) -> Iterator[Gunicorn]:
+    """gunicorn with 2 sync workers, started once both workers are up and the expected
+    number of processes has loaded the app (``--preload``: the arbiter, before it forks)."""
+    loader = request.param
+    options, loads = (["--preload"], 1) if loader == "arbiter" else ([], 2)
     port = free_port()
     log = tmp_path / "gunicorn.log"
-    args = [sys.executable, "-m", "gunicorn", "--no-control-socket", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-            *request.param, "est_gateway.wsgi:application"]
+    args = [sys.executable, "-m", "gunicorn", "--no-control-socket", "--bind", f"127.0.0.1:{port}",
+            "--workers", "2", *options, "est_gateway.wsgi:application"]
     env = os.environ | {"EST_GATEWAY_CONFIG": str(_config(instance, "gunicorn"))}
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    server = Gunicorn(f"http://127.0.0.1:{port}/.well-known/est", log, proc.pid, loader)
     try:
-        deadline = time.monotonic() + 30
-        while log.read_text().count("Booting worker") < 2 or not _listening(port):
+        deadline = time.monotonic() + 60
+        while len(server.pids(BOOTED)) < 2 or len(server.pids(LOADED)) < loads or not _listening(port):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/.well-known/est", log
+        yield server
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -163,13 +181,11 @@ def _listening(port: int) -> bool:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("gunicorn, loads", [([], 2), (["--preload"], 1)], indirect=["gunicorn"],
-                         ids=["per-worker", "preload"])
-def test_under_gunicorn(gunicorn: tuple[str, Path], loads: int, instance: localmode.LocalInstance,
-                        tmp_path: Path) -> None:
+@pytest.mark.parametrize("gunicorn", ["workers", "arbiter"], indirect=True)
+def test_under_gunicorn(gunicorn: Gunicorn, instance: localmode.LocalInstance, tmp_path: Path) -> None:
     """Plain gunicorn behind a proxy: password enrollment, then renewal with the certificate
     in the proxy's header from the trusted address."""
-    url, log = gunicorn
+    url = gunicorn.url
     assert curl(f"{url}/cacerts").status == 200
     key = pki.p256_key()
     csr = pki.make_csr(key, cn="gunicorn-device")
@@ -181,4 +197,5 @@ def test_under_gunicorn(gunicorn: tuple[str, Path], loads: int, instance: localm
     header = cert.public_bytes(Encoding.PEM).decode().replace("\n", " ")
     res = curl("-H", f"X-SSL-Client-Cert: {header}", *post, f"{url}/simplereenroll")
     assert _issued(res.status, res.body).subject == cert.subject
-    assert log.read_text().count("INFO est_gateway.wsgi: est-gateway loaded") == loads
+    expected = gunicorn.pids(BOOTED) if gunicorn.loader == "workers" else {gunicorn.arbiter}
+    assert gunicorn.pids(LOADED) == expected
