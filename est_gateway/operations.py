@@ -266,7 +266,7 @@ class ESTService:
         """Chain to ``anchors``, validity, clientAuth, then revocation as the backend knows it.
         A verified certificate goes into ``audit`` before any refusal, so the operator sees
         which certificate was refused."""
-        cert = verify_client_certificate(presented, anchors, self.clock())
+        cert = verify_client_certificate(presented, anchors, self.clock(), keys=self.config.limits)
         if audit is not None:
             audit.client_certificate(cert)
         status = self._call(alias, "revocation_status", lambda b: b.revocation_status(cert, alias.target))

@@ -44,8 +44,8 @@ from est_gateway_ejbca.common import (
     renewed_unknown,
     unknown_ca_or_profile,
 )
+from est_gateway_ejbca.names import ejbca_alt_names, ejbca_dn, issuer_dn
 from est_gateway_ejbca.soap.faults import invoke
-from est_gateway_ejbca.soap.names import ejbca_alt_names, ejbca_dn
 from est_gateway_ejbca.soap.transport import Sessions, UpstreamTransport
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,14 @@ def bundled_wsdl() -> Path:
 
 
 class EjbcaSoapBackend(EjbcaBackend):
-    """Issues through ``editUser`` + ``pkcs10Request`` (RA mode) or ``pkcs10Request`` alone."""
+    """Issues through ``editUser`` + ``pkcs10Request`` (RA mode) or ``pkcs10Request`` alone.
+
+    ``editUser`` under an approval profile leaves a waiting approval request at EJBCA
+    (``WaitingForApprovalException``; ``APPROVAL_ALREADY_EXISTS`` while it is open): 202, and
+    with ``approval_secret`` the device's repeat after the approval gets its certificate.
+    """
+
+    waits_for_approvals = True
 
     def __init__(self, name: str, options: EjbcaOptions, *, wsdl: str = "bundled") -> None:
         super().__init__(name, options)
@@ -180,7 +187,7 @@ class EjbcaSoapBackend(EjbcaBackend):
 
     def revocation_status(self, certificate: x509.Certificate, target: EjbcaTarget) -> RevocationStatus:
         """``checkRevokationStatus(issuerDN, serial_hex)``: empty = unknown, reason -1 = good."""
-        status = self._call("checkRevokationStatus", certificate.issuer.rfc4514_string(),
+        status = self._call("checkRevokationStatus", issuer_dn(certificate.issuer),
                             f"{certificate.serial_number:X}", meaning=Meaning(not_found=None),
                             idempotent=True)
         if status is None:
@@ -197,7 +204,7 @@ class EjbcaSoapBackend(EjbcaBackend):
     def revoke_superseded(self, certificate: x509.Certificate) -> None:
         """``revokeCert(issuerDN, serial_hex, 4)`` (``RevokedCertInfo.REVOCATION_REASON_SUPERSEDED``);
         ``AlreadyRevokedException`` means it is done."""
-        self._call("revokeCert", certificate.issuer.rfc4514_string(), f"{certificate.serial_number:X}",
+        self._call("revokeCert", issuer_dn(certificate.issuer), f"{certificate.serial_number:X}",
                    SUPERSEDED, meaning=Meaning(not_found=renewed_unknown, already_revoked_is_done=True),
                    idempotent=True)
 
