@@ -311,3 +311,17 @@ def test_a_login_starts_a_new_session_and_an_oversized_form_is_refused(console: 
     answer = client.post(f"{BASE}/logout", data={"csrf_token": after, "pad": "x" * 70_000})
     assert (answer.status_code, answer.mimetype) == (413, "text/plain")
     assert client.get(f"{BASE}/").status_code == 200
+
+
+def test_certificates_come_in_pages_of_one_built_in_ca(console: Console) -> None:
+    serials = [console.enroll(f"console-page-{i:02}")[0] for i in range(27)]
+    client = console.signed_in()
+    first = client.get(f"{BASE}/certificates?q=console-page-").get_data(as_text=True)
+    second = client.get(f"{BASE}/certificates?q=console-page-&page=2").get_data(as_text=True)
+    assert "27 found; page 1 of 2" in first and "page 2 of 2" in second
+    shown = [s for s in serials if s in first], [s for s in serials if s in second]
+    assert len(shown[0]) == 25 and sorted(shown[0] + shown[1]) == sorted(serials)
+    assert serials[-1] in first and serials[0] in second          # newest first
+    other = client.get(f"{BASE}/certificates?backend=approvals&q=console-page-").get_data(as_text=True)
+    assert "0 found" in other and 'name="backend"' in other
+    assert client.get(f"{BASE}/certificates?backend=nothere").status_code == 404

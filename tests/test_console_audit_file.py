@@ -61,3 +61,24 @@ def test_a_line_cut_by_a_crash_is_skipped_by_the_reader(tmp_path: Path) -> None:
         f.write('{"operation": "simplee')
     assert entries(file) == [json.loads(LINE)]
     assert entries(None) == []
+
+
+def test_the_chart_counts_enrollments_and_failures_per_hour_of_the_last_day() -> None:
+    import datetime as dt
+
+    from est_gateway.console.activity import hourly
+
+    now = dt.datetime(2030, 1, 1, 12, 30, tzinfo=dt.UTC)
+
+    def line(minutes_ago: int, status: int, operation: str = "simpleenroll", **more: object) -> dict[str, object]:
+        return {"time": (now - dt.timedelta(minutes=minutes_ago)).isoformat(), "operation": operation,
+                "status": status, **more}
+
+    counts = hourly([line(0, 200), line(1, 202, "serverkeygen"), line(2, 401), line(40, 200, "simplereenroll"),
+                     line(60 * 24, 200),                    # a day ago: outside the chart
+                     line(5, 200, "cacerts"),               # no enrollment
+                     line(5, 303, "simpleenroll", admin="admin"),   # a console action
+                     {"time": "garbage", "operation": "simpleenroll", "status": 200}], now)
+    assert counts.start == dt.datetime(2029, 12, 31, 13, tzinfo=dt.UTC)
+    assert counts.enrollments[-1] == 2 and counts.failures[-1] == 1
+    assert counts.enrollments[-2] == 1 and sum(counts.enrollments) == 3 and sum(counts.failures) == 1

@@ -107,7 +107,7 @@ def _by_certificate(service: ESTService) -> Admin:
     if presented is None:
         raise Unauthorized("no client certificate was presented on this connection")
     try:
-        cert = verify_client_certificate(presented, list(anchors), service.clock())
+        cert = verify_client_certificate(presented, list(anchors), service.clock(), keys=service.config.limits)
     except UntrustedCertificate as exc:
         raise Unauthorized(str(exc).replace("this alias", "this console")) from None
     return Admin(f"cert:{cert.subject.rfc4514_string()}", "certificate")

@@ -16,10 +16,10 @@ from flask import Flask, g, render_template, request
 
 from est_gateway.audit import AuditFile
 from est_gateway.backends.local import LocalCABackend
-from est_gateway.backends.local.store import REVOCATION_REASONS, Record, normalise_serial
+from est_gateway.backends.local.store import REVOCATION_REASONS, Record
 from est_gateway.console import activity, auth
 from est_gateway.errors import BadRequest, NotFound, Unauthorized
-from est_gateway.operations import ESTService
+from est_gateway.operations import DEFAULT_ALIAS, ESTService
 
 PAGE_SIZE = 25
 AUDIT_LINES = 200
@@ -32,6 +32,9 @@ def register(app: Flask, service: ESTService, audit_file: AuditFile | None) -> N
     config = service.config
     local = {name: b for name, b in config.backends.items() if isinstance(b, LocalCABackend)}
     labels = sorted(config.aliases)
+    default_alias = config.aliases.get(DEFAULT_ALIAS)
+    default_local = (default_alias.backend if default_alias is not None and default_alias.backend in local
+                     else min(local, default=""))
 
     def route(rule: str, methods: tuple[str, ...] = ("GET",)) -> Any:
         return app.route(rule, methods=list(methods), provide_automatic_options=False)
@@ -81,8 +84,7 @@ def register(app: Flask, service: ESTService, audit_file: AuditFile | None) -> N
     @route("/")
     def overview() -> str:
         health = service.health()
-        rows = [{"label": name, "backend": alias.backend,
-                 "type": type(config.backends[alias.backend]).type_name or type(config.backends[alias.backend]).__name__,
+        rows = [{"label": name, "backend": alias.backend, "type": _type_of(config.backends[alias.backend]),
                  "health": health.get(alias.backend)} for name, alias in sorted(config.aliases.items())]
         counts = activity.hourly(activity.entries(audit_file), dt.datetime.now(dt.UTC)) if audit_file else None
         chart = _chart(counts) if counts else None
@@ -100,17 +102,17 @@ def register(app: Flask, service: ESTService, audit_file: AuditFile | None) -> N
         if status and status not in STATUSES:
             raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
         page = _page_number(request.args.get("page", "1"))
-        found: list[tuple[str, Record]] = []
+        # One built-in CA at a time (the default label's, else the first): exact pages.
+        chosen = request.args.get("backend", "") or default_local
+        found: list[Record] = []
         total = 0
-        for name, b in sorted(local.items()):
-            records, count = b.store.search(text=text, alias=label or None, status=status or None,
-                                            offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
-            found += [(name, r) for r in records]
-            total += count
+        if local:
+            found, total = backend(chosen).store.search(text=text, alias=label or None, status=status or None,
+                                                        offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
         pages = max(1, math.ceil(total / PAGE_SIZE))
         return render_template("certificates.html", found=found, total=total, page=page, pages=pages,
                                q=text, label=label, status=status, labels=labels, statuses=STATUSES,
-                               has_local=bool(local))
+                               backends=sorted(local), chosen=chosen)
 
     @route("/certificates/<name>/<serial>")
     def certificate(name: str, serial: str) -> str:
@@ -178,6 +180,11 @@ def register(app: Flask, service: ESTService, audit_file: AuditFile | None) -> N
         lines = [e for e in activity.entries(audit_file) if wanted.matches(e)][:AUDIT_LINES]
         return render_template("audit.html", lines=lines, wanted=wanted, labels=labels,
                                audit_file=audit_file, limit=AUDIT_LINES)
+
+
+def _type_of(backend: object) -> str:
+    """A backend's ``type`` as the configuration names it."""
+    return getattr(type(backend), "type_name", "") or type(backend).__name__
 
 
 def _local_target(value: str) -> str:
