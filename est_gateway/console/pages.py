@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import flask
 from cryptography import x509
@@ -21,6 +22,7 @@ from est_gateway.console import activity, auth
 from est_gateway.errors import BadRequest, NotFound, Unauthorized
 from est_gateway.operations import DEFAULT_ALIAS, ESTService
 
+F = TypeVar("F", bound=Callable[..., Any])
 PAGE_SIZE = 25
 AUDIT_LINES = 200
 STATUSES = ("valid", "superseded", "revoked")
@@ -36,7 +38,7 @@ def register(app: Flask, service: ESTService, audit_file: AuditFile | None) -> N
     default_local = (default_alias.backend if default_alias is not None and default_alias.backend in local
                      else min(local, default=""))
 
-    def route(rule: str, methods: tuple[str, ...] = ("GET",)) -> Any:
+    def route(rule: str, methods: tuple[str, ...] = ("GET",)) -> Callable[[F], F]:
         return app.route(rule, methods=list(methods), provide_automatic_options=False)
 
     def backend(name: str) -> LocalCABackend:
