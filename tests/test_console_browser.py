@@ -141,6 +141,12 @@ def test_an_admin_revokes_in_the_browser_what_curl_enrolled(
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 0
         if os.environ.get(SCREENSHOT_ENV):
             shutil.copyfile(shot, os.environ[SCREENSHOT_ENV])
+        browser.get(f"{url}/audit?outcome=console")
+        assert f"console revoke {serial} (keyCompromise)" in browser.find_element(By.TAG_NAME, "tbody").text
+        browser.get(f"{url}/")
+        bars = browser.find_elements(By.CSS_SELECTOR, "svg.chart rect")
+        assert len(bars) == 48 and "1 answered (issued or pending)" in browser.find_element(By.TAG_NAME, "main").text
+        browser.save_screenshot(str(tmp_path / "overview.png"))
     finally:
         browser.quit()
 
