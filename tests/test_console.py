@@ -155,6 +155,9 @@ def test_a_wrong_password_is_the_login_page_again_and_an_audit_line(console: Con
     line = console.audit_lines()[-1]
     assert (line["action"], line["admin"], line["status"]) == ("login", ADMIN, 401)
     assert "wrong" not in json.dumps(line).replace("wrong username or password", "")
+    client.post(f"{BASE}/login", data={"csrf_token": token, "username": "my-secret-pw", "password": "x"})
+    line = console.audit_lines()[-1]
+    assert line["admin"] == "<unknown>" and "my-secret-pw" not in json.dumps(line)
 
 
 def test_failed_logins_count_against_the_gateways_throttle(console: Console) -> None:

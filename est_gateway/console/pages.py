@@ -20,7 +20,7 @@ from est_gateway.backends.local import LocalCABackend
 from est_gateway.backends.local.store import REVOCATION_REASONS, Record
 from est_gateway.console import activity, auth
 from est_gateway.errors import BadRequest, NotFound, Unauthorized
-from est_gateway.operations import DEFAULT_ALIAS, ESTService
+from est_gateway.operations import DEFAULT_ALIAS, UNKNOWN_USER, ESTService
 
 F = TypeVar("F", bound=Callable[..., Any])
 PAGE_SIZE = 25
@@ -69,8 +69,10 @@ def register(app: Flask, service: ESTService, audit_file: AuditFile | None) -> N
             admin = auth.authenticate(service, method=method, username=username,
                                       password=request.form.get("password", "")[:1024])
         except Unauthorized as exc:
+            # A name other than the admin's may be a password typed in the wrong field.
+            tried = username if username == config.console.admin_username else UNKNOWN_USER
             g.action = {"action": "login", "outcome": exc.detail,
-                        "admin": username if method == "password" else "certificate"}
+                        "admin": tried if method == "password" else "certificate"}
             return render_template("login.html", next=target, error=exc.detail, console=config.console), 401
         auth.sign_in(admin, service)
         g.admin = admin
