@@ -231,7 +231,7 @@ class ESTService:
     def _request(self, kind: type[R], operation: str, alias: AliasSettings,
                  csr: x509.CertificateSigningRequest, requester: Requester, caller: Caller,
                  client_csr: x509.CertificateSigningRequest, **more: Any) -> R:
-        key = retry_key(operation, alias.name, requester, client_csr) if self.backend(alias).uses_retry_key else ""
+        key = retry_key(operation, alias.name, requester, client_csr)
         return kind(csr=csr, alias=alias.name, target=alias.target, requester=requester,
                     request_id=caller.request_id, retry_key=key, **more)
 

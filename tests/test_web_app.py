@@ -22,8 +22,6 @@ from est_gateway.backends.base import EnrollRequest, Issued, Pending
 from est_gateway.backends.local import LocalCABackend
 from est_gateway.limits import Limits
 from est_gateway.metrics import Children
-from est_gateway.server import worker as worker_module
-from est_gateway.server.http11 import Request
 from tests.conftest import EXTRA_ALIASES
 from tests.support.inproc import InProcessGateway, check_response, start, valid_csr_der
 
@@ -272,55 +270,9 @@ def test_metric_children_are_cached_up_to_a_bound(monkeypatch: pytest.MonkeyPatc
     assert counts == {"200": 2.0, "404": 1.0, "500": 1.0, "503": 2.0}
 
 
-@pytest.mark.parametrize(("method", "path", "at_once"), [
-    ("GET", f"{EST}/cacerts", True),                 # the local CA's chain is in memory
-    ("HEAD", f"{EST}/cacerts", True),
-    ("GET", f"{EST}/csrattrs", True),                # from the configuration
-    ("GET", f"{EST}/attrs/csrattrs", True),
-    ("POST", f"{EST}/cacerts", False),               # 405 on a thread
-    ("POST", f"{EST}/simpleenroll", False),          # signs and commits a record
-    ("GET", f"{EST}/nosuchlabel/cacerts", False),
-    ("GET", f"{EST}//cacerts", False),
-    ("GET", f"{EST}/cacerts/", False),
-    ("GET", f"{EST}/a/b/cacerts", False),
-    ("GET", "/healthz", False),                      # asks every backend
-    ("GET", "/metrics", False),                      # reads every worker's files
-])
-def test_what_the_server_may_answer_in_its_event_loop(gw: InProcessGateway, method: str, path: str,
-                                                      at_once: bool) -> None:
-    assert gw.app.answers_at_once(method, path) is at_once
-
-
-def test_cacerts_of_a_backend_that_may_wait_is_not_answered_in_the_loop(
-        gw: InProcessGateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    backend = gw.config.backends[gw.config.aliases["est"].backend]
-    monkeypatch.setattr(backend, "ca_certs_in_memory", False)
-    assert not gw.app.answers_at_once("GET", f"{EST}/cacerts")
-    assert gw.app.answers_at_once("GET", f"{EST}/csrattrs")
-
-
-@pytest.mark.parametrize(("method", "path", "in_loop"), [
-    ("POST", f"{EST}/simpleenroll", True),            # local CA, automatic approval
-    ("POST", f"{EST}/attrs/simpleenroll", True),
-    ("POST", f"{EST}/manual/simpleenroll", False),    # manual approval reads and writes its queue
-    ("POST", f"{EST}/simplereenroll", False),         # the revocation check reads the record
-    ("POST", f"{EST}/serverkeygen", False),           # key generation takes tens of ms
-    ("GET", f"{EST}/simpleenroll", False),
-    ("POST", f"{EST}/nosuchlabel/simpleenroll", False),
-    ("POST", f"{EST}//simpleenroll", False),
-    ("POST", f"{EST}/a/b/simpleenroll", False),
-])
-def test_what_the_server_runs_in_a_greenlet_of_its_event_loop(gw: InProcessGateway, method: str, path: str,
-                                                             in_loop: bool) -> None:
-    assert gw.app.runs_in_loop(method, path) is in_loop
-
-
-@pytest.mark.parametrize(("label", "hashed"), [
-    ("", False),             # the local CA with automatic approval never reads it
-    ("manual", True),        # its approval queue finds a repeated request by it
-])
-def test_the_retry_key_is_hashed_only_for_a_backend_that_reads_it(
-        gw: InProcessGateway, monkeypatch: pytest.MonkeyPatch, label: str, hashed: bool) -> None:
+@pytest.mark.parametrize(("label", "status"), [("", 200), ("manual", 202)])
+def test_every_backend_is_given_the_retry_key(gw: InProcessGateway, monkeypatch: pytest.MonkeyPatch, label: str,
+                                             status: int) -> None:
     alias = gw.config.aliases[label or "est"]
     backend = gw.config.backends[alias.backend]
     seen: list[str] = []
@@ -329,27 +281,5 @@ def test_the_retry_key_is_hashed_only_for_a_backend_that_reads_it(
     path = f"{EST}/{label}/simpleenroll" if label else f"{EST}/simpleenroll"
     response = gw.request("POST", path, body=base64.encodebytes(valid_csr_der("retry-key")),
                           headers=[("Content-Type", "application/pkcs10"), *gw.auth().items()])
-    assert response.status_code == (202 if hashed else 200)
-    assert len(seen) == 1
-    assert (len(seen[0]) == 64) is hashed and (seen[0] == "") is not hashed
-
-
-def test_the_worker_keeps_the_application_answers_it_asked_for_and_bounds_them(
-        gw: InProcessGateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker_module, "APP_ANSWERS_KEPT", 3)
-    w = worker_module.ESTWorker.__new__(worker_module.ESTWorker)
-    w.wsgi, w._app_answers = gw.app, {}
-    asked: list[str] = []
-    runs_in_loop = gw.app.runs_in_loop
-    monkeypatch.setattr(gw.app, "runs_in_loop", lambda m, p: (asked.append(p), runs_in_loop(m, p))[1])
-
-    def request(target: bytes) -> Request:
-        return Request("POST", target, "1.1", [], b"", True, False)
-
-    assert w._app_says("runs_in_loop", request(f"{EST}/simpleenroll".encode()))
-    assert w._app_says("runs_in_loop", request(f"{EST}/simpleenroll".encode()))
-    assert not w._app_says("runs_in_loop", request(f"{EST}/manual/simpleenroll".encode()))
-    assert asked == [f"{EST}/simpleenroll", f"{EST}/manual/simpleenroll"]
-    for i in range(10):               # a client inventing paths: the kept answers stay bounded
-        assert not w._app_says("runs_in_loop", request(f"{EST}/x{i}/simpleenroll".encode()))
-        assert len(w._app_answers) <= 3
+    assert response.status_code == status
+    assert len(seen) == 1 and len(seen[0]) == 64
