@@ -104,6 +104,7 @@ class ESTService:
         self.key_signer = key_signer
         self.clock = clock
         self.metrics = metrics or Metrics()
+        self.metrics.admit(aliases=config.aliases, backends=config.backends)
         limits = config.limits
         self.throttle = FailureThrottle(limits.auth_failures_per_minute, scopes=tuple(config.aliases),
                                         per_label=limits.auth_failure_scope == "label",
