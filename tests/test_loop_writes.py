@@ -8,6 +8,7 @@ assertions are on counts and orders."""
 from __future__ import annotations
 
 import logging
+import selectors
 import socket
 import threading
 import time
@@ -134,6 +135,10 @@ def test_pipelined_requests_are_dispatched_one_at_a_time_after_each_answer_is_wr
         time.sleep(0.2)                         # the loop would dispatch the next one now
         assert it.dispatched == [b"/0"]
         assert read_answers(client, 3) == [b"/0", b"/1", b"/2"]
+        # idle again, the connection is watched for its next request, not for writing (which
+        # a socket with room always is: the loop would spin)
+        eventually(lambda: [(c.phase, c.event) for c in it.loop.waiting.values()] == [("idle", selectors.EVENT_READ)],
+                   "idle and watched for reading")
     assert it.dispatched == [b"/0", b"/1", b"/2"]
 
 

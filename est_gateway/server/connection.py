@@ -44,6 +44,7 @@ class Connection:
         try:
             return self._raw.recv(size)
         except BlockingIOError:
+            self.wants = selectors.EVENT_READ
             return None
         except (ConnectionResetError, TimeoutError):
             return b""
@@ -90,6 +91,7 @@ class Connection:
                 self.wants = selectors.EVENT_WRITE
                 return False
         self._out, self._sent = b"", 0     # the answer is not kept once it is written
+        self.wants = selectors.EVENT_READ
         return True
 
     def _send_nowait(self, data: bytes | memoryview) -> int:
