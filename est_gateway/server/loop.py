@@ -199,8 +199,11 @@ class ConnectionLoop:
             if self._stopped:
                 client.conn.close()
                 return
+            # one wake-up for the answers that come back before the loop takes them
+            first = not self._returned
             self._returned.append((client, data, keep_alive))
-        self.wake()
+        if first:
+            self.wake()
 
     def wake(self) -> None:
         """From any thread: end the loop's wait in select now."""
