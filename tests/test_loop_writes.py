@@ -104,7 +104,8 @@ def served() -> Iterator[Callable[..., Served]]:
 
 def read_answers(sock: socket.socket, count: int) -> list[bytes]:
     """The X-Path of each of ``count`` answers, in order."""
-    paths, buf = [], bytearray()
+    paths: list[bytes] = []
+    buf = bytearray()
     while len(paths) < count:
         while b"\r\n\r\n" not in buf:
             chunk = sock.recv(1 << 20)
@@ -164,6 +165,10 @@ def test_beyond_the_unsent_bound_complete_requests_wait_in_the_loop(served: Call
                 sock.close()
 
 
+def parsed(it: Served, count: int) -> Callable[[], bool]:
+    return lambda: len(it.dispatched) + len(it.loop.held) == count
+
+
 def test_beyond_the_serving_bound_complete_requests_wait_in_the_loop(served: Callable[..., Served]) -> None:
     it = served(max_serving=2)
     it.go.clear()                               # the pool holds every request it gets
@@ -171,7 +176,7 @@ def test_beyond_the_serving_bound_complete_requests_wait_in_the_loop(served: Cal
     try:
         for i, sock in enumerate(socks):
             sock.sendall(request(f"/{i}"))
-            eventually(lambda: len(it.dispatched) + len(it.loop.held) == i + 1, "request parsed")
+            eventually(parsed(it, i + 1), "request parsed")
         assert it.dispatched == [b"/0", b"/1"] and len(it.loop.held) == 3
         it.go.set()
         for i, sock in enumerate(socks):

@@ -87,7 +87,7 @@ class Connection:
             except self.WANT_READ:
                 self.wants = selectors.EVENT_READ
                 return False
-            except (BlockingIOError, *self.WANT_WRITE):
+            except self._waits_to_write:
                 self.wants = selectors.EVENT_WRITE
                 return False
         self._out, self._sent = b"", 0     # the answer is not kept once it is written
@@ -96,6 +96,10 @@ class Connection:
 
     def _send_nowait(self, data: bytes | memoryview) -> int:
         return self._raw.send(data)
+
+    @property
+    def _waits_to_write(self) -> tuple[type[BaseException], ...]:
+        return (BlockingIOError, *self.WANT_WRITE)
 
     @property
     def _would_block(self) -> tuple[type[BaseException], ...]:
