@@ -150,15 +150,15 @@ def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents_alone(
         client: UpstreamClient, upstream: ScriptedUpstream) -> None:
     upstream.get("/api", json={})
     client.request("GET", upstream.base + "/api", idempotent=True)
-    parent_pool = client.pool()
+    parent_session = client.session()
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:   # the child: report, never return into pytest
         code = 1
         try:
-            fresh = client.pool() is not parent_pool
+            fresh = client.session() is not parent_session
             client.request("GET", upstream.base + "/api", idempotent=True)
-            client.close()              # closes the child's pool only
+            client.close()              # closes the child's session only
             code = 0 if fresh else 2
         finally:
             os.write(write_end, bytes([code]))
@@ -172,7 +172,7 @@ def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents_alone(
     assert len(ports) == 3
     assert ports[1] != ports[0]          # the child did not use the parent's connection
     assert ports[2] == ports[0]          # and the parent's connection is still pooled, still open
-    assert client.pool() is parent_pool
+    assert client.session() is parent_session
 
 
 @pytest.mark.parametrize("elsewhere", ["https://127.0.0.2:{port}/api", "https://127.0.0.1:{port}0/api",
