@@ -1,4 +1,4 @@
-"""Packaging: the core distribution on its own (no vendor plugin, no zeep or requests, no
+"""Packaging: the core distribution on its own (no vendor plugin, no zeep or lxml, no
 top-level ``plugins`` package, no web framework, a working local-CA gateway), and each
 in-tree plugin as a distribution of its own that imports only the public plugin API."""
 
@@ -21,8 +21,8 @@ from tests.support import openssl
 from tests.support.gateway import GatewayProcess, curl, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-#: what only the vendor plugins (plugins/<vendor>/) need (urllib3 is the core's: est_gateway.plugin.http)
-PLUGIN_ONLY = ("requests", "zeep", "lxml")
+#: what only the vendor plugins (plugins/<vendor>/) need (requests is the core's: est_gateway.plugin.http)
+PLUGIN_ONLY = ("zeep", "lxml")
 #: web frameworks the gateway does without (issue 14: its WSGI app is its own); werkzeug's
 #: test client is a test dependency only
 NO_FRAMEWORK = ("flask", "werkzeug")
@@ -63,6 +63,7 @@ def test_the_core_wheel_holds_only_est_gateway_and_needs_no_plugin_dependency(tm
                 if line.startswith("Requires-Dist:") and "extra ==" not in line]
     names = {re.split(r"[ <>=!~;\[]", r, maxsplit=1)[0].lower() for r in required}
     assert names and not names & set(PLUGIN_ONLY + NO_FRAMEWORK), required
+    assert "requests" in names and "urllib3" not in names, required   # urllib3 only through requests
     assert dict(entry_points["est_gateway.backends"]) == {"local": "est_gateway.backends.local:LocalCABackend"}
 
 
@@ -70,7 +71,7 @@ def test_a_local_ca_gateway_runs_without_any_plugin_dependency(tmp_path: Path) -
     blocker = tmp_path / "block"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(BLOCKER)
-    for module in ("requests", "werkzeug"):
+    for module in ("zeep", "werkzeug"):
         probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True,
                                env={**os.environ, "PYTHONPATH": str(blocker)}, timeout=60)
         assert "blocked: core alone" in probe.stderr          # the blocker really works
