@@ -5,7 +5,6 @@ The same adapter against a real ``cfssl serve`` is tests/cfssl/test_backend.py a
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +15,11 @@ import responses
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from est_gateway.backends.base import EnrollRequest, Requester
-from est_gateway.backends.local import authority
 from est_gateway.testing.http import URL, mocked_backend, upstream_credentials
 from est_gateway_cfssl.api import AUTHSIGN, INFO
 from est_gateway_cfssl.options import CfsslTarget
-from tests.support.answer_table import OK, Row, check, rows
-from tests.support.pki import CA, make_csr, p256_key
+from tests.support.answer_table import OK, Row, certify, check, enroll, rows, script, transport_rows
+from tests.support.pki import CA
 
 TARGET = CfsslTarget(label="primary", profile="client")
 
@@ -51,37 +48,19 @@ def mocked(tmp_path: Path, signer: CA) -> Iterator[tuple[Any, responses.Requests
         yield backend, upstream
 
 
-def enroll(backend: Any) -> Any:
-    csr = make_csr(p256_key(), cn="device-1")
-    return backend.enroll(EnrollRequest(csr=csr, alias="est", target=TARGET, requester=Requester(username="u"),
-                                        request_id="r1", retry_key="k1"))
-
-
 def sign(signer: CA) -> Any:
     """A ``responses`` callback that signs the authsign request's CSR as CFSSL would."""
     def callback(request: Any) -> tuple[int, dict[str, str], str]:
         raw = json.loads(base64.b64decode(json.loads(request.body)["request"]))
-        csr = x509.load_pem_x509_csr(raw["certificate_request"].encode())
-        now = dt.datetime.now(dt.UTC)
-        cert = authority.build_leaf(subject=csr.subject, public_key=csr.public_key(), sans=[],
-                                    issuer=signer.cert, issuer_key=signer.key, not_before=now,
-                                    not_after=now + dt.timedelta(days=1), key_usage=["digitalSignature"],
-                                    extended_key_usage=["clientAuth"], serial=authority.random_serial())
+        cert = certify(signer, x509.load_pem_x509_csr(raw["certificate_request"].encode()))
         return 200, {}, json.dumps(envelope({"certificate": cert.public_bytes(Encoding.PEM).decode()}))
     return callback
 
 
 TRANSPORT = (
-    ("redirect", Row({"status": 302, "headers": {"Location": "https://elsewhere.test/sign"}}, 502,
-                     "redirect: not followed", "elsewhere.test")),
+    *transport_rows("https://elsewhere.test/sign"),
     ("refused", Row({"fault": "refused"}, 503, "cannot connect to the upstream CA", "cannot connect",
                     retry_after="30", calls=3)),
-    ("connect-timeout", Row({"fault": "connect-timeout"}, 504, "did not accept a connection within 5 s",
-                            "cannot connect")),
-    ("read-timeout", Row({"fault": "read-timeout"}, 504, "did not answer within 30 s", "did not answer")),
-    ("tls", Row({"fault": "tls"}, 503, "TLS handshake with the upstream CA failed", "check ca_bundle",
-                retry_after="30")),
-    ("truncated", Row({"fault": "truncated"}, 502, "truncated or garbled", "broke off")),
 )
 
 
@@ -115,11 +94,8 @@ def test_authsign_answers(mocked: tuple[Any, responses.RequestsMock], signer: CA
                           caplog: pytest.LogCaptureFixture) -> None:
     backend, upstream = mocked
     upstream.post(URL + INFO, json=info(signer))
-    if row.status == OK:
-        upstream.add_callback(responses.POST, URL + AUTHSIGN, callback=sign(signer))
-    else:
-        upstream.post(URL + AUTHSIGN, **row.responses_kwargs())
-    issued = check(row, lambda: enroll(backend), caplog)
+    script(upstream, "POST", URL + AUTHSIGN, row, sign(signer))
+    issued = check(row, lambda: enroll(backend, TARGET), caplog)
     if issued is not None:
         assert issued.chain == (signer.cert,)
     assert [c.request.url for c in upstream.calls] == [URL + INFO, URL + AUTHSIGN]   # never repeated
