@@ -110,12 +110,8 @@ class ContextAdapter(HTTPAdapter):
         pool_kwargs["ssl_context"] = self.context
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
 
-    def build_connection_pool_key_attributes(self, request: requests.PreparedRequest, verify: Any,
-                                             cert: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
-        host, _ = super().build_connection_pool_key_attributes(request, False, None)
-        return host, {}
-
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """Set on the pool before each request: the context's own verification, no files."""
         if url.lower().startswith("https"):
             conn.cert_reqs = self.context.verify_mode
             conn.ca_certs = conn.ca_cert_dir = conn.cert_file = conn.key_file = None

@@ -1,6 +1,7 @@
-"""The core's upstream HTTP client (est_gateway.plugin.http.UpstreamClient, urllib3's pools)
+"""The core's upstream HTTP client (est_gateway.plugin.http.UpstreamClient, a requests session)
 against a scripted upstream over mutual TLS: what it sends, what it refuses (redirects,
-truncated answers), timeouts, refused connections, keep-alive, the environment, and forks."""
+truncated answers), timeouts, refused connections, keep-alive, the environment, cookies,
+and forks."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from est_gateway.config.reader import Problems, Section
 from est_gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -131,19 +133,52 @@ def test_a_refused_connection_is_unavailable_retried_when_idempotent_and_logs_no
 @pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"])
 def test_the_environment_changes_nothing(pki: UpstreamPKI, upstream: ScriptedUpstream, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    """requests' trap (psf/requests#3829): ``REQUESTS_CA_BUNDLE`` replaces a session's trust,
+    ``HTTPS_PROXY`` its route, ``.netrc`` its credentials. Here the variables name the
+    upstream's real CA, a dead proxy and a password: the configured bundle alone decides."""
     elsewhere = write_pem(tmp_path / "elsewhere.pem", CA.create("Unrelated CA").cert)
-    monkeypatch.setenv(variable, str(elsewhere))
-    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
+    monkeypatch.setenv(variable, str(pki.ca_bundle))          # what would make "wrong" work
+    monkeypatch.setenv("SSL_CERT_DIR", str(pki.ca_bundle.parent))
     for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.setenv(proxy, "http://127.0.0.1:9")   # nothing listens there
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login intruder password from-netrc\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
     upstream.get("/api", json={"ok": True})
     good = UpstreamClient(settings(pki, upstream.base, tmp_path))
     assert good.request("GET", upstream.base + "/api", idempotent=True).json() == {"ok": True}
+    assert "Authorization" not in upstream.calls[0].headers
     wrong = UpstreamClient(settings(pki, upstream.base, tmp_path, ca_bundle=str(elsewhere)))
     with pytest.raises(UpstreamUnavailable, match="TLS handshake"):
         wrong.request("GET", upstream.base + "/api", idempotent=True)
+    assert len(upstream.calls) == 1
     good.close()
     wrong.close()
+
+
+@pytest.mark.parametrize("verify", [True, "bundle"])
+def test_a_calls_verify_and_cert_never_widen_the_trust(client: UpstreamClient, upstream: ScriptedUpstream,
+                                                       pki: UpstreamPKI, tmp_path: Path, verify: object) -> None:
+    """urllib3 loads what ``verify=`` names into the connection's SSLContext (certifi's
+    roots for ``verify=True``): the adapter passes neither it nor ``cert=`` on."""
+    upstream.get("/api", json={})
+    trusted = client.settings.tls.get_ca_certs()
+    stray = str(write_pem(tmp_path / "stray.pem", CA.create("Stray CA").cert))
+    client.send("GET", upstream.base + "/api", verify=stray if verify == "bundle" else verify,
+                cert=(str(pki.client_cert_file), str(pki.client_key_file)))
+    assert client.settings.tls.get_ca_certs() == trusted
+    assert len(trusted) == len(x509.load_pem_x509_certificates(pki.ca_bundle.read_bytes()))
+
+
+def test_no_cookie_is_kept(client: UpstreamClient, upstream: ScriptedUpstream) -> None:
+    """A cookie an upstream sets while answering one client's request is never sent with
+    the next (an HTTP client of its own would not have kept it either)."""
+    upstream.get("/api", json={}, headers={"Set-Cookie": "JSESSIONID=abc123; Path=/"})
+    for _ in range(2):
+        client.request("GET", upstream.base + "/api", idempotent=True)
+    assert [call.headers.get("Cookie") for call in upstream.calls] == [None, None]
+    assert not client.session().cookies
 
 
 def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents_alone(
