@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ import responses
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from est_gateway.testing.contract import build_backend
 
@@ -58,28 +60,55 @@ def fault(kind: str) -> Exception:
     return FAULTS[kind]()
 
 
+@dataclass(frozen=True)
+class ThrowawayCA:
+    """A P-256 CA made for one test: what a mocked upstream signs with, or trusts."""
+
+    certificate: x509.Certificate
+    key: ec.EllipticCurvePrivateKey = field(repr=False)
+
+    @classmethod
+    def create(cls, common_name: str) -> ThrowawayCA:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        now = dt.datetime.now(dt.UTC)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+                .not_valid_after(now + dt.timedelta(days=365))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                .sign(key, hashes.SHA256()))
+        return cls(cert, key)
+
+    def issue(self, public_key: CertificatePublicKeyTypes, subject: x509.Name, *, days: int = 1) -> x509.Certificate:
+        """An end-entity certificate for ``clientAuth``, as a CA signs a CSR."""
+        now = dt.datetime.now(dt.UTC)
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(self.certificate.subject)
+                .public_key(public_key).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                               critical=False)
+                .sign(self.key, hashes.SHA256()))
+
+    def pem(self) -> str:
+        return self.certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
 def upstream_credentials(folder: Path, *, url: str = URL, client_cert: bool = True) -> dict[str, Any]:
     """The connection keys of ``[backends.<name>]`` (``url``, ``ca_bundle``, and unless
     ``client_cert=False`` a client certificate and key, mode 600) with throwaway files in
     ``folder``, which :func:`~est_gateway.plugin.parse_upstream` accepts. Retries are on,
     with no backoff, so that a table runs in milliseconds."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Mocked upstream TLS CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-          .not_valid_after(now + dt.timedelta(days=365))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    tls_ca = ThrowawayCA.create("Mocked upstream TLS CA")
     bundle = folder / "upstream-ca.pem"
-    bundle.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    bundle.write_text(tls_ca.pem())
     options: dict[str, Any] = {"url": url, "ca_bundle": str(bundle), "retries": 2, "retry_backoff_s": 0}
     if client_cert:
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "est-gateway")])
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(ca_name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-                .not_valid_after(now + dt.timedelta(days=365)).sign(ca_key, hashes.SHA256()))
+        cert = tls_ca.issue(key.public_key(), x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "est-gateway")]),
+                            days=365)
         cert_file, key_file = folder / "upstream-client.pem", folder / "upstream-client.key"
         cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
