@@ -234,10 +234,15 @@ class UpstreamClient:
     def send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """One exchange on this process's session, the body read, without retries or breaker
         (run it through :meth:`call`); a 3xx raises :func:`redirect_refused`. ``kwargs`` are
-        ``requests``' (``data``, ``json``, ``headers``, ``auth``)."""
+        those of ``requests.PreparedRequest.prepare`` (``data``, ``json``, ``headers``, ``auth``)."""
         self.check_url(url)
-        response = self.session().request(method, url, timeout=self.settings.timeout, allow_redirects=False,
-                                          **kwargs)
+        session = self.session()
+        # Prepared alone and sent on the session: Session.request would merge cookies, hooks,
+        # settings and the environment (none of which apply) at about twice the CPU cost
+        prepared = requests.PreparedRequest()
+        prepared.prepare(method=method, url=url, headers={**session.headers, **(kwargs.pop("headers", None) or {})},
+                         **kwargs)
+        response = session.send(prepared, timeout=self.settings.timeout, allow_redirects=False)
         if 300 <= response.status_code < 400:
             raise redirect_refused(self.settings, response.status_code, response.headers.get("Location"))
         return response

@@ -14,15 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import responses
 from cryptography import x509
 
+from est_gateway.backends.base import EnrollRequest, Requester
 from est_gateway.config.reader import Problems, Section
 from est_gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from est_gateway.plugin import UpstreamSettings, parse_upstream
 from est_gateway.plugin.http import InvalidJSON, UpstreamClient, UpstreamResponse
-from tests.support.ejbca_standin import UpstreamPKI, upstream_options
+from tests.support.ejbca_standin import TARGET, StandinEjbca, UpstreamPKI, make_backend, upstream_options
 from tests.support.gateway import free_port
-from tests.support.pki import CA, write_pem
+from tests.support.pki import CA, make_csr, p256_key, write_pem
 from tests.support.scripted_upstream import ScriptedUpstream
 
 
@@ -148,11 +150,14 @@ def test_the_environment_changes_nothing(pki: UpstreamPKI, upstream: ScriptedUps
     upstream.get("/api", json={"ok": True})
     good = UpstreamClient(settings(pki, upstream.base, tmp_path))
     assert good.request("GET", upstream.base + "/api", idempotent=True).json() == {"ok": True}
-    assert "Authorization" not in upstream.calls[0].headers
+    # what a CA library handed the session (zeep) does with it: Session.request, which reads
+    # the environment unless trust_env is off
+    assert good.session().get(upstream.base + "/api", timeout=5).json() == {"ok": True}
+    assert ["Authorization" in call.headers for call in upstream.calls] == [False, False]
     wrong = UpstreamClient(settings(pki, upstream.base, tmp_path, ca_bundle=str(elsewhere)))
     with pytest.raises(UpstreamUnavailable, match="TLS handshake"):
         wrong.request("GET", upstream.base + "/api", idempotent=True)
-    assert len(upstream.calls) == 1
+    assert len(upstream.calls) == 2
     good.close()
     wrong.close()
 
@@ -161,12 +166,13 @@ def test_the_environment_changes_nothing(pki: UpstreamPKI, upstream: ScriptedUps
 def test_a_calls_verify_and_cert_never_widen_the_trust(client: UpstreamClient, upstream: ScriptedUpstream,
                                                        pki: UpstreamPKI, tmp_path: Path, verify: object) -> None:
     """urllib3 loads what ``verify=`` names into the connection's SSLContext (certifi's
-    roots for ``verify=True``): the adapter passes neither it nor ``cert=`` on."""
+    roots for ``verify=True``): the adapter passes neither it nor ``cert=`` on, whoever
+    calls the session (a CA library such as zeep)."""
     upstream.get("/api", json={})
     trusted = client.settings.tls.get_ca_certs()
     stray = str(write_pem(tmp_path / "stray.pem", CA.create("Stray CA").cert))
-    client.send("GET", upstream.base + "/api", verify=stray if verify == "bundle" else verify,
-                cert=(str(pki.client_cert_file), str(pki.client_key_file)))
+    client.session().get(upstream.base + "/api", verify=stray if verify == "bundle" else verify,
+                         cert=(str(pki.client_cert_file), str(pki.client_key_file)), timeout=5)
     assert client.settings.tls.get_ca_certs() == trusted
     assert len(trusted) == len(x509.load_pem_x509_certificates(pki.ca_bundle.read_bytes()))
 
@@ -219,3 +225,24 @@ def test_a_url_off_the_configured_upstream_is_refused_before_sending(client: Ups
         client.request("GET", elsewhere.format(port=upstream.server.port), idempotent=True,
                        auth=("ra", "pa55word"))
     assert upstream.calls == []
+
+
+@responses.activate
+def test_zeep_leaves_the_process_session_as_the_core_made_it(pki: UpstreamPKI, tmp_path: Path) -> None:
+    """zeep mounts an adapter on the session it is handed and sets its User-Agent; on the
+    session every thread of the process sends on, a mount races their requests."""
+    standin, url = StandinEjbca(), "https://ejbca.test:8443/ejbca/ejbcaws/ejbcaws"
+
+    def soap(request: Any) -> tuple[int, dict[str, str], bytes]:
+        status, content_type, body = standin.soap(request.body)
+        return status, {"Content-Type": content_type}, body
+
+    responses.add_callback(responses.POST, url, callback=soap)
+    backend = make_backend("ejbca-soap", upstream_options(pki, url), tmp_path)
+    session = backend.http.session()
+    made = (list(session.adapters), dict(session.headers))
+    csr = make_csr(p256_key(), cn="device-1")
+    backend.enroll(EnrollRequest(csr=csr, alias="est", target=TARGET, requester=Requester(), request_id="r"))
+    assert (list(session.adapters), dict(session.headers)) == made
+    assert {call.request.headers["User-Agent"] for call in responses.calls} == {"est-gateway"}
+    backend.close()

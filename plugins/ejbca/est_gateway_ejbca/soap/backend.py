@@ -101,7 +101,7 @@ class EjbcaSoapBackend(EjbcaBackend):
         local = self._local
         session = self.http.session()
         if getattr(local, "session", None) is not session:
-            transport = UpstreamTransport(self.http, session)
+            transport = UpstreamTransport(self.http)
             try:
                 client = Client(self._wsdl_location(), transport=transport,  # type: ignore[no-untyped-call]
                                 settings=Settings(strict=False))

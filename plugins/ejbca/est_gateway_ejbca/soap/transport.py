@@ -1,8 +1,8 @@
 """zeep's HTTP stack for EjbcaWS: the core's upstream session, the REST adapters' HTTP stack.
 
-zeep needs a ``requests.Session``: it gets the backend client's own
-(:meth:`~est_gateway.plugin.http.UpstreamClient.session`, one per process), so SOAP has the
-same rules as REST: the gateway's identity and only the configured ``ca_bundle`` (no
+zeep's SOAP POSTs (and a WSDL fetched from the server) go through the backend's
+:class:`~est_gateway.plugin.http.UpstreamClient` and its session (one per process), so SOAP
+has the same rules as REST: the gateway's identity and only the configured ``ca_bundle`` (no
 ``REQUESTS_CA_BUNDLE``, no proxy), timeouts, no redirect followed (a 3xx is a 502), and the
 client's retries of idempotent operations and its breaker.
 """
@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import requests
 from zeep.transports import Transport
 
 from est_gateway.plugin import UpstreamError
-from est_gateway.plugin.http import UpstreamClient
+from est_gateway.plugin.http import UpstreamClient, upstream_session
 
 
 class UpstreamTransport(Transport):
@@ -23,8 +22,12 @@ class UpstreamTransport(Transport):
     redirects) and loads a WSDL from the server the same way; no message logging
     (``editUser`` carries a password)."""
 
-    def __init__(self, client: UpstreamClient, session: requests.Session) -> None:
-        super().__init__(session=session, timeout=client.settings.read_timeout_s)  # type: ignore[no-untyped-call]
+    def __init__(self, client: UpstreamClient) -> None:
+        # zeep mounts an adapter on the session it is given and sets its User-Agent: it gets
+        # one of its own, of the same kind, since every call goes through the client's (shared
+        # by the process's threads, whose requests a mount would race)
+        super().__init__(session=upstream_session(client.settings.tls, pool_size=1),  # type: ignore[no-untyped-call]
+                         timeout=client.settings.read_timeout_s)
         self.upstream = client
         self.idempotent = False
 
