@@ -144,3 +144,11 @@ def test_the_core_never_imports_a_plugin() -> None:
     imported = _imports(ROOT / "est_gateway")
     assert not {m for m in imported if m.split(".")[0] == "plugins" or m.startswith("est_gateway_")}
     assert not {m for m in imported if m.split(".")[0] in ("zeep", "lxml")}
+
+
+def test_urllib3_is_reached_only_through_requests() -> None:
+    """One HTTP stack for every upstream call: requests (which brings urllib3 along)."""
+    for tree in (ROOT / "est_gateway", *(ROOT / "plugins").glob("*/est_gateway_*")):
+        imported = _imports(tree)
+        assert not {m for m in imported if m.split(".")[0] == "urllib3"}, tree
+    assert "requests" in _imports(ROOT / "est_gateway")

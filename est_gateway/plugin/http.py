@@ -8,9 +8,10 @@
   :class:`~est_gateway.plugin.CircuitBreaker` (503 + Retry-After while the CA is down).
   ``request()`` returns an :class:`UpstreamResponse` (``status_code``, case-insensitive
   ``headers``, ``content``, ``text``, ``json()`` raising :class:`InvalidJSON`, a ``ValueError``);
-  ``session()`` is the process's session for a CA library that needs one (zeep), ``send()``
-  one exchange on it, and ``call()`` runs the same retries and breaker around it;
-- :func:`upstream_session`: such a session for another ``SSLContext``;
+  ``send()`` is one exchange on the process's session (``session()``), and ``call()`` runs
+  the same retries and breaker around it, for a CA library that drives the exchange (zeep);
+- :func:`upstream_session`: a session of the same kind, for another ``SSLContext`` or for a
+  library that changes the session it is given;
 - :func:`transport_error`: a ``requests`` failure as the matching ``ESTError`` (a :class:`Failure`);
 - :func:`redirect_refused`: a 3xx answer, logged and refused (502);
 - :class:`RevocationChecker`: revocation status from the CA's OCSP responder or CRL,
