@@ -3,7 +3,7 @@
 Every call a backend makes through :class:`~est_gateway.plugin.http.UpstreamClient` goes
 through a ``requests`` session, which ``responses`` intercepts: a test scripts the CA's
 answer (a status and body, a redirect, or a transport fault) and checks what the backend
-makes of it (the EST status, the reason, the log line), in milliseconds and without a CA::
+makes of it (the EST status, the reason, the log line), without a CA or a network::
 
     from est_gateway.testing.http import fault, mocked_backend, upstream_credentials
 
@@ -100,7 +100,7 @@ def upstream_credentials(folder: Path, *, url: str = URL, client_cert: bool = Tr
     """The connection keys of ``[backends.<name>]`` (``url``, ``ca_bundle``, and unless
     ``client_cert=False`` a client certificate and key, mode 600) with throwaway files in
     ``folder``, which :func:`~est_gateway.plugin.parse_upstream` accepts. Retries are on,
-    with no backoff, so that a table runs in milliseconds."""
+    with no backoff, so that a table does not wait."""
     tls_ca = ThrowawayCA.create("Mocked upstream TLS CA")
     bundle = folder / "upstream-ca.pem"
     bundle.write_text(tls_ca.pem())
