@@ -71,9 +71,24 @@ def _serve(config: GatewayConfig, *, banner: str | None = None) -> None:
         except ConfigError as exc:   # checks that need the started CAs (client CA names)
             click.echo(f"{config.source}: {exc.render()}", err=True)
             sys.exit(2)
-        GatewayServer(config, app).run()
+        GatewayServer(config, app, more=_more_listeners(config, app)).run()
     finally:
         metrics_folder.remove(metrics_dir)
+
+
+def _more_listeners(config: GatewayConfig, app: Any) -> list[Any]:
+    """The console's listener when it is enabled: its app shares the EST app's service
+    (backends, failure throttle, metrics), served over TLS with the gateway's certificate."""
+    if not config.console.enabled:
+        return []
+    from est_gateway.console import create_console_app
+    from est_gateway.server.runner import Listener
+    from est_gateway.web.app import service_of
+
+    console = config.console
+    click.echo(f"serving the operator console on {console.url}")
+    sys.stdout.flush()
+    return [Listener("console", console.host, console.port, True, create_console_app(config, service_of(app)))]
 
 
 @click.group()

@@ -1,22 +1,21 @@
-"""The operator console in a real headless browser (Debian's chromium, driven by selenium
-through chromium-driver) beside a real gateway: curl enrolls a certificate, the admin
-signs in, finds it, revokes it behind the confirmation and sees its status change, and
-curl's simplereenroll with it is then answered 403.
+"""The operator console served by ``est-gateway serve`` on its own listener, beside EST in
+the same workers: a real headless browser (Debian's chromium, driven by selenium through
+chromium-driver) and curl over real TLS.
 
-The console is served by gunicorn over TLS with the gateway's own certificate, in a
-process of its own: both processes share the local CA's record (its SQLite file) and the
-audit file, as the console listener of the gateway's workers does.
+In the browser, curl enrolls a certificate, the admin signs in, finds it, revokes it behind
+the confirmation and sees its status change, and curl's simplereenroll with it is then
+answered 403. With curl, an admin signs in with a client certificate of the admin CA.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
@@ -24,65 +23,42 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from est_gateway import localmode
 from tests.support.console import ADMIN, ADMIN_PASSWORD, prepare_console_folder
 from tests.support.gateway import GatewayProcess, curl, free_port, leaf
-from tests.support.pki import csr_b64, make_csr, p256_key
+from tests.support.pki import CA, csr_b64, make_csr, p256_key
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver "
-                                                                   "(scripts/test.sh installs them)")
+needs_chromium = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver "
+                                                                       "(scripts/test.sh installs them)")
 #: set to a path to keep the certificates page's screenshot (docs/console.png was taken so)
 SCREENSHOT_ENV = "EST_CONSOLE_SCREENSHOT"
 
-WSGI = '''
-import os
-from est_gateway import audit
-from est_gateway.config import load_config
-from est_gateway.console import create_console_app
-from est_gateway.web import make_service
 
-config = load_config(os.environ["EST_GATEWAY_CONFIG"])
-for backend in config.backends.values():
-    backend.start()
-audit.configure(file=audit.AuditFile(config.console.audit_file, config.console.audit_file_max_bytes))
-app = create_console_app(config, make_service(config))
-'''
+@dataclass
+class Served:
+    instance: localmode.LocalInstance
+    gateway: GatewayProcess
+    url: str
+    admin_ca: CA
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[localmode.LocalInstance, GatewayProcess, str]]:
-    """A running gateway and its console (gunicorn, TLS): the instance, the gateway, the console's URL."""
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A running gateway with its console enabled."""
+    folder = tmp_path_factory.mktemp("console-e2e")
     port, console_port = free_port(), free_port()
-    folder = tmp_path / "est-local"
-    prepare_console_folder(folder, port=port, console_port=console_port)
-    instance, _ = localmode.prepare(folder)
-    gateway = GatewayProcess(instance.config, port, tmp_path / "gateway.log").start()
-    (tmp_path / "console_wsgi.py").write_text(WSGI)
-    log = open(tmp_path / "console.log", "wb")
-    console = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{console_port}",
-         "--certfile", str(folder / "tls" / "server.pem"), "--keyfile", str(folder / "tls" / "server.key"),
-         "--chdir", str(tmp_path), "console_wsgi:app"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env={**os.environ, "EST_GATEWAY_CONFIG": str(instance.config)})
-    log.close()
+    admin_ca = prepare_console_folder(folder / "est-local", port=port, console_port=console_port)
+    instance, _ = localmode.prepare(folder / "est-local")
+    gateway = GatewayProcess(instance.config, port, folder / "gateway.log").start()
     try:
         url = f"https://127.0.0.1:{console_port}"
-        for _ in range(200):
-            if console.poll() is not None:
-                raise RuntimeError((tmp_path / "console.log").read_text())
-            answer = subprocess.run(["curl", "-sS", "-o", "/dev/null", "--cacert", str(instance.trust_anchor),
-                                     f"{url}/login"], capture_output=True, timeout=10)
-            if answer.returncode == 0:
-                break
-            time.sleep(0.1)
-        yield instance, gateway, url
+        # gunicorn binds every listener before its workers start: the console is there too
+        assert f"serving the operator console on {url}/" in gateway.output()
+        yield Served(instance, gateway, url, admin_ca)
     finally:
-        console.terminate()
-        console.wait(20)
         gateway.stop()
 
 
-def test_an_admin_revokes_in_the_browser_what_curl_enrolled(
-        served: tuple[localmode.LocalInstance, GatewayProcess, str], tmp_path: Path) -> None:
+@needs_chromium
+def test_an_admin_revokes_in_the_browser_what_curl_enrolled(served: Served, tmp_path: Path) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -96,7 +72,7 @@ def test_an_admin_revokes_in_the_browser_what_curl_enrolled(
         element.click()
         WebDriverWait(browser, 30).until(expected_conditions.staleness_of(page))
 
-    instance, gateway, url = served
+    instance, gateway, url = served.instance, served.gateway, served.url
     key = p256_key()
     (tmp_path / "device.csr").write_bytes(csr_b64(make_csr(key, cn="browser-device")))
     (tmp_path / "device.key").write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
@@ -154,3 +130,32 @@ def test_an_admin_revokes_in_the_browser_what_curl_enrolled(
                    "-H", "Content-Type: application/pkcs10", "--data-binary", f"@{tmp_path / 'device.csr'}",
                    f"{gateway.url}/simplereenroll", cacert=instance.trust_anchor)
     assert renewal.status == 403 and b"revoked" in renewal.body
+
+
+def test_an_admin_signs_in_with_a_client_certificate_over_real_tls(served: Served, tmp_path: Path) -> None:
+    key = p256_key()
+    cert = served.admin_ca.issue(key, cn="alice")
+    (tmp_path / "admin.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+    (tmp_path / "admin.key").write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    jar = str(tmp_path / "cookies")
+    with_cert = ["--cert", str(tmp_path / "admin.pem"), "--key", str(tmp_path / "admin.key"), "-b", jar, "-c", jar]
+
+    def console(*args: str, certificate: bool = True) -> Any:
+        return curl(*(with_cert if certificate else ["-b", jar, "-c", jar]), *args, cacert=served.instance.trust_anchor)
+
+    login = console(f"{served.url}/login")
+    token = re.search(rb'name="csrf_token" value="([^"]+)"', login.body)
+    assert login.status == 200 and token
+    signed = console("--data-urlencode", f"csrf_token={token.group(1).decode()}", "--data", "method=certificate",
+                     f"{served.url}/login")
+    assert signed.status == 303 and signed.headers["location"] == "/"
+    overview = console(f"{served.url}/")
+    assert overview.status == 200 and b"cert:CN=alice" in overview.body
+    assert console(f"{served.url}/", certificate=False).status == 303   # the session needs that certificate
+
+
+def test_the_console_and_est_never_answer_on_each_others_address(served: Served) -> None:
+    est = curl(f"https://127.0.0.1:{served.gateway.port}/login", cacert=served.instance.trust_anchor)
+    assert est.status == 404 and est.body.startswith(b"not found; EST lives under")
+    console = curl(f"{served.url}/.well-known/est/cacerts", cacert=served.instance.trust_anchor)
+    assert console.status == 303 and console.headers["location"].startswith("/login")
