@@ -18,10 +18,11 @@ from flask.sessions import SecureCookieSessionInterface
 from flask.testing import FlaskClient
 
 from est_gateway.backends.local import LocalCABackend
+from est_gateway.config import load_config
 from est_gateway.console import create_console_app
 from est_gateway.console.app import CONTENT_SECURITY_POLICY
 from est_gateway.identity import TLS_ENVIRON_KEY, TLSInfo
-from est_gateway.web import service_of
+from est_gateway.web import make_service, service_of
 from tests.conftest import EXTRA_ALIASES
 from tests.support.console import (
     ADMIN,
@@ -328,3 +329,45 @@ def test_certificates_come_in_pages_of_one_built_in_ca(console: Console) -> None
     other = client.get(f"{BASE}/certificates?backend=approvals&q=console-page-").get_data(as_text=True)
     assert "0 found" in other and 'name="backend"' in other
     assert client.get(f"{BASE}/certificates?backend=nothere").status_code == 404
+
+
+def test_an_upstream_only_gateway_shows_health_and_no_certificates(tmp_path: Path) -> None:
+    """With no built-in CA, the console shows each upstream backend's health (here: down)
+    and says that certificates and approvals live in the upstream CA."""
+    from tests.support.gateway import free_port
+
+    folder = tmp_path / "est-local"
+    prepare_console_folder(folder)
+    text = (folder / "gateway.toml").read_text()
+    upstream = text[:text.index("[backends.local]")] + f"""
+[backends.cfssl]
+type = "cfssl"
+url = "https://127.0.0.1:{free_port()}"
+client_cert = "tls/server.pem"
+client_key = "tls/server.key"
+ca_bundle = "trust-anchor.pem"
+auth_key_file = "secrets/console.secret"
+connect_timeout_s = 1
+retries = 0
+
+[aliases.est]
+backend = "cfssl"
+ca = "primary"
+certificate_profile = "client"
+username = "estuser"
+password_file = "secrets/est.password"
+""" + text[text.rindex("\n[console]"):]
+    (folder / "gateway.toml").write_text(upstream)
+    config = load_config(folder / "gateway.toml")
+    for backend in config.backends.values():
+        backend.start()
+    app = create_console_app(config, make_service(config))
+    client = app.test_client()
+    client.environ_base.update({"REMOTE_ADDR": "127.0.0.1"})
+    page = client.get(f"{BASE}/login").get_data(as_text=True)
+    client.post(f"{BASE}/login", data={"csrf_token": csrf_of(page), "username": ADMIN, "password": ADMIN_PASSWORD})
+    overview = client.get(f"{BASE}/").get_data(as_text=True)
+    assert "<td>cfssl</td>" in overview and 'class="bad">50' in overview
+    assert "certificates of upstream CAs live in those CAs" in client.get(f"{BASE}/certificates").get_data(as_text=True)
+    assert "decided in those CAs" in client.get(f"{BASE}/pending").get_data(as_text=True)
+    assert client.get(f"{BASE}/audit").status_code == 200
