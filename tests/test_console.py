@@ -22,6 +22,7 @@ from est_gateway.config import load_config
 from est_gateway.console import create_console_app
 from est_gateway.console.app import CONTENT_SECURITY_POLICY
 from est_gateway.identity import TLS_ENVIRON_KEY, TLSInfo
+from est_gateway.passwords import PasswordHash
 from est_gateway.web import make_service, service_of
 from tests.conftest import EXTRA_ALIASES
 from tests.support.console import (
@@ -86,8 +87,16 @@ def _csr(key: Any, cn: str) -> bytes:
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     folder = tmp_path_factory.mktemp("console") / "est-local"
+    label = f"""
+# An EST label named like the console's scope: its password memory is its own.
+[aliases.console]
+backend = "local"
+ca = "EST CA"
+username = "{ADMIN}"
+password_hash = "{PasswordHash.create("the label's own password", log_n=10).render()}"
+"""
     admin_ca = prepare_console_folder(folder, limits=EXTRA_ALIASES.replace("auth_failures_per_minute = 1000",
-                                                                           "auth_failures_per_minute = 5"))
+                                                                           "auth_failures_per_minute = 5") + label)
     gw = start(folder)
     with audit_to_file(folder / "audit.jsonl"):
         yield Console(gw, create_console_app(gw.config, service_of(gw.app)), admin_ca, folder / "audit.jsonl")
@@ -371,3 +380,11 @@ password_file = "secrets/est.password"
     assert "certificates of upstream CAs live in those CAs" in client.get(f"{BASE}/certificates").get_data(as_text=True)
     assert "decided in those CAs" in client.get(f"{BASE}/pending").get_data(as_text=True)
     assert client.get(f"{BASE}/audit").status_code == 200
+
+
+def test_the_admins_password_never_opens_an_est_label_called_console(console: Console) -> None:
+    console.signed_in()          # the admin's password is now remembered by the service
+    token = base64.b64encode(f"{ADMIN}:{ADMIN_PASSWORD}".encode()).decode()
+    answer = console.gw.request("POST", f"{EST}/console/simpleenroll", body=_csr(p256_key(), "intruder"),
+                                headers=[("Authorization", f"Basic {token}"), ("Content-Type", "application/pkcs10")])
+    assert answer.status_code == 401

@@ -18,8 +18,9 @@ from est_gateway.errors import BadRequest, Unauthorized
 from est_gateway.identity import UntrustedCertificate, client_address, presented_certificate, verify_client_certificate
 from est_gateway.operations import ESTService
 
-#: the throttle's scope of console logins (one of its own beside every EST label's)
-THROTTLE_SCOPE = "console"
+#: the scope of console logins in the failure throttle and the password memory: no EST
+#: label can be called so (labels begin with a letter or digit), so neither is shared
+THROTTLE_SCOPE = "<console>"
 CSRF_FIELD = "csrf_token"
 
 
