@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -388,3 +389,15 @@ def test_the_admins_password_never_opens_an_est_label_called_console(console: Co
     answer = console.gw.request("POST", f"{EST}/console/simpleenroll", body=_csr(p256_key(), "intruder"),
                                 headers=[("Authorization", f"Basic {token}"), ("Content-Type", "application/pkcs10")])
     assert answer.status_code == 401
+
+
+def test_an_unreadable_record_is_503_not_500(console: Console, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = console.signed_in()
+
+    def locked(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(_local(console).store, "search", locked)
+    answer = client.get(f"{BASE}/certificates")
+    assert (answer.status_code, answer.mimetype, answer.headers["Retry-After"]) == (503, "text/plain", "5")
+    assert b"locked" not in answer.get_data()

@@ -5,7 +5,9 @@ metrics). Server-rendered pages; every action works without JavaScript."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
+import sqlite3
 from typing import Any
 
 import flask
@@ -19,6 +21,8 @@ from est_gateway.errors import ESTError
 from est_gateway.identity import client_address
 from est_gateway.operations import ESTService
 from est_gateway.web.responses import Response, render_error, render_unexpected, text_response
+
+log = logging.getLogger(__name__)
 
 #: no script at all, styles and images from the console itself, never framed
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self'; "
@@ -95,6 +99,11 @@ def _error_handlers(app: Flask) -> None:
             return render_unexpected(error)
         return text_response(error.code, "not found" if error.code == 404 else error.name.lower())
 
+    def unreadable_record(error: sqlite3.Error) -> Response:
+        log.warning("console: the local CA's record cannot be read: %s", error)
+        return text_response(503, "the local CA's record cannot be read right now; try again", {"Retry-After": "5"})
+
+    app.register_error_handler(sqlite3.Error, unreadable_record)
     app.register_error_handler(ESTError, render_error)
     app.register_error_handler(HTTPException, http)
     app.register_error_handler(Exception, render_unexpected)
