@@ -131,7 +131,8 @@ def local(state_dir: Path, port: int | None) -> None:
         if former is not None:
             click.echo(f"{instance.config}: port {former} changed to {port}")
     config = _load(instance.config)
-    _serve(config, banner=localmode.instructions(instance, port=config.server.port, created=created))
+    _serve(config, banner=localmode.instructions(instance, port=config.server.port, created=created,
+                                                 console=config.console))
 
 
 @main.command("hash-password")

@@ -20,6 +20,7 @@ from cryptography import x509
 
 from est_gateway.backends.local import authority
 from est_gateway.backends.local.authority import utcnow
+from est_gateway.config.model import ConsoleSettings
 
 CONFIG_NAME = "gateway.toml"
 USERNAME = "estuser"
@@ -172,15 +173,21 @@ def shell_exports(instance: LocalInstance, *, port: int) -> str:
     return line
 
 
-def instructions(instance: LocalInstance, *, port: int, created: bool) -> str:
+def instructions(instance: LocalInstance, *, port: int, created: bool,
+                 console: ConsoleSettings | None = None) -> str:
     """The banner: where the instance lives and the line to paste before the walk-through."""
     state = "created" if created else "reused"
+    shown = ("off; uncomment [console] in the configuration to serve it "
+             f"({CONSOLE_ADMIN}, the password in {instance.folder / 'secrets' / 'console.password'})")
+    if console is not None and console.enabled:
+        shown = f"{console.url}   ({console.admin_username or 'admin certificates'})"
     return f"""\
 est-gateway local test mode ({state} {instance.folder})
   EST base URL   : https://127.0.0.1:{port}/.well-known/est   (labels: est = default, newkey = renewal needs a new key)
   trust anchor   : {instance.trust_anchor}   (curl --cacert / EST_OPENSSL_CACERT)
   credentials    : {USERNAME} / {instance.password()}
   configuration  : {instance.config}
+  console        : {shown}
 
 In another shell, paste this line first; the README's walk-through uses only these variables:
 

@@ -113,3 +113,15 @@ def test_local_modes_commented_console_loads_once_uncommented(tmp_path: Path) ->
     assert console.admin_username == localmode.CONSOLE_ADMIN and console.admin_password is not None
     assert console.admin_password.verify(password) and len(console.secret) == 64
     assert console.audit_file == instance.folder / "audit.jsonl"
+
+
+def test_local_modes_banner_says_where_the_console_is(tmp_path: Path) -> None:
+    from est_gateway import localmode
+    from est_gateway.config.model import ConsoleSettings
+
+    instance, _ = localmode.prepare(tmp_path / "est-local", port=9443)
+    off = localmode.instructions(instance, port=9443, created=True)
+    assert "console        : off; uncomment [console]" in off and "console.password" in off
+    on = localmode.instructions(instance, port=9443, created=True,
+                                console=ConsoleSettings(enabled=True, port=9444, admin_username="admin"))
+    assert "console        : https://127.0.0.1:9444/   (admin)" in on
