@@ -150,8 +150,12 @@ class FailureThrottle:
 
     Concurrency: once a key has failed, every attempt in flight counts against the limit
     (:meth:`begin` reserves, :meth:`end` settles), so concurrent guesses from it cannot
-    overshoot; a key with no failure yet is never refused, so at most the limit plus the
-    number of requests in flight at once (worker threads) fail before the first 429.
+    overshoot. A costly check (a password not verified recently) is counted before it runs,
+    whether or not the key has failed yet (:meth:`reserve`): of any number of guesses sent
+    at once from a fresh key, at most ``limit`` are checked, the rest get 429 at once.
+    Attempts that need no costly check (a remembered password, a client certificate) from a
+    key with no failure are never refused, so at most the limit plus the requests in flight
+    at once (worker threads) fail before the first 429, and none of those costs a hash.
 
     Until some key has failed within the last window, :meth:`begin` looks nothing up (no
     lock, no hash): timed as a block in a running gateway, that lookup took ~20 µs of the
@@ -194,7 +198,7 @@ class FailureThrottle:
             _, _, start, last, failures, pending = self._ENTRY.unpack_from(self._table, slot)
             elapsed = now - start
             if elapsed > self.WINDOW_S:
-                start, failures, pending = now, 0, 0
+                start, failures = now, 0    # the attempts in flight stay counted
             elif failures >= self.limit:
                 raise TooManyRequests("too many failed authentication attempts; try again later",
                                       retry_after=int(self.WINDOW_S - elapsed) + 1)
@@ -203,6 +207,32 @@ class FailureThrottle:
                                       "try again later", retry_after=1)
             self._ENTRY.pack_into(self._table, slot, key, index, start, last, failures, pending + 1)
         return Attempt(key, index, reserved=True)
+
+    def reserve(self, attempt: Attempt | None) -> Attempt | None:
+        """Count ``attempt`` against its key before a costly check runs, atomically across
+        threads and processes: 429 when the key's failures and the checks in flight already
+        reach the limit. Returns the attempt to settle with :meth:`end` (one reserved)."""
+        if attempt is None or attempt.reserved or self._table is None:
+            return attempt
+        now = self._now()
+        with self._lock:
+            slot = self._find(attempt.key, attempt.scope)
+            if slot is None:
+                slot = self._free_or_oldest(attempt.key, attempt.scope, now)
+                start, last, failures, pending = now, now, 0, 0
+            else:
+                _, _, start, last, failures, pending = self._ENTRY.unpack_from(self._table, slot)
+            elapsed = now - start
+            if elapsed > self.WINDOW_S:
+                start, failures, elapsed = now, 0, 0.0
+            if failures >= self.limit:
+                raise TooManyRequests("too many failed authentication attempts; try again later",
+                                      retry_after=int(self.WINDOW_S - elapsed) + 1)
+            if failures + pending >= self.limit:
+                raise TooManyRequests("too many authentication attempts at once; try again later",
+                                      retry_after=1)
+            self._ENTRY.pack_into(self._table, slot, attempt.key, attempt.scope, start, last, failures, pending + 1)
+        return attempt._replace(reserved=True)
 
     def end(self, attempt: Attempt | None, *, failed: bool) -> None:
         """Settle an attempt: release its reservation and count it if it ``failed``."""

@@ -65,6 +65,8 @@ T = TypeVar("T")
 UNKNOWN_USER = "<unknown>"
 #: CA chains whose certs-only PKCS#7 is kept (one per label is the usual need)
 CHAIN_PKCS7_ENTRIES = 64
+#: password checks running or waiting per worker process (half of its 8 request threads)
+MAX_PASSWORD_CHECKS = 4
 #: The alias that is also served without a label, at /.well-known/est/<operation>.
 DEFAULT_ALIAS = "est"
 
@@ -111,7 +113,10 @@ class ESTService:
         # scrypt takes 16 MiB per run: as many runs at once as this process's share of the
         # cores keeps them CPU-bound without letting each worker's peak memory grow by 32 MiB.
         share = max(1, (os.cpu_count() or 1) // max(1, config.server.workers))
-        self.passwords = PasswordChecker(config.limits.password_cache_s, max_hashing=share)
+        # Checks waiting for a hash hold a request thread each: at most half of a worker's
+        # threads (est_gateway.server.worker) go to them, the rest stay free for the others.
+        self.passwords = PasswordChecker(config.limits.password_cache_s, max_hashing=share,
+                                         max_checks=min(2 * share, MAX_PASSWORD_CHECKS))
         #: certs-only PKCS#7 of the CA chains answered lately, by the chain itself (a backend
         #: that learns a new chain gets a new entry, never the old answer)
         self._chain_pkcs7: dict[tuple[x509.Certificate, ...], bytes] = {}
@@ -278,8 +283,14 @@ class ESTService:
         """simpleenroll/serverkeygen authentication; failures count towards the throttle."""
         attempt = self.throttle.begin(caller.address, alias.name)
         failed = False
+
+        def reserve() -> None:
+            # counted before the hash runs, so concurrent guesses never pass the limit
+            nonlocal attempt
+            attempt = self.throttle.reserve(attempt)
+
         try:
-            return self._check_enroll_credentials(alias, caller)
+            return self._check_enroll_credentials(alias, caller, reserve)
         except Unauthorized:
             # libest's first request carries no credentials by design: that is no failure.
             failed = caller.credentials is not None or caller.certificate is not None
@@ -287,7 +298,8 @@ class ESTService:
         finally:
             self.throttle.end(attempt, failed=failed)
 
-    def _check_enroll_credentials(self, alias: AliasSettings, caller: Caller) -> Requester:
+    def _check_enroll_credentials(self, alias: AliasSettings, caller: Caller,
+                                  before_hashing: Callable[[], None]) -> Requester:
         realm = alias.realm if alias.password is not None else None
         cert = None
         if caller.certificate is not None and not alias.require_client_cert:
@@ -319,7 +331,8 @@ class ESTService:
                 else UNKNOWN_USER
             caller.audit.username = shown
             # Always run the hash, so a wrong username costs the same time as a wrong password.
-            password_ok = self.passwords.verify(alias.name, alias.password, creds.password)
+            password_ok = self.passwords.verify(alias.name, alias.password, creds.password,
+                                                address=caller.address, before_hashing=before_hashing)
             if not (password_ok and shown != UNKNOWN_USER):
                 log.info("rejected credentials for user %s on alias %s", shown, alias.name)
                 raise Unauthorized("invalid username or password", realm=realm)
