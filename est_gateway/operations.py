@@ -19,8 +19,7 @@ from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from est_gateway import channel_binding, keygen, keywrap, wire
 from est_gateway.audit import AuditEvent
@@ -167,13 +166,19 @@ class ESTService:
         csr, subject = parse_csr_body(body, self.config.limits)
         caller.audit.csr_subject = subject_text = subject.rfc4514_string()
         check_renewal_matches(csr, current, allow_same_key=alias.allow_same_key_renewal)
+        if not alias.allow_same_key_renewal:
+            # K1 → K2 → K1 must not pass: every key the record links to this certificate
+            earlier = self._call(alias, "lineage_keys", lambda b: b.lineage_keys(current, alias.target))
+            if wire.spki(csr.public_key()) in earlier:
+                raise Forbidden("this EST label does not allow renewal with a key this certificate or "
+                                "one before it had; generate a new key")
         if issued_on is not None and issued_on not in (alias.name, *alias.accept_renewals_from):
             raise Forbidden(f'client certificate was issued on EST label "{issued_on}"; renew it there')
         alias.csrattrs.check(csr)
         self._check_binding(alias, csr, caller, current)
         requester = Requester(certificate=current, address=caller.address)
         request = self._request(ReenrollRequest, "simplereenroll", alias, csr, requester, caller, csr,
-                                current=current)
+                                current=current, supersede=alias.supersede_on_renewal)
         _made_already(request, subject, subject_text)
         result = self._call(alias, "reenroll", lambda b: b.reenroll(request))
         if isinstance(result, Issued) and alias.supersede_on_renewal:
@@ -202,7 +207,7 @@ class ESTService:
         result = self._call(alias, "enroll", lambda b: b.enroll(request))
         if isinstance(result, Pending):
             return result
-        if _spki(result.certificate.public_key()) != _spki(key.public_key()):
+        if wire.spki(result.certificate.public_key()) != wire.spki(key.public_key()):
             # A repeat of a request that was already answered: the key went with that answer.
             raise Forbidden("this serverkeygen request was already answered; send a new CSR")
         if encrypt_to is not None and self.key_signer is not None:
@@ -419,7 +424,7 @@ def check_renewal_matches(csr: x509.CertificateSigningRequest, current: x509.Cer
     requested = [_san_key(n) for n in wire.requested_sans(csr)]
     if len(requested) != len(set(requested)) or set(requested) != {_san_key(n) for n in wire.certificate_sans(current)}:
         raise Forbidden("re-enrollment must keep the subjectAltName of the current certificate exactly")
-    if not allow_same_key and _spki(csr.public_key()) == _spki(current.public_key()):
+    if not allow_same_key and wire.spki(csr.public_key()) == wire.spki(current.public_key()):
         raise Forbidden("this EST label does not allow renewal with the same key; generate a new key")
 
 
@@ -445,7 +450,3 @@ def _san_key(name: x509.GeneralName) -> tuple[str, object]:
     elif isinstance(name, x509.OtherName):
         value = (name.type_id.dotted_string, name.value)
     return type(name).__name__, value
-
-
-def _spki(key: CertificatePublicKeyTypes) -> bytes:
-    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)

@@ -6,7 +6,8 @@ import base64
 import binascii
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, pkcs7
 
 from est_gateway.errors import BadRequest
 
@@ -103,3 +104,8 @@ def read_certs_only(der: bytes) -> list[x509.Certificate]:
     """The certificates of a certs-only PKCS#7 (a SET: order carries no meaning)."""
     return pkcs7.load_der_pkcs7_certificates(der)
 
+
+
+def spki(key: CertificatePublicKeyTypes) -> bytes:
+    """A public key as DER SubjectPublicKeyInfo (how keys are compared)."""
+    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
