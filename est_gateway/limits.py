@@ -19,6 +19,7 @@ import idna
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from est_gateway import names
 from est_gateway.errors import BadRequest, TooManyRequests
 from est_gateway.wire import requested_sans
 
@@ -89,6 +90,7 @@ class Limits:
         for attr in subject:
             if len(str(attr.value)) > self.max_value_length:
                 raise BadRequest(f"a subject value is longer than {self.max_value_length} characters")
+        names.check_subject(subject)
         sans = requested_sans(csr)
         if len(sans) > self.max_sans:
             raise BadRequest(f"CSR asks for {len(sans)} subjectAltNames; at most {self.max_sans} are accepted")
@@ -97,6 +99,8 @@ class Limits:
                 raise BadRequest(f"a subjectAltName is longer than {self.max_value_length} characters")
             if isinstance(name, x509.DNSName):
                 check_dns_name(name.value)
+            else:
+                names.check_general_name(name)
         return subject
 
 
@@ -109,7 +113,7 @@ def check_dns_name(value: str) -> None:
     as a valid A-label (RFC 5891, IDNA 2008); a wildcard only as a whole leftmost label
     above at least two labels ("*.example.com"). Whether a wildcard may be issued is the
     certificate profile's decision. Refused with 400."""
-    shown = value.encode("unicode_escape").decode("ascii")[:80]
+    shown = names.shown(value)
     labels = value.split(".")
     if len(value) > 253 or not value.isascii() or not all(labels):
         raise BadRequest(f'dNSName "{shown}" is not a valid DNS name (ASCII labels; IDNs as xn-- A-labels)')

@@ -119,6 +119,8 @@ class ESTService:
         #: certs-only PKCS#7 of the CA chains answered lately, by the chain itself (a backend
         #: that learns a new chain gets a new entry, never the old answer)
         self._chain_pkcs7: dict[tuple[x509.Certificate, ...], bytes] = {}
+        #: the CA names of those chains, as loosely as a relying party might match them
+        self._ca_names: dict[tuple[x509.Certificate, ...], frozenset[tuple[tuple[str, str], ...]]] = {}
 
     # -- lookup --------------------------------------------------------------------------
 
@@ -154,6 +156,7 @@ class ESTService:
         requester = self._authenticate_enroll(alias, caller)
         csr, subject = parse_csr_body(body, self.config.limits)
         caller.audit.csr_subject = subject_text = subject.rfc4514_string()
+        self._check_not_a_ca_name(alias, subject)
         alias.csrattrs.check(csr)
         self._check_binding(alias, csr, caller, requester.certificate)
         request = self._request(EnrollRequest, "simpleenroll", alias, csr, requester, caller, csr)
@@ -165,6 +168,7 @@ class ESTService:
         current, issued_on = self._current_certificate(alias, caller)
         csr, subject = parse_csr_body(body, self.config.limits)
         caller.audit.csr_subject = subject_text = subject.rfc4514_string()
+        self._check_not_a_ca_name(alias, subject)
         check_renewal_matches(csr, current, allow_same_key=alias.allow_same_key_renewal)
         if not alias.allow_same_key_renewal:
             # K1 → K2 → K1 must not pass: every key the record links to this certificate
@@ -198,6 +202,7 @@ class ESTService:
         requester = self._authenticate_enroll(alias, caller)
         client_csr, subject = parse_csr_body(body, self.config.limits)
         caller.audit.csr_subject = subject.rfc4514_string()
+        self._check_not_a_ca_name(alias, subject)
         self._check_binding(alias, client_csr, caller, requester.certificate)
         encrypt_to = keywrap.recipient(client_csr, requester.certificate)
         if encrypt_to is not None and self.key_signer is None:
@@ -215,6 +220,20 @@ class ESTService:
             return ServerGeneratedKey((keywrap.CT_SERVER_GENERATED_KEY, wrapped), result.certificate,
                                       result.approval_reference)
         return ServerGeneratedKey(keygen.plain_key_part(key), result.certificate, result.approval_reference)
+
+    def _check_not_a_ca_name(self, alias: AliasSettings, subject: x509.Name) -> None:
+        """400 for a subject named like a CA of the label (even in case or spacing): a
+        certificate with its CA's name as subject would pass for the CA itself."""
+        if len(subject) == 0:
+            return
+        chain = tuple(self._ca_chain(alias))
+        known = self._ca_names.get(chain)
+        if known is None:
+            if len(self._ca_names) >= CHAIN_PKCS7_ENTRIES:
+                self._ca_names.clear()
+            known = self._ca_names[chain] = frozenset(_loose_name(c.subject) for c in chain)
+        if _loose_name(subject) in known:
+            raise BadRequest("CSR subject is the name of a CA of this EST label; a certificate needs a name of its own")
 
     def _call(self, alias: AliasSettings, call: str, fn: Callable[[CABackend[Any]], T]) -> T:
         """Every backend call, timed and its failures counted for /metrics."""
