@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from est_gateway import waits
 from est_gateway.errors import ESTError, TooManyRequests
 from est_gateway.limits import address_key
 
@@ -126,7 +127,9 @@ class PasswordChecker:
         tag = hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).digest()
         if self._remembered(scope, tag):
             return True
-        return self._verify_slowly(scope, stored, password, tag, address, before_hashing)
+        # scrypt takes tens of ms, and the semaphore may be held by other threads: never on
+        # the event loop's thread (est_gateway.waits)
+        return waits.in_thread(lambda: self._verify_slowly(scope, stored, password, tag, address, before_hashing))
 
     def _admit(self, who: bytes) -> None:
         """Take a place among the checks of this process (under ``_flights_lock``)."""
