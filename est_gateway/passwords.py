@@ -25,6 +25,9 @@ DEFAULT_LOG_N = 14
 DEFAULT_R = 8
 DEFAULT_P = 1
 _DKLEN = 32
+#: how long a worker remembers a refused password (an HMAC of it), and how many at most
+REFUSED_S = 60.0
+REFUSED_ENTRIES = 4096
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,9 @@ class PasswordChecker:
     most ``max_checks`` hashes running or waiting per process, at most ``max_per_address``
     of them for one client address (IPv6: its /64). Beyond either, a check is refused at
     once (503, or 429 for the address) instead of queueing: a flood of wrong passwords
-    leaves the other request threads to requests that need no hash.
+    leaves the other request threads to requests that need no hash. A password refused
+    lately (kept as an HMAC for :data:`REFUSED_S`) is refused again without a hash, so a
+    flood repeating one guess costs one hash, and no request waits behind it.
     """
 
     def __init__(self, ttl_s: float, *, max_hashing: int = 2, max_checks: int | None = None,
@@ -118,6 +123,8 @@ class PasswordChecker:
         self._flights: dict[tuple[str, bytes], _Flight] = {}
         #: verifications running or waiting for a hash, by client address key
         self._by_address: dict[bytes, int] = {}
+        #: passwords refused lately, by (scope, HMAC of the password): until when
+        self._refused: dict[tuple[str, bytes], float] = {}
         self._flights_lock = threading.Lock()
 
     def verify(self, scope: str, stored: PasswordHash, password: str, *, address: str | None = None,
@@ -127,6 +134,9 @@ class PasswordChecker:
         tag = hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).digest()
         if self._remembered(scope, tag):
             return True
+        refused_until = self._refused.get((scope, tag))
+        if refused_until is not None and refused_until > self._clock():
+            return False
         # scrypt takes tens of ms, and the semaphore may be held by other threads: never on
         # the event loop's thread (est_gateway.waits)
         return waits.in_thread(lambda: self._verify_slowly(scope, stored, password, tag, address, before_hashing))
@@ -170,6 +180,10 @@ class PasswordChecker:
                 ok = stored.verify(password)
                 if ok and self.ttl_s > 0:
                     self._recent[scope] = (tag, self._clock() + self.ttl_s)
+                elif not ok:
+                    if len(self._refused) >= REFUSED_ENTRIES:
+                        self._refused.clear()     # bounded memory; a guess repeated is hashed again
+                    self._refused[key] = self._clock() + REFUSED_S
             flight.ok = ok
             return ok
         finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.synchronize
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from est_gateway.errors import TooManyRequests
 from est_gateway.limits import FailureThrottle
 from est_gateway.operations import MAX_PASSWORD_CHECKS
 from est_gateway.passwords import PasswordChecker
-from tests.support.gated_hash import Gate, gate_password
+from tests.support.gated_hash import gate_password
 from tests.support.inproc import InProcessGateway, start, valid_csr_der
 
 ENROLL = "/.well-known/est/simpleenroll"
@@ -66,10 +67,13 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = 20) -> bool:
 
 # -- the throttle counts before the check ---------------------------------------------------
 
-def _reserve_and_hold(throttle: FailureThrottle, address: str, count: int, held: Gate,
-                      results: list[str]) -> None:
-    """``count`` threads start a costly check at once; each reservation held at ``held``."""
+def _reserve_and_hold(throttle: FailureThrottle, address: str, count: int, hold: Callable[[], object],
+                      results: list[str], reserved: Callable[[], None] = lambda: None) -> None:
+    """``count`` threads start a costly check at once; each reservation is held until
+    ``hold()`` returns, which every thread calls once all have reserved or been refused
+    (``reserved`` runs then)."""
     barrier = threading.Barrier(count)
+    decided = threading.Barrier(count, action=reserved)
 
     def one() -> None:
         barrier.wait(30)
@@ -78,16 +82,16 @@ def _reserve_and_hold(throttle: FailureThrottle, address: str, count: int, held:
             attempt = throttle.reserve(attempt)
         except TooManyRequests:
             results.append("429")
+            decided.wait(30)
             return
         results.append("checked")
-        held.enter()
+        decided.wait(30)
+        hold()
         throttle.end(attempt, failed=True)
 
     threads = [threading.Thread(target=one, daemon=True) for _ in range(count)]
     for t in threads:
         t.start()
-    _wait_for(lambda: len(results) == count)
-    held.release()
     _join(threads)
 
 
@@ -96,7 +100,7 @@ def test_guesses_from_a_fresh_address_at_once_are_counted_before_their_check() -
     the rest get 429 (main checked every one: 120 × 401)."""
     throttle = FailureThrottle(10)
     results: list[str] = []
-    _reserve_and_hold(throttle, "198.51.100.7", 120, Gate(), results)
+    _reserve_and_hold(throttle, "198.51.100.7", 120, lambda: None, results)
     assert results.count("checked") == 10 and results.count("429") == 110
     try:
         throttle.begin("198.51.100.7", "est")
@@ -105,26 +109,29 @@ def test_guesses_from_a_fresh_address_at_once_are_counted_before_their_check() -
         assert exc.retry_after is not None and exc.retry_after > 1
 
 
-def _child(throttle: FailureThrottle, address: str, conn: multiprocessing.connection.Connection) -> None:
+def _child(throttle: FailureThrottle, address: str, conn: multiprocessing.connection.Connection,
+           release: multiprocessing.synchronize.Event) -> None:
     results: list[str] = []
-    gate = Gate()
-    gate.release()
-    _reserve_and_hold(throttle, address, 30, gate, results)
-    conn.send(results.count("checked"))
+    _reserve_and_hold(throttle, address, 30, lambda: release.wait(60), results,
+                      reserved=lambda: conn.send(results.count("checked")))
 
 
 def test_the_count_before_the_check_holds_across_forked_workers() -> None:
+    """Three forked workers, 30 guesses each, every reservation held until all 90 have been
+    decided: at most the limit are checked in all."""
     throttle = FailureThrottle(10)
     ctx = multiprocessing.get_context("fork")
+    release = ctx.Event()
     pipes = [ctx.Pipe() for _ in range(3)]
-    children = [ctx.Process(target=_child, args=(throttle, "198.51.100.8", child))
+    children = [ctx.Process(target=_child, args=(throttle, "198.51.100.8", child, release))
                 for _, child in pipes]
     for c in children:
         c.start()
     checked = [parent.recv() if parent.poll(60) else -1 for parent, _ in pipes]
+    release.set()
     for c in children:
         c.join(30)
-    assert -1 not in checked and sum(checked) <= 10
+    assert -1 not in checked and sum(checked) == 10
 
 
 def test_a_flood_from_a_fresh_address_checks_at_most_the_limit_through_the_app(tmp_path: Path) -> None:
@@ -187,3 +194,19 @@ def test_a_flood_of_checks_holds_a_bounded_number_of_threads_and_starves_no_one(
     _join(flood_a + flood_b)
     statuses = [s for s, _ in answers_a + answers_b]
     assert statuses.count(401) == 2 * per_address
+
+
+def test_a_guess_repeated_costs_one_hash_and_no_wait(tmp_path: Path) -> None:
+    """40 requests with one wrong password at once: one hash (the others wait for it), then
+    the same guess is refused from the worker's memory without a hash or a wait."""
+    gw = _gateway(tmp_path, "[limits]\nauth_failures_per_minute = 1000\n")
+    gate = gate_password(gw)
+    flood, answers = _at_once(40, lambda i: _enroll(gw, "203.0.113.9", "the-same-guess"))
+    assert gate.wait_started(1)
+    gate.release()
+    _join(flood)
+    assert [s for s, _ in answers] == [401] * 40 and gate.started == 1
+    gate_again = gate_password(gw)      # counts the hashes from here on
+    gate_again.release()
+    assert [_enroll(gw, f"203.0.113.{10 + i}", "the-same-guess")[0] for i in range(5)] == [401] * 5
+    assert gate_again.started == 0
