@@ -55,6 +55,7 @@ from est_gateway.identity import (
 from est_gateway.limits import FailureThrottle, Limits
 from est_gateway.metrics import Metrics
 from est_gateway.passwords import PasswordChecker
+from est_gateway.renewals import Claim, RenewalClaims
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=EnrollRequest[Any])
@@ -121,6 +122,11 @@ class ESTService:
         self._chain_pkcs7: dict[tuple[x509.Certificate, ...], bytes] = {}
         #: the CA names of those chains, as loosely as a relying party might match them
         self._ca_names: dict[tuple[x509.Certificate, ...], frozenset[tuple[tuple[str, str], ...]]] = {}
+        #: one renewal of a certificate at a time, where the CA's record cannot make it so
+        #: (shared memory, made before the workers fork)
+        self.renewal_claims = RenewalClaims() if any(
+            a.supersede_on_renewal and not getattr(config.backends.get(a.backend), "supersedes_in_record", True)
+            for a in config.aliases.values()) else None
 
     # -- lookup --------------------------------------------------------------------------
 
@@ -184,6 +190,25 @@ class ESTService:
         request = self._request(ReenrollRequest, "simplereenroll", alias, csr, requester, caller, csr,
                                 current=current, supersede=alias.supersede_on_renewal)
         _made_already(request, subject, subject_text)
+        if self.renewal_claims is None or not alias.supersede_on_renewal or self.backend(alias).supersedes_in_record:
+            return self._renew(alias, request, current)
+        fingerprint = current.fingerprint(hashes.SHA256())
+        found = self.renewal_claims.claim(fingerprint)
+        if found is Claim.IN_FLIGHT:
+            raise Forbidden("a renewal of this client certificate is in progress; renew with its successor")
+        if found is Claim.RENEWED:
+            raise Forbidden("client certificate was already renewed; renew with its newest successor")
+        renewed = False
+        try:
+            result = self._renew(alias, request, current)
+            renewed = isinstance(result, Issued)
+            return result
+        finally:
+            self.renewal_claims.release(fingerprint, renewed=renewed)
+
+    def _renew(self, alias: AliasSettings, request: ReenrollRequest[Any], current: x509.Certificate
+               ) -> Issued | Pending:
+        """The backend's renewal, then, on a label that supersedes, the supersede."""
         result = self._call(alias, "reenroll", lambda b: b.reenroll(request))
         if isinstance(result, Issued) and alias.supersede_on_renewal:
             try:

@@ -7,6 +7,7 @@ the client certificate injected as the TLS worker exposes it.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import sqlite3
 import threading
@@ -22,6 +23,7 @@ from est_gateway import wire
 from est_gateway.backends.base import RevocationStatus
 from est_gateway.backends.local import LocalCABackend
 from est_gateway.backends.local.store import AlreadyRenewed, CertificateStore, serial_hex
+from est_gateway.renewals import Claim, RenewalClaims
 from tests.support.inproc import InProcessGateway, start
 from tests.support.pki import CA, csr_der, make_csr, p256_key
 from tests.test_renewal_identity import PARTNER as LABELS
@@ -110,6 +112,35 @@ def test_of_sixteen_renewals_at_once_exactly_one_issues(gw: InProcessGateway) ->
     assert refused == {b"client certificate was already renewed; renew with its newest successor\n"}
     assert _successors(gw, cert) == 1
     assert _backend(gw).store.get(serial_hex(cert.serial_number)).status == "superseded"  # type: ignore[union-attr]
+
+
+def test_where_the_record_cannot_supersede_the_core_lets_one_renewal_run(gw: InProcessGateway,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CA that supersedes only after the renewal (an upstream CA revoking the renewed
+    certificate): the core's claim across threads and workers issues once."""
+    backend = _backend(gw)
+    renew = backend.reenroll
+    monkeypatch.setattr(backend, "supersedes_in_record", False)
+    monkeypatch.setattr(backend, "reenroll", lambda request: renew(dataclasses.replace(request, supersede=False)))
+    monkeypatch.setattr(gw.app.service, "renewal_claims", RenewalClaims())
+    cert = _enroll(gw, p256_key(), "upstream-like")
+    answers = _renew_at_once(gw, cert, "upstream-like", 16)
+    assert sorted(a.status_code for a in answers) == [200] + [403] * 15
+    assert {a.get_data() for a in answers if a.status_code == 403} <= {
+        b"a renewal of this client certificate is in progress; renew with its successor\n",
+        b"client certificate was already renewed; renew with its newest successor\n"}
+    assert _successors(gw, cert) == 1
+
+
+def test_a_failed_renewal_frees_its_claim() -> None:
+    claims = RenewalClaims(entries=16)
+    assert claims.claim(b"a" * 32) is Claim.TAKEN
+    assert claims.claim(b"a" * 32) is Claim.IN_FLIGHT
+    claims.release(b"a" * 32, renewed=False)
+    assert claims.claim(b"a" * 32) is Claim.TAKEN
+    claims.release(b"a" * 32, renewed=True)
+    assert claims.claim(b"a" * 32) is Claim.RENEWED
+    assert claims.claim(b"b" * 32) is Claim.TAKEN
 
 
 def test_without_supersede_concurrent_renewals_are_what_sequential_ones_are(gw: InProcessGateway) -> None:

@@ -167,6 +167,10 @@ class CABackend(abc.ABC, Generic[TargetT]):
     #: approval, or to name an end entity the same way twice); when False the core leaves
     #: it empty and spares its hashing
     uses_retry_key: bool = True
+    #: :meth:`reenroll` with ``request.supersede`` records the renewal and supersedes the
+    #: current certificate in one step of the CA's record (refusing a certificate renewed
+    #: meanwhile); when False the core lets one renewal of a certificate run at a time
+    supersedes_in_record: bool = False
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -72,6 +72,7 @@ class LocalCABackend(CABackend[LocalTarget]):
     """Issues from CAs it creates on first start; records before it returns."""
 
     ca_certs_in_memory = True    # the chains are loaded at start
+    supersedes_in_record = True  # CertificateStore.add(renews=..., supersede=True)
     def __init__(self, name: str, options: LocalOptions, *, clock: Clock = utcnow) -> None:
         super().__init__(name)
         self.options = options
