@@ -251,7 +251,12 @@ class ESTService:
         certificate with its CA's name as subject would pass for the CA itself."""
         if len(subject) == 0:
             return
-        chain = tuple(self._ca_chain(alias))
+        try:
+            chain = tuple(self._ca_chain(alias))
+        except ESTError:
+            # a chain not known yet (an upstream CA that offers no download: learnt from the
+            # first enrollment) or not reachable now: nothing to compare with
+            return
         known = self._ca_names.get(chain)
         if known is None:
             if len(self._ca_names) >= CHAIN_PKCS7_ENTRIES:
