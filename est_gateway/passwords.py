@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from est_gateway import waits
 from est_gateway.errors import ESTError, TooManyRequests
 from est_gateway.limits import address_key
 
@@ -137,9 +136,7 @@ class PasswordChecker:
         refused_until = self._refused.get((scope, tag))
         if refused_until is not None and refused_until > self._clock():
             return False
-        # scrypt takes tens of ms, and the semaphore may be held by other threads: never on
-        # the event loop's thread (est_gateway.waits)
-        return waits.in_thread(lambda: self._verify_slowly(scope, stored, password, tag, address, before_hashing))
+        return self._verify_slowly(scope, stored, password, tag, address, before_hashing)
 
     def _admit(self, who: bytes) -> None:
         """Take a place among the checks of this process (under ``_flights_lock``)."""

@@ -24,6 +24,7 @@ from est_gateway.backends.base import RevocationStatus
 from est_gateway.backends.local import LocalCABackend
 from est_gateway.backends.local.store import AlreadyRenewed, CertificateStore, serial_hex
 from est_gateway.renewals import Claim, RenewalClaims
+from est_gateway.web.app import service_of
 from tests.support.inproc import InProcessGateway, start
 from tests.support.pki import CA, csr_der, make_csr, p256_key
 from tests.test_renewal_identity import PARTNER as LABELS
@@ -122,7 +123,7 @@ def test_where_the_record_cannot_supersede_the_core_lets_one_renewal_run(gw: InP
     renew = backend.reenroll
     monkeypatch.setattr(backend, "supersedes_in_record", False)
     monkeypatch.setattr(backend, "reenroll", lambda request: renew(dataclasses.replace(request, supersede=False)))
-    monkeypatch.setattr(gw.app.service, "renewal_claims", RenewalClaims())
+    monkeypatch.setattr(service_of(gw.app), "renewal_claims", RenewalClaims())
     cert = _enroll(gw, p256_key(), "upstream-like")
     answers = _renew_at_once(gw, cert, "upstream-like", 16)
     assert sorted(a.status_code for a in answers) == [200] + [403] * 15

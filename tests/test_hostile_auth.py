@@ -17,6 +17,7 @@ from est_gateway.errors import TooManyRequests
 from est_gateway.limits import FailureThrottle
 from est_gateway.operations import MAX_PASSWORD_CHECKS
 from est_gateway.passwords import PasswordChecker
+from est_gateway.web.app import service_of
 from tests.support.gated_hash import gate_password
 from tests.support.inproc import InProcessGateway, start, valid_csr_der
 
@@ -136,7 +137,7 @@ def test_the_count_before_the_check_holds_across_forked_workers() -> None:
 
 def test_a_flood_from_a_fresh_address_checks_at_most_the_limit_through_the_app(tmp_path: Path) -> None:
     gw = _gateway(tmp_path)
-    gw.app.service.passwords = PasswordChecker(60, max_hashing=200, max_checks=200, max_per_address=200)
+    service_of(gw.app).passwords = PasswordChecker(60, max_hashing=200, max_checks=200, max_per_address=200)
     gate = gate_password(gw)
     threads, answers = _at_once(120, lambda i: _enroll(gw, "198.51.100.9", f"guess-{i}"))
     assert _wait_for(lambda: len(answers) == 110)   # refused at once, before any check
@@ -156,7 +157,7 @@ def test_a_flood_of_checks_holds_a_bounded_number_of_threads_and_starves_no_one(
     worker's checks per address are admitted, the rest refused at once with Retry-After; a
     cached password, cacerts and a renewal are answered meanwhile."""
     gw = _gateway(tmp_path, "[limits]\nauth_failures_per_minute = 1000\n")
-    checker = gw.app.service.passwords
+    checker = service_of(gw.app).passwords
     assert checker.max_checks <= MAX_PASSWORD_CHECKS
     per_address = checker.max_per_address
     assert 1 <= per_address < checker.max_checks
