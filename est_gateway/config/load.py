@@ -14,7 +14,7 @@ from cryptography import x509
 from est_gateway import csrattrs as csrattrs_mod
 from est_gateway.backends.base import AnyBackend
 from est_gateway.backends.registry import BackendRegistry
-from est_gateway.config.model import AliasSettings, GatewayConfig, ServerSettings
+from est_gateway.config.model import AliasSettings, ConsoleSettings, GatewayConfig, ServerSettings
 from est_gateway.config.reader import Problems, Section
 from est_gateway.csrattrs import CsrAttrsPolicy
 from est_gateway.errors import ConfigError
@@ -53,6 +53,7 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = 
     limits = _limits(root.table("limits"))
     backends, broken = _backends(root.table("backends", required=True), registry or BackendRegistry())
     aliases = _aliases(root.table("aliases", required=True), backends, broken)
+    console = _console(root.table("console"), server)
     root.check_unknown()
     if server.tls is False:
         for alias in aliases.values():
@@ -68,7 +69,8 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = 
                              "serves plain HTTP behind a proxy (server.tls = false), so this alias "
                              "cannot be served here")
     problems.raise_if_any()
-    return GatewayConfig(server=server, backends=backends, aliases=aliases, source=source, limits=limits)
+    return GatewayConfig(server=server, backends=backends, aliases=aliases, source=source, limits=limits,
+                         console=console)
 
 
 def _limits(sec: Section) -> Limits:
@@ -331,18 +333,73 @@ def _csrattrs(sec: Section) -> CsrAttrsPolicy:
     return policy
 
 
-def _password(sec: Section) -> PasswordHash | None:
-    if sec.has("password_hash"):
-        if sec.has("password_file") or sec.has("password_env"):
-            sec.error("password_hash", "give only one of password_hash, password_file, password_env")
+def _password(sec: Section, name: str = "password") -> PasswordHash | None:
+    hash_key = f"{name}_hash"
+    if sec.has(hash_key):
+        if sec.has(f"{name}_file") or sec.has(f"{name}_env"):
+            sec.error(hash_key, f"give only one of {hash_key}, {name}_file, {name}_env")
             return None
-        text = sec.str("password_hash")
+        text = sec.str(hash_key)
         if not isinstance(text, str):
             return None
         try:
             return PasswordHash.parse(text)
         except ValueError as exc:
-            sec.error("password_hash", str(exc))
+            sec.error(hash_key, str(exc))
             return None
-    secret = sec.secret("password", required=False)
+    secret = sec.secret(name, required=False)
     return PasswordHash.create(secret) if secret is not None else None
+
+
+#: shortest cookie-signing secret accepted (characters of the file, e.g. 32 random bytes in hex)
+MIN_CONSOLE_SECRET = 32
+
+
+def _console(sec: Section, server: ServerSettings) -> ConsoleSettings:
+    """``[console]``: checked fully only when enabled (a disabled console reads nothing)."""
+    d = ConsoleSettings()
+    enabled = sec.bool("enabled", False)
+    listen = sec.str("listen", f"{d.host}:{d.port}")
+    host, port = d.host, d.port
+    h, sep, p = listen.rpartition(":") if isinstance(listen, str) else ("", "", "")
+    if not sep or not p.isdigit() or not 0 < int(p) < 65536 or not h:
+        sec.error("listen", f'"{listen}" is not "<address>:<port>" (e.g. "127.0.0.1:{d.port}")')
+    else:
+        host, port = h.strip("[]"), int(p)
+    admin_cas = _certificates(sec, "admin_ca")
+    username = sec.str("admin_username", None)
+    has_password = any(sec.has(f"admin_password_{k}") for k in ("file", "env", "hash"))
+    password = _password(sec, "admin_password")
+    secret = sec.secret("secret", required=enabled)
+    audit_file = sec.path_value("audit_file", None)
+    settings = ConsoleSettings(
+        enabled=bool(enabled), host=host, port=port, admin_cas=admin_cas, admin_username=username,
+        admin_password=password,
+        session_idle_timeout_s=sec.number("session_idle_timeout_s", d.session_idle_timeout_s),
+        secret=(secret or "").encode("utf-8"), audit_file=audit_file,
+        audit_file_max_bytes=sec.int("audit_file_max_bytes", d.audit_file_max_bytes,
+                                     minimum=64 * 1024, maximum=1024 * 1024 * 1024),
+    )
+    sec.check_unknown()
+    if audit_file is not None and not audit_file.parent.is_dir():
+        sec.error("audit_file", f"folder {audit_file.parent} does not exist")
+    if not enabled:
+        return settings
+    if username is not None and not has_password:
+        sec.error("admin_password_file", "is required when admin_username is set (or admin_password_hash)")
+    if username is None and has_password:
+        sec.error("admin_username", "is required when an admin password is configured")
+    if username is None and not sec.has("admin_ca"):
+        sec.error("admin_username", "the console needs admin_username with a password, or admin_ca "
+                                    "(client certificates of admins), or both")
+    if secret is not None and len(secret) < MIN_CONSOLE_SECRET:
+        sec.error("secret_file", f"the cookie-signing secret must be at least {MIN_CONSOLE_SECRET} "
+                                 "characters (e.g. openssl rand -hex 32)")
+    if not server.tls or server.tls_cert is None:
+        sec.error("enabled", "the console is served over HTTPS with the gateway's TLS certificate; "
+                             "it needs server.tls = true with tls_cert and tls_key")
+    if server.unix_socket is None and port == server.port and (
+            host == server.host or "0.0.0.0" in (host, server.host) or "::" in (host, server.host)):
+        sec.error("listen", f"must differ from server.listen ({server.host}:{server.port}): the console "
+                            "is never served where EST is")
+    return settings

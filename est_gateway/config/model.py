@@ -104,6 +104,30 @@ class AliasSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """The operator console (``[console]``): off unless enabled, on its own listen address."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8444
+    #: CAs whose client certificates authenticate admins (read at start-up)
+    admin_cas: tuple[x509.Certificate, ...] = ()
+    admin_username: str | None = None
+    admin_password: PasswordHash | None = None
+    session_idle_timeout_s: float = 900.0
+    #: signs the session cookies; shared by every worker (read from ``secret_file``)
+    secret: bytes = field(default=b"", repr=False)
+    #: where every worker appends the audit lines, so that the console can read them back
+    audit_file: Path | None = None
+    audit_file_max_bytes: int = 8 * 1024 * 1024
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}/"
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole validated configuration; backends are built but not started."""
 
@@ -112,3 +136,4 @@ class GatewayConfig:
     aliases: Mapping[str, AliasSettings]
     source: Path | None = None
     limits: Limits = field(default_factory=Limits)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)

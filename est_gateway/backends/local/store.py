@@ -282,6 +282,32 @@ class CertificateStore:
         with self._connect() as conn:
             return [_record(r) for r in conn.execute(query, (*args, limit))]
 
+    def search(self, *, text: str = "", alias: str | None = None, status: str | None = None,
+               offset: int = 0, limit: int = 50) -> tuple[list[Record], int]:
+        """Records, newest first, whose subject or a subjectAltName contains ``text`` or whose
+        serial starts with it; with the total that match (for pages of ``limit``)."""
+        where, args = [], []
+        if text:
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            try:
+                prefix = normalise_serial(text) + "%"
+            except ValueError:
+                prefix = like[1:]      # no serial matches: it is hex
+            where.append("(subject LIKE ? ESCAPE '\\' OR sans LIKE ? ESCAPE '\\' OR serial LIKE ? ESCAPE '\\')")
+            args += [like, like, prefix]
+        if alias:
+            where.append("alias = ?")
+            args.append(alias)
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._connect() as conn:
+            total = int(_one(conn.execute(f"SELECT COUNT(*) FROM certificates{clause}", args))[0])
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM certificates{clause} ORDER BY issued_at DESC"
+                                " LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
+        return [_record(r) for r in rows], total
+
     def ping(self) -> None:
         """Raise ``sqlite3.Error`` unless the record can be read."""
         with self._connect() as conn:
