@@ -22,6 +22,14 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 CHILDREN_CACHED = 1024
 
 Family = TypeVar("Family", Counter, Histogram)
+#: log and audit records the process's log writer dropped (est_gateway.logwriter)
+LOG_DROPS = ("est_log_records_dropped", "Log and audit records dropped because the log output did not keep up")
+
+
+def log_drop_counter(registry: CollectorRegistry | None = None) -> Counter:
+    """The drop count of a process's log writer (with PROMETHEUS_MULTIPROC_DIR set, every
+    process's count reaches /metrics whatever registry holds it)."""
+    return Counter(*LOG_DROPS, registry=registry)
 
 
 class Children(Generic[Family]):
@@ -58,6 +66,7 @@ class Metrics:
                                        ["backend", "call", "status"], registry=r)
         self.pending = Counter("est_pending_answers", "Enrollments answered 202 (waiting for approval)",
                                ["alias", "operation"], registry=r)
+        self.log_records_dropped = log_drop_counter(r)
         # The children a request or a backend call counts on, cached per label values.
         self._requests = Children(self.requests)
         self._latency = Children(self.latency)

@@ -58,6 +58,8 @@ class ServerSettings:
     client_cert_header: str = "X-SSL-Client-Cert"
     client_chain_header_prefix: str = "X-SSL-Client-Chain-"
     log_level: str = "info"
+    #: log and audit records a worker holds while its log output is slow; more are dropped
+    log_queue_records: int = 4096
 
     @property
     def url(self) -> str:
