@@ -166,7 +166,7 @@ def test_a_head_just_under_the_total_bound_is_accepted() -> None:
     limits = Limits(max_fields=100, max_field_bytes=1024, max_body=1000)
     fields = b"".join(b"X-F%02d: " % i + b"v" * 600 + b"\r\n" for i in range(90))   # ~55 KiB
     r = RequestReader(limits)
-    data = b"GET / HTTP/1.1\r\n" + fields + b"\r\n"
+    data = b"GET / HTTP/1.1\r\n" + HOST + fields + b"\r\n"
     for i in range(0, len(data), 1000):
         r.feed(data[i:i + 1000])
     assert isinstance(only(r), Request)

@@ -12,13 +12,23 @@ llhttp refuses in strict mode: malformed request lines, methods and versions; ob
 NUL, CR, LF and other controls in values; whitespace before the colon; Content-Length
 that is not digits, duplicated or beside Transfer-Encoding; Transfer-Encoding repeated or
 with ``chunked`` not last; malformed chunks. Checked here: the limits (target → 414,
-fields and head bytes → 431, body → 413), versions other than 1.0 and 1.1 (→ 505), a
-coding other than exactly ``chunked`` (→ 501), targets not in origin form, Upgrade and
-CONNECT (never switched), and ``Expect``.
+fields and head bytes → 431, body and a chunked body's framing → 413), versions other
+than 1.0 and 1.1 (→ 505), a coding other than exactly ``chunked`` (→ 501), targets not in
+origin form, Upgrade and CONNECT (never switched), ``Expect``, and what RFC 9112 asks
+of a server that llhttp lets through: a request line whose parts are not separated by
+exactly one space (§3: llhttp skips runs of spaces), an HTTP/1.1 request without a Host
+field and any request with more than one (§3.2), and an HTTP/1.0 request with a transfer
+coding is answered, then its connection closed (§6.1).
+
+To see each request line as it arrived, the reader hands llhttp one message at a time
+where it can tell where a message ends (a head ends at its empty line, a body after its
+Content-Length); a request pipelined behind a chunked one in the same read is parsed on
+without that one check (llhttp's own checks of its request line still apply).
 """
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -30,6 +40,10 @@ MAX_TARGET_BYTES = 4094
 #: a request head's bytes in all, at least (twice the longest field when that is more)
 MAX_HEAD_BYTES = 64 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: a request line's longest length beyond its target (method, spaces, version, CRLF)
+_LINE_EXTRA = 64
+#: RFC 9110 §7.2 / RFC 3986 §3.2.2: uri-host [ ":" port ] (a reg-name, IPv4 or IP-literal)
+_HOST = re.compile(rb"(?:[A-Za-z0-9\-._~%!$&'()*+,;=]*|\[[0-9A-Fa-f:.vV]+\])(?::[0-9]*)?")
 
 MALFORMED = "malformed HTTP request"
 #: llhttp's reason (its error text) → status and short reason; any other: 400 MALFORMED
@@ -106,6 +120,9 @@ class RequestReader:
         self._begun = False
         self._head_done = False
         self._head_fed = 0            # bytes fed while this message's head was incomplete
+        self._framing = 0             # a chunked body's bytes that are not data (sizes, extensions, CRLFs)
+        self._line = b""              # the next request line, while it arrives in pieces
+        self._tail = b""              # the last bytes of an unfinished head (its empty line may straddle reads)
         self._reset()
 
     def _reset(self) -> None:
@@ -120,6 +137,7 @@ class RequestReader:
         self._continue = False
         self._version = ""
         self._method = b""
+        self._declared = 0
 
     @property
     def failed(self) -> bool:
@@ -136,20 +154,84 @@ class RequestReader:
         if self._refusal is not None:
             return
         message, in_head = self._messages, self._begun and not self._head_done
+        in_chunks, body_before = self._begun and self._chunked, self._body_bytes
+        view, pos, end = memoryview(data), 0, len(data)
+        while pos < end:
+            stop = self._message_part(data, pos)
+            if self._refusal is not None:
+                return
+            if stop <= pos:
+                stop = end
+            self._parse(view[pos:stop] if pos or stop < end else data)
+            if self._refusal is not None:
+                return
+            pos = stop
+        self._tail = data[-3:] if self._begun and not self._head_done else b""
+        if message != self._messages or not self._begun:
+            return
+        if in_head and not self._head_done:
+            # One field growing without end is only seen when it is complete: bound the bytes
+            # fed to an unfinished head (not counting the read it began in, so never more than
+            # the head's true size).
+            self._head_fed += len(data)
+            if self._head_fed > self._max_head:
+                self._refuse(Refusal(431, "request header fields too large or too many"))
+        elif in_chunks:
+            # What a chunked body sends besides its data (sizes, extensions, line ends) is
+            # bounded like the data (a read that begins or ends the message is not counted).
+            self._framing += len(data) - (self._body_bytes - body_before)
+            if self._framing > self.limits.max_body:
+                self._refuse(Refusal(413, f"chunk sizes and extensions too large (limit {self.limits.max_body} "
+                                          "bytes)"))
+
+    def _parse(self, data: bytes | memoryview) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:    # never reached: Upgrade is refused in the head
             self._refuse(Refusal(400, "protocol upgrade not supported"))
         except httptools.HttpParserError as exc:
             self._refuse(self._refusal or refusal_for(exc))
-        else:
-            # One field growing without end is only seen when it is complete: bound the bytes
-            # fed to an unfinished head (not counting the read it began in, so never more than
-            # the head's true size).
-            if in_head and message == self._messages and self._begun and not self._head_done:
-                self._head_fed += len(data)
-                if self._head_fed > self._max_head:
-                    self._refuse(Refusal(431, "request header fields too large or too many"))
+
+    def _message_part(self, data: bytes, pos: int) -> int:
+        """Where llhttp should stop in ``data`` (from ``pos``) so that the next message's
+        first byte is known: the end of a head or of a Content-Length body, else the end.
+        Between messages, the request line is checked first."""
+        end = len(data)
+        if not self._begun or self._line:
+            return self._request_line(data, pos)
+        if not self._head_done:
+            if pos == 0 and self._tail:    # the empty line may have begun in the last read
+                straddle = (self._tail + data[:3]).find(b"\r\n\r\n")
+                if straddle >= 0:
+                    return straddle + 4 - len(self._tail)
+            found = data.find(b"\r\n\r\n", pos)
+            return found + 4 if found >= 0 else end
+        if self._chunked:
+            return end
+        return min(end, pos + self._declared - self._body_bytes)
+
+    def _request_line(self, data: bytes, pos: int) -> int:
+        """Between messages: collect the next request line; refuse it unless it is
+        ``method SP target SP version`` (RFC 9112 §3: one space each). Returns where the
+        head ends, as far as ``data`` shows."""
+        end, most = len(data), self.limits.max_target + _LINE_EXTRA
+        while True:
+            lf = data.find(b"\n", pos, pos + most)
+            if lf < 0:     # llhttp refuses a line that grows past the target limit: keep no more
+                self._line += data[pos:pos + max(0, most - len(self._line))]
+                return end
+            line, self._line = self._line + data[pos:lf + 1], b""
+            if line != b"\r\n":
+                break
+            pos = lf + 1       # an empty line before a request (RFC 9112 §2.2): llhttp skips it too
+            if pos == end:
+                return end
+        if line.count(b" ") != 2:     # a run of spaces, or one before or after the line
+            self._refuse(Refusal(400, "malformed request line: one space between method, target and version",
+                                 line[:100].decode("latin-1").rstrip()))
+            return end
+        found = data.find(b"\r\n\r\n", max(pos, lf - 1))
+        return found + 4 if found >= 0 else end
 
     def take_continue(self) -> bool:
         """True once when the client waits for ``100 Continue`` before sending the body."""
@@ -172,7 +254,7 @@ class RequestReader:
 
     def on_message_begin(self) -> None:
         self._messages += 1
-        self._begun, self._head_done, self._head_fed = True, False, 0
+        self._begun, self._head_done, self._head_fed, self._framing, self._tail = True, False, 0, 0, b""
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -205,11 +287,14 @@ class RequestReader:
         length = b""
         expect: list[bytes] = []
         connection: list[bytes] = []
+        hosts: list[bytes] = []
         for name, value in self._headers:
-            if len(name) not in (6, 10, 14, 17):   # none of the names below: skip the lower()
+            if len(name) not in (4, 6, 10, 14, 17):   # none of the names below: skip the lower()
                 continue
             lower = name.lower()
-            if lower == b"transfer-encoding":
+            if lower == b"host":
+                hosts.append(value)
+            elif lower == b"transfer-encoding":
                 codings.append(value)
             elif lower == b"content-length":
                 length = value
@@ -217,6 +302,13 @@ class RequestReader:
                 expect.append(value)
             elif lower == b"connection":
                 connection.append(value)
+        # RFC 9112 §3.2: no Host in HTTP/1.1, more than one, or one that is no host → 400
+        if len(hosts) > 1:
+            self._stop(400, "more than one Host header field")
+        if not hosts and version == "1.1":
+            self._stop(400, "Host header field missing")
+        if hosts and not _HOST.fullmatch(hosts[0]):
+            self._stop(400, "Host header field is not a host name", hosts[0][:100].decode("latin-1"))
         if codings:
             if len(codings) > 1:
                 self._stop(400, "conflicting Transfer-Encoding")
@@ -226,7 +318,7 @@ class RequestReader:
                     self._stop(501, "unsupported transfer coding")
                 self._stop(400, "conflicting Transfer-Encoding")
             self._chunked = True
-        declared = int(length) if length else 0    # llhttp allows digits only, and one field
+        declared = self._declared = int(length) if length else 0    # llhttp allows digits only, and one field
         if declared > self.limits.max_body:
             self._stop(413, f"request body too large (limit {self.limits.max_body} bytes)")
         if expect:
@@ -236,6 +328,10 @@ class RequestReader:
             self._continue = version == "1.1" and (self._chunked or declared > 0)
         tokens = {token.strip().lower() for value in connection for token in value.split(b",")}
         self._keep_alive = b"close" not in tokens if version == "1.1" else b"keep-alive" in tokens
+        if version == "1.0" and self._chunked:
+            # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing;
+            # answer it, then close the connection
+            self._keep_alive = False
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
