@@ -58,6 +58,8 @@ class ServerSettings:
     client_cert_header: str = "X-SSL-Client-Cert"
     client_chain_header_prefix: str = "X-SSL-Client-Chain-"
     log_level: str = "info"
+    #: bytes of unfinished requests a worker's connections hold together; more → 503
+    max_buffered_request_bytes: int = 32 * 1024 * 1024
     #: log and audit records a worker holds while its log output is slow; more are dropped
     log_queue_records: int = 4096
 

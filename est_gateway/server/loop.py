@@ -38,7 +38,7 @@ from OpenSSL import SSL
 
 from est_gateway.config.model import ServerSettings
 from est_gateway.server.connection import Connection, PlainSocket
-from est_gateway.server.http11 import CONTINUE, Limits, Refusal, Request, RequestReader
+from est_gateway.server.http11 import CONTINUE, BufferBudget, Limits, Refusal, Request, RequestReader
 from est_gateway.server.tls import ClientChainLimits, TLSSocket
 
 HANDSHAKE, REQUEST, IDLE, SERVING, CLOSING = "handshake", "request", "idle", "serving", "closing"
@@ -93,6 +93,8 @@ class ConnectionLoop:
         self.selector = selectors.DefaultSelector()
         self.count = 0
         self.per_address: Counter[str] = Counter()
+        #: the bytes of unfinished requests all connections hold together
+        self.buffered = BufferBudget(settings.max_buffered_request_bytes)
         self.waiting: dict[int, Client] = {}         # id(client) → client, while the loop owns it
         self._returned: list[tuple[Client, bool]] = []
         self._lock = threading.Lock()
@@ -278,7 +280,7 @@ class ConnectionLoop:
                     client.phase, client.deadline = REQUEST, time.monotonic() + self.settings.request_timeout_s
                 reader = client.reader
                 if reader is None:
-                    reader = client.reader = RequestReader(self.limits)
+                    reader = client.reader = RequestReader(self.limits, self.buffered)
                 reader.feed(data)
                 if self._ready(client):
                     return
@@ -348,6 +350,8 @@ class ConnectionLoop:
     def _close(self, client: Client) -> None:
         self._unwatch(client)
         self.waiting.pop(id(client), None)
+        if client.reader is not None:
+            client.reader.close()
         client.conn.close()
         self.count -= 1
         if client.key is not None:
