@@ -104,7 +104,12 @@ class QueuedHandler(QueueHandler):
             return False
         # prepare: the message is formatted here, so later changes to its arguments, and
         # the traceback's frames, are not held until the writer gets to it
-        self.writer.submit(self.target.handle, self.prepare(record))
+        try:
+            prepared = self.prepare(record)
+        except Exception:   # a record that cannot be formatted: reported as logging does, never raised
+            self.handleError(record)
+            return False
+        self.writer.submit(self.target.handle, prepared)
         return True
 
     def write_line(self, line: str) -> None:

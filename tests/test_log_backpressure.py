@@ -222,3 +222,19 @@ def drain(fd: int, into: list[bytes]) -> None:
             into.append(chunk)
     finally:
         os.close(fd)
+
+
+def test_a_record_that_cannot_be_formatted_is_reported_not_raised(
+        loggers: tuple[logging.Logger, logging.Logger], monkeypatch: pytest.MonkeyPatch) -> None:
+    mine, _ = loggers
+    mine.handlers = [logging.StreamHandler(io.StringIO())]
+    writer = LogWriter(CAPACITY)
+    writer.start()
+    install(writer)
+    reported: list[logging.LogRecord] = []
+    monkeypatch.setattr(QueuedHandler, "handleError", lambda self, record: reported.append(record))
+    try:
+        mine.info("%d records", "not a number")      # as logging's own handlers do: reported
+    finally:
+        writer.stop()
+    assert len(reported) == 1

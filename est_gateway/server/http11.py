@@ -182,14 +182,14 @@ class RequestReader:
             return
         message, in_head = self._messages, self._begun and not self._head_done
         in_chunks, body_before = self._begun and self._chunked, self._body_bytes
-        view, pos, end = memoryview(data), 0, len(data)
+        pos, end = 0, len(data)
         while pos < end:
             stop = self._message_part(data, pos)
             if self._refusal is not None:
                 return
             if stop <= pos:
                 stop = end
-            self._parse(view[pos:stop] if pos or stop < end else data)
+            self._parse(memoryview(data)[pos:stop] if pos or stop < end else data)
             if self._refusal is not None:
                 return
             pos = stop
@@ -247,15 +247,18 @@ class RequestReader:
             if lf < 0:     # llhttp refuses a line that grows past the target limit: keep no more
                 self._line += data[pos:pos + max(0, most - len(self._line))]
                 return end
-            line, self._line = self._line + data[pos:lf + 1], b""
-            if line != b"\r\n":
+            # the line, without copying it unless it began in an earlier read
+            line, start = (data, pos) if not self._line else (self._line + data[pos:lf + 1], 0)
+            stop = lf if line is data else len(line) - 1
+            self._line = b""
+            if stop != start + 1 or line[start] != 13:
                 break
             pos = lf + 1       # an empty line before a request (RFC 9112 §2.2): llhttp skips it too
             if pos == end:
                 return end
-        if line.count(b" ") != 2:     # a run of spaces, or one before or after the line
+        if line.count(b" ", start, stop) != 2:     # a run of spaces, or one before or after the line
             self._refuse(Refusal(400, "malformed request line: one space between method, target and version",
-                                 line[:100].decode("latin-1").rstrip()))
+                                 line[start:min(stop, start + 100)].decode("latin-1").rstrip()))
             return end
         found = data.find(b"\r\n\r\n", max(pos, lf - 1))
         return found + 4 if found >= 0 else end
