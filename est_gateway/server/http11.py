@@ -257,8 +257,8 @@ class RequestReader:
             if pos == end:
                 return end
         if line.count(b" ", start, stop) != 2:     # a run of spaces, or one before or after the line
-            self._refuse(Refusal(400, "malformed request line: one space between method, target and version",
-                                 line[start:min(stop, start + 100)].decode("latin-1").rstrip()))
+            self._refuse(Refusal(400, MALFORMED, "request line parts not separated by one space: "
+                                 + line[start:min(stop, start + 100)].decode("latin-1").rstrip()))
             return end
         found = data.find(b"\r\n\r\n", max(pos, lf - 1))
         return found + 4 if found >= 0 else end
