@@ -11,6 +11,7 @@ import pytest
 
 from est_gateway.server.http11 import Limits, Refusal, Request, RequestReader
 from tests.test_e2e_http import CACERTS, Gateway, Reader, gateway, tls  # noqa: F401  (fixtures)
+from tests.test_http11 import taken
 
 LIMITS = Limits(max_fields=20, max_field_bytes=1024, max_body=1000)
 GET = b"GET /.well-known/est/cacerts HTTP/1.1\r\nHost: localhost\r\n\r\n"
@@ -29,10 +30,11 @@ REFUSED = {
 
 
 def fed(*chunks: bytes, limits: Limits = LIMITS) -> list[Request | Refusal]:
+    """Every request the reader gives, taken as the loop takes them."""
     reader = RequestReader(limits)
     for chunk in chunks:
         reader.feed(chunk)
-    return list(reader.ready)
+    return taken(reader)
 
 
 def bytewise(data: bytes) -> list[bytes]:

@@ -6,7 +6,8 @@ the header fields and the body (llhttp decodes chunked bodies). A request is com
 ``on_message_complete`` and queued as a :class:`Request`; whatever is refused, by llhttp
 or by the checks llhttp leaves to the server, is queued as a :class:`Refusal` (status and
 a short reason) and nothing after it is parsed. Bytes pipelined behind a complete request
-are parsed on into the next one.
+wait unparsed (but for the rest of the ``PARSE_SLICE`` it ended in) until the loop takes
+the next request: a client cannot make the gateway parse ahead of its answers.
 
 llhttp refuses in strict mode: malformed request lines, methods and versions; obs-fold;
 NUL, CR, LF and other controls in values; whitespace before the colon; Content-Length
@@ -20,10 +21,11 @@ exactly one space (§3: llhttp skips runs of spaces), an HTTP/1.1 request withou
 field and any request with more than one (§3.2), and an HTTP/1.0 request with a transfer
 coding is answered, then its connection closed (§6.1).
 
-To see each request line as it arrived, the reader hands llhttp one message at a time
-where it can tell where a message ends (a head ends at its empty line, a body after its
-Content-Length); a request pipelined behind a chunked one in the same read is parsed on
-without that one check (llhttp's own checks of its request line still apply).
+To see each request line as it arrived (and to parse nothing ahead), the reader hands
+llhttp one message part at a time where it can tell where a message ends (a request line
+waits unparsed until its end has come, a head ends at its empty line, a body after its
+Content-Length); a request behind a chunked one in the slice that body ends in is parsed
+on without that one check (llhttp's own checks of its request line still apply).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ MAX_TARGET_BYTES = 4094
 #: a request head's bytes in all, at least (twice the longest field when that is more)
 MAX_HEAD_BYTES = 64 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: bytes handed to llhttp at a time (it cannot stop after a request, so it is stopped
+#: between slices): at most this much input behind a complete request is parsed ahead
+PARSE_SLICE = 512
 #: a request line's longest length beyond its target (method, spaces, version, CRLF)
 _LINE_EXTRA = 64
 #: RFC 9110 §7.2 / RFC 3986 §3.2.2: uri-host [ ":" port ] (a reg-name, IPv4 or IP-literal)
@@ -130,7 +135,7 @@ class _Refused(Exception):
 
 
 class RequestReader:
-    """One connection's requests, parsed as the bytes arrive; complete ones in :attr:`ready`."""
+    """One connection's requests, parsed as the bytes arrive; :meth:`take` gives each in turn."""
 
     def __init__(self, limits: Limits, budget: BufferBudget | None = None) -> None:
         self.limits = limits
@@ -146,8 +151,9 @@ class RequestReader:
         self._head_done = False
         self._head_fed = 0            # bytes fed while this message's head was incomplete
         self._framing = 0             # a chunked body's bytes that are not data (sizes, extensions, CRLFs)
-        self._line = b""              # the next request line, while it arrives in pieces
-        self._tail = b""              # the last bytes of an unfinished head (its empty line may straddle reads)
+        self._tail = b""              # the last bytes of an unfinished head (its empty line may straddle slices)
+        self._input = b""             # fed, parsed up to _parsed
+        self._parsed = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -173,64 +179,84 @@ class RequestReader:
 
     @property
     def in_progress(self) -> bool:
-        """A request has begun but is not complete."""
-        return self._begun
+        """A request has begun but is not complete (its request line may still be waiting
+        for its end, unparsed)."""
+        return self._begun or (not self.ready and self._refusal is None and self.unparsed > 0)
+
+    @property
+    def unparsed(self) -> int:
+        """Bytes fed and not parsed yet (pipelined behind a complete request)."""
+        return len(self._input) - self._parsed
 
     def feed(self, data: bytes) -> None:
-        """Parse ``data``; complete requests (and a refusal) are appended to :attr:`ready`."""
+        """Take ``data`` and parse it until a request is complete (or refused): then it is
+        in :attr:`ready`, and what follows it waits for :meth:`take`."""
         if self._refusal is not None:
             return
+        self._input = self._input[self._parsed:] + data if self.unparsed else data
+        self._parsed = 0
+        self._parse()
+
+    def take(self) -> Request | Refusal | None:
+        """The next complete request (or the refusal), parsing on from what was fed."""
+        if not self.ready:
+            self._parse()
+        return self.ready.popleft() if self.ready else None
+
+    def _parse(self) -> None:
+        data = self._input
+        view = memoryview(data)
+        while self._parsed < len(data) and not self.ready and self._refusal is None:
+            start = self._parsed
+            stop = self._message_part(data, start)
+            if stop < 0 or self._refusal is not None:    # the request line is not complete yet
+                break
+            self._parsed = min(max(stop, start + 1), start + PARSE_SLICE)
+            self._feed_slice(view[start:self._parsed])
+        view.release()
+        if self._parsed >= len(data) or self._refusal is not None:
+            self._input, self._parsed = b"", 0
+
+    def _feed_slice(self, data: memoryview) -> None:
         message, in_head = self._messages, self._begun and not self._head_done
         in_chunks, body_before = self._begun and self._chunked, self._body_bytes
-        pos, end = 0, len(data)
-        while pos < end:
-            stop = self._message_part(data, pos)
-            if self._refusal is not None:
-                return
-            if stop <= pos:
-                stop = end
-            self._parse(memoryview(data)[pos:stop] if pos or stop < end else data)
-            if self._refusal is not None:
-                return
-            pos = stop
-        self._tail = data[-3:] if self._begun and not self._head_done else b""
-        if message != self._messages or not self._begun:
-            return
-        if in_head and not self._head_done:
-            # One field growing without end is only seen when it is complete: bound the bytes
-            # fed to an unfinished head (not counting the read it began in, so never more than
-            # the head's true size).
-            self._head_fed += len(data)
-            if self._head_fed > self._max_head:
-                self._refuse(Refusal(431, "request header fields too large or too many"))
-        elif in_chunks:
-            # What a chunked body sends besides its data (sizes, extensions, line ends) is
-            # bounded like the data (a read that begins or ends the message is not counted).
-            self._framing += len(data) - (self._body_bytes - body_before)
-            if self._framing > self.limits.max_body:
-                self._refuse(Refusal(413, f"chunk sizes and extensions too large (limit {self.limits.max_body} "
-                                          "bytes)"))
-
-    def _parse(self, data: bytes | memoryview) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:    # never reached: Upgrade is refused in the head
             self._refuse(Refusal(400, "protocol upgrade not supported"))
         except httptools.HttpParserError as exc:
             self._refuse(self._refusal or refusal_for(exc))
+        else:
+            self._tail = (self._tail + data[-3:].tobytes())[-3:] if self._begun and not self._head_done else b""
+            if message != self._messages or not self._begun:
+                return
+            if in_head and not self._head_done:
+                # One field growing without end is only seen when it is complete: bound the
+                # bytes fed to an unfinished head (not counting the slice it began in, so
+                # never more than the head's true size).
+                self._head_fed += len(data)
+                if self._head_fed > self._max_head:
+                    self._refuse(Refusal(431, "request header fields too large or too many"))
+            elif in_chunks:
+                # What a chunked body sends besides its data (sizes, extensions, line ends) is
+                # bounded like the data (a slice that begins or ends the message not counted).
+                self._framing += len(data) - (self._body_bytes - body_before)
+                if self._framing > self.limits.max_body:
+                    self._refuse(Refusal(413, f"chunk sizes and extensions too large (limit "
+                                              f"{self.limits.max_body} bytes)"))
 
     def _message_part(self, data: bytes, pos: int) -> int:
         """Where llhttp should stop in ``data`` (from ``pos``) so that the next message's
-        first byte is known: the end of a head or of a Content-Length body, else the end.
-        Between messages, the request line is checked first."""
+        first byte is known: the end of a head or of a Content-Length body, else the end;
+        -1: wait for more (a request line not complete yet). Between messages, the request
+        line is checked first."""
         end = len(data)
-        if not self._begun or self._line:
+        if not self._begun:
             return self._request_line(data, pos)
         if not self._head_done:
-            if pos == 0 and self._tail:    # the empty line may have begun in the last read
-                straddle = (self._tail + data[:3]).find(b"\r\n\r\n")
-                if straddle >= 0:
-                    return straddle + 4 - len(self._tail)
+            straddle = (self._tail + data[pos:pos + 3]).find(b"\r\n\r\n")   # begun in the last slice
+            if straddle >= 0:
+                return pos + straddle + 4 - len(self._tail)
             found = data.find(b"\r\n\r\n", pos)
             return found + 4 if found >= 0 else end
         if self._chunked:
@@ -238,29 +264,25 @@ class RequestReader:
         return min(end, pos + self._declared - self._body_bytes)
 
     def _request_line(self, data: bytes, pos: int) -> int:
-        """Between messages: collect the next request line; refuse it unless it is
-        ``method SP target SP version`` (RFC 9112 §3: one space each). Returns where the
-        head ends, as far as ``data`` shows."""
+        """Between messages: refuse the next request line unless it is ``method SP target
+        SP version`` (RFC 9112 §3: one space each). Returns where its head ends, as far as
+        ``data`` shows, or -1 while the line is not complete (its bytes wait unparsed)."""
         end, most = len(data), self.limits.max_target + _LINE_EXTRA
+        line = pos
         while True:
-            lf = data.find(b"\n", pos, pos + most)
-            if lf < 0:     # llhttp refuses a line that grows past the target limit: keep no more
-                self._line += data[pos:pos + max(0, most - len(self._line))]
-                return end
-            # the line, without copying it unless it began in an earlier read
-            line, start = (data, pos) if not self._line else (self._line + data[pos:lf + 1], 0)
-            stop = lf if line is data else len(line) - 1
-            self._line = b""
-            if stop != start + 1 or line[start] != 13:
+            lf = data.find(b"\n", line, line + most)
+            if lf < 0:     # llhttp refuses a line longer than that (414)
+                return -1 if end - line < most else end
+            if lf != line + 1 or data[line] != 13:
                 break
-            pos = lf + 1       # an empty line before a request (RFC 9112 §2.2): llhttp skips it too
-            if pos == end:
+            line = lf + 1       # an empty line before a request (RFC 9112 §2.2): llhttp skips it too
+            if line == end:
                 return end
-        if line.count(b" ", start, stop) != 2:     # a run of spaces, or one before or after the line
+        if data.count(b" ", line, lf) != 2:     # a run of spaces, or one before or after the line
             self._refuse(Refusal(400, MALFORMED, "request line parts not separated by one space: "
-                                 + line[start:min(stop, start + 100)].decode("latin-1").rstrip()))
+                                 + data[line:min(lf, line + 100)].decode("latin-1").rstrip()))
             return end
-        found = data.find(b"\r\n\r\n", max(pos, lf - 1))
+        found = data.find(b"\r\n\r\n", lf - 1)
         return found + 4 if found >= 0 else end
 
     def take_continue(self) -> bool:
