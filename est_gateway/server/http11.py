@@ -211,7 +211,10 @@ class RequestReader:
             stop = self._message_part(data, start)
             if stop < 0 or self._refusal is not None:    # the request line is not complete yet
                 break
-            self._parsed = min(max(stop, start + 1), start + PARSE_SLICE)
+            stop = max(stop, start + 1)
+            if self._chunked:    # where a chunked body ends is llhttp's to find: a slice at a time
+                stop = min(stop, start + PARSE_SLICE)
+            self._parsed = stop
             self._feed_slice(view[start:self._parsed])
         view.release()
         if self._parsed >= len(data) or self._refusal is not None:
