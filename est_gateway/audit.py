@@ -19,6 +19,8 @@ from typing import IO
 
 from cryptography import x509
 
+from est_gateway.logwriter import QueuedHandler
+
 logger = logging.getLogger("est_gateway.audit")
 #: one encoder for every line (json.dumps with options builds a new one per call)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -168,14 +170,16 @@ def _record(line: str) -> logging.LogRecord:
     return logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, (), None, "emit")
 
 
-def _own_handler() -> AuditLineHandler | None:
-    """The audit logger's :class:`AuditLineHandler`, when nothing else sees its records."""
+def _own_handler() -> AuditLineHandler | QueuedHandler | None:
+    """The audit logger's :class:`AuditLineHandler` (or the log writer's stand-in for it),
+    when nothing else sees its records."""
     handlers = logger.handlers
     if len(handlers) != 1 or logger.propagate or logger.filters:
         return None
     handler = handlers[0]
-    if (type(handler) is not AuditLineHandler or handler.filters or handler.level > logging.INFO
-            or handler.formatter is not _BARE):
+    target = handler.target if isinstance(handler, QueuedHandler) else handler
+    if (not isinstance(handler, AuditLineHandler | QueuedHandler) or type(target) is not AuditLineHandler
+            or handler.filters or target.filters or target.level > logging.INFO or target.formatter is not _BARE):
         return None
     return handler
 

@@ -174,6 +174,9 @@ def _server(sec: Section) -> ServerSettings:
         trusted_proxies=tuple(proxies), trusted_unix_socket=trust_unix,
         client_cert_header=header, client_chain_header_prefix=chain_prefix, client_cert_source=source,
         log_level=sec.str("log_level", d.log_level, choices=("debug", "info", "warning", "error")),
+        max_buffered_request_bytes=sec.int("max_buffered_request_bytes", d.max_buffered_request_bytes,
+                                           minimum=1024 * 1024, maximum=1 << 40),
+        log_queue_records=sec.int("log_queue_records", d.log_queue_records, minimum=16, maximum=1_000_000),
     )
     sec.check_unknown()
     return settings

@@ -61,6 +61,10 @@ class ServerSettings:
     #: client_cert_header) or "mod_ssl" (SSL_CLIENT_CERT[_CHAIN_n] of Apache running the app)
     client_cert_source: str = "header"
     log_level: str = "info"
+    #: bytes of unfinished requests a worker's connections hold together; more → 503
+    max_buffered_request_bytes: int = 32 * 1024 * 1024
+    #: log and audit records a worker holds while its log output is slow; more are dropped
+    log_queue_records: int = 4096
 
     @property
     def url(self) -> str:
