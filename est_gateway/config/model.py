@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from est_gateway.backends.base import CABackend
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: values of [server] log_format (est_gateway.logformat)
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class ServerSettings:
     client_cert_header: str = "X-SSL-Client-Cert"
     client_chain_header_prefix: str = "X-SSL-Client-Chain-"
     log_level: str = "info"
+    #: every stderr line (the gateway's, gunicorn's, the audit's): "text" or "json"
+    log_format: str = "text"
 
     @property
     def url(self) -> str:

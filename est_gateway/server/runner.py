@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -12,6 +13,7 @@ import gunicorn
 from gunicorn.app.base import BaseApplication
 
 from est_gateway.config.model import GatewayConfig
+from est_gateway.logformat import gunicorn_logger_class
 from est_gateway.server.memory import release_freed_heap
 
 log = logging.getLogger(__name__)
@@ -75,16 +77,22 @@ def close_backends(config: GatewayConfig) -> None:
 class GatewayServer(BaseApplication):  # type: ignore[misc]
     """gunicorn application: the app is built once in the arbiter and inherited by workers."""
 
-    def __init__(self, config: GatewayConfig, app: WSGIApp, *, threads: int = 8) -> None:
+    def __init__(self, config: GatewayConfig, app: WSGIApp, *, threads: int = 8,
+                 listener: socket.socket | None = None) -> None:
         self.gateway_config = config
         self.wsgi_app = app
         self.threads = threads
+        #: a socket bound before start-up (est_gateway.startup.bind): gunicorn serves on it
+        #: and never retries a busy port; detached once, as gunicorn closes the descriptor
+        self.listen_fd = listener.detach() if listener is not None else None
         super().__init__()
 
     def load_config(self) -> None:
         server = self.gateway_config.server
         host = f"[{server.host}]" if ":" in server.host else server.host
         bind = f"unix:{server.unix_socket}" if server.unix_socket else f"{host}:{server.port}"
+        if self.listen_fd is not None:
+            bind = f"fd://{self.listen_fd}"
         settings = {
             "bind": [bind],
             # A Unix socket is created srw-rw----: its owner and group reach the gateway.
@@ -97,6 +105,8 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             "loglevel": server.log_level,
             "accesslog": None,
             "errorlog": "-",
+            # gunicorn's lines in the format of the gateway's own (est_gateway.logformat)
+            "logger_class": gunicorn_logger_class(server.log_format),
             "proc_name": "est-gateway",
             # No control socket in $HOME: two instances would fight over it.
             "control_socket_disable": True,
