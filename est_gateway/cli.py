@@ -258,7 +258,7 @@ def local_ca(ctx: click.Context, config_path: Path | None, backend_name: str | N
 
 
 #: widths of local-ca list's columns (a status fits: "superseded" is the longest)
-LIST_COLUMNS = (("SERIAL", 40), ("STATUS", 10), ("NOT AFTER", 19), ("LABEL", 12), ("SUBJECT", 0), ("SANS", 0))
+LIST_COLUMNS = (("SERIAL", 40), ("STATUS", 10), ("NOT AFTER", 19), ("LABEL", 12), ("SUBJECT", 30), ("SANS", 0))
 #: serials named when a prefix is ambiguous
 SHOWN_MATCHES = 5
 #: what local-ca list --json shows of a record (everything but the DER)
