@@ -52,24 +52,17 @@ def _fail(config: GatewayConfig, problems: list[str]) -> NoReturn:
     sys.exit(2)
 
 
-def _serve(config: GatewayConfig, *, listener: socket.socket | None = None,
-           change_port: str | None = None, banner: str | None = None) -> None:
+def _serve(config: GatewayConfig, *, listener: socket.socket | None = None, banner: str | None = None) -> None:
     """Bind, start the backends, run the start-up checks; only then say it is serving."""
-    from est_gateway import startup
-
     if listener is None:
-        try:
-            listener = startup.bind(config.server, change_port=change_port or
-                                    f"[server] listen in {config.source}")
-        except startup.StartupError as exc:
-            raise click.ClickException(str(exc)) from None
+        listener = _bind(config.server, f"[server] listen in {config.source}")
     # Before prometheus_client is first imported: every worker process writes its samples
     # to this folder and /metrics aggregates them (est_gateway.metrics).
     from est_gateway import metrics_folder
 
     metrics_dir = metrics_folder.fresh()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    from est_gateway import audit, logformat
+    from est_gateway import audit, logformat, startup
     from est_gateway.server.runner import GatewayServer
     from est_gateway.web.app import create_app
 
@@ -136,7 +129,7 @@ def check_config(config_path: Path) -> None:
                    "instance it replaces the port in its gateway.toml.")
 def local(state_dir: Path, port: int | None) -> None:
     """Local test mode: create (first time) or reuse a self-contained instance and serve it."""
-    from est_gateway import localmode, startup
+    from est_gateway import localmode
 
     instance = localmode.LocalInstance(state_dir.resolve())
     existing = instance.config.exists()
@@ -145,10 +138,7 @@ def local(state_dir: Path, port: int | None) -> None:
     server = _load(instance.config).server if existing else ServerSettings(port=localmode.DEFAULT_PORT)
     if port is not None:
         server = dataclasses.replace(server, port=port)
-    try:    # before anything is created or rewritten: a busy port changes nothing
-        listener = startup.bind(server, change_port="--port")
-    except startup.StartupError as exc:
-        raise click.ClickException(str(exc)) from None
+    listener = _bind(server, "--port")      # before anything is created or rewritten
     instance, created = localmode.prepare(state_dir, port=server.port)
     if lock is None:
         lock = _hold(instance)
@@ -163,6 +153,15 @@ def local(state_dir: Path, port: int | None) -> None:
     banner = localmode.instructions(instance, port=config.server.port, created=created, aliases=config.aliases)
     _serve(config, listener=listener, banner=banner)
     os.close(lock)
+
+
+def _bind(server: ServerSettings, change_port: str) -> socket.socket | None:
+    from est_gateway import listener
+
+    try:
+        return listener.bind(server, change_port=change_port)
+    except listener.StartupError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _hold(instance: LocalInstance) -> int:

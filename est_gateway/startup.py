@@ -1,14 +1,11 @@
-"""What ``serve`` checks and prepares before it says it is serving, shared by ``check-config``.
+"""What ``serve`` checks before it says it is serving, shared by ``check-config``.
 
 ``check-config`` and ``serve`` run the same :func:`startup_problems`, so a configuration
 that check-config calls OK starts, and one that serve refuses, check-config refuses too.
-The listening socket is bound here, before any banner, so a busy port is one clear line.
 """
 
 from __future__ import annotations
 
-import errno
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,9 +14,6 @@ from OpenSSL import SSL
 from est_gateway.config.model import GatewayConfig, ServerSettings
 from est_gateway.operations import check_client_ca_names
 from est_gateway.server.tls import server_context
-
-class StartupError(Exception):
-    """The gateway cannot start: one line for the operator."""
 
 
 def startup_problems(config: GatewayConfig) -> list[str]:
@@ -43,30 +37,6 @@ def tls_problems(server: ServerSettings) -> list[str]:
         return [f"server.tls_cert, server.tls_key: TLS cannot use {server.tls_cert} with "
                 f"{server.tls_key}: {reason}"]
     return []
-
-
-def bind(server: ServerSettings, *, change_port: str) -> socket.socket | None:
-    """The bound TCP socket gunicorn will listen and serve on (None for a Unix socket, which
-    gunicorn creates with its umask). ``change_port`` tells the operator how to choose
-    another port (``--port``, or the configuration's ``listen``)."""
-    if server.unix_socket is not None:
-        return None
-    host = f"[{server.host}]" if ":" in server.host else server.host
-    address = f"{host}:{server.port}"
-    family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)      # as gunicorn binds
-        sock.bind((server.host, server.port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise StartupError(f"cannot listen on {address}: another program is listening there; "
-                               f"stop it or choose another port ({change_port})") from None
-        raise StartupError(f"cannot listen on {address}: {exc.strerror or exc}") from None
-    # Bound, not yet listening: connections are refused until gunicorn listens, as
-    # before, so a client never waits on a gateway that is still starting (or failing).
-    return sock
 
 
 @contextmanager

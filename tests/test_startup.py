@@ -186,3 +186,12 @@ def test_the_banner_lists_the_labels_configured(instance: localmode.LocalInstanc
     config = load_config(instance.config)
     banner = localmode.instructions(instance, port=8443, created=False, aliases=config.aliases)
     assert "(labels: est = default, devices = client certificate required)" in banner
+
+
+def test_binding_first_imports_nothing_of_the_metrics() -> None:
+    """prometheus_client reads PROMETHEUS_MULTIPROC_DIR when first imported: what `local`
+    and `serve` run before setting it (binding, locking) must not import it."""
+    code = ("import sys\nimport est_gateway.cli, est_gateway.listener, est_gateway.localmode\n"
+            "print('prometheus_client' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "False"

@@ -82,7 +82,7 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
         self.gateway_config = config
         self.wsgi_app = app
         self.threads = threads
-        #: a socket bound before start-up (est_gateway.startup.bind): gunicorn serves on it
+        #: a socket bound before start-up (est_gateway.listener.bind): gunicorn serves on it
         #: and never retries a busy port; detached once, as gunicorn closes the descriptor
         self.listen_fd = listener.detach() if listener is not None else None
         super().__init__()
