@@ -171,6 +171,8 @@ def _hold(instance: LocalInstance) -> int:
         return localmode.hold(instance)
     except localmode.InstanceBusy as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot lock {instance.folder}: {exc.strerror or exc}") from None
 
 
 @main.command("hash-password")
