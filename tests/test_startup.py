@@ -195,3 +195,10 @@ def test_binding_first_imports_nothing_of_the_metrics() -> None:
             "print('prometheus_client' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_folder_that_cannot_be_locked_is_one_line(instance: localmode.LocalInstance) -> None:
+    (instance.folder / localmode.LOCK_NAME).mkdir()          # not a file: open() fails, even for root
+    done = run("local", "--state-dir", str(instance.folder))
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.splitlines() == [f"Error: cannot lock {instance.folder}: Is a directory"]
