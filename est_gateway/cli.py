@@ -63,6 +63,7 @@ def _serve(config: GatewayConfig, *, listener: socket.socket | None = None, bann
     metrics_dir = metrics_folder.fresh()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     from est_gateway import audit, logformat, startup
+    from est_gateway.listener import StartupError
     from est_gateway.server.runner import GatewayServer
     from est_gateway.web.app import create_app
 
@@ -82,7 +83,11 @@ def _serve(config: GatewayConfig, *, listener: socket.socket | None = None, bann
         server = config.server
         click.echo(f"serving EST on {server.url} ({server.workers} worker processes); Ctrl-C or SIGTERM stops")
         sys.stdout.flush()
-        GatewayServer(config, app, listener=listener).run()
+        try:
+            gateway = GatewayServer(config, app, listener=listener)
+        except StartupError as exc:     # another of its listeners' addresses
+            raise click.ClickException(str(exc)) from None
+        gateway.run()
     finally:
         metrics_folder.remove(metrics_dir)
 

@@ -1,7 +1,7 @@
 """The one error tree of the gateway.
 
 Every failure a client can cause or observe is one of these classes; the web layer
-renders them in one place (``est_gateway.web.app``) as ``text/plain`` bodies
+renders them in one place (``est_gateway.web.responses``) as ``text/plain`` bodies
 (RFC 8951 §5). Details are client-safe by construction: never put a password, a key
 or an upstream credential into one.
 """

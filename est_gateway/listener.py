@@ -23,13 +23,16 @@ def bind(server: ServerSettings, *, change_port: str) -> socket.socket | None:
     another port (``--port``, or the configuration's ``listen``)."""
     if server.unix_socket is not None:
         return None
-    host = f"[{server.host}]" if ":" in server.host else server.host
-    address = f"{host}:{server.port}"
-    family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    return bind_address(server.host, server.port, change_port=change_port)
+
+
+def bind_address(host: str, port: int, *, change_port: str) -> socket.socket:
+    """A TCP socket bound to ``host``:``port``; :class:`StartupError` naming it if not."""
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)      # as gunicorn binds
-        sock.bind((server.host, server.port))
+        sock.bind((host, port))
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian machine, then run it all.
-# Installs missing system packages (curl, openssl, apache2, golang-cfssl, sqlite3, systemd) with apt-get: needs root or sudo.
+# Installs missing system packages (curl, openssl, apache2, libapache2-mod-wsgi-py3, golang-cfssl,
+# sqlite3, systemd) with apt-get: needs root or sudo.
 # Usage: scripts/test.sh [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,8 @@ command -v sqlite3 >/dev/null || missing+=(sqlite3)     # docs/cfssl.md's certif
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 [ -x /usr/sbin/apache2 ] || install_apache
+# Debian's mod_wsgi (built for /usr/bin/python3): tests/test_mod_wsgi.py runs the app in Apache.
+[ -e /usr/lib/apache2/modules/mod_wsgi.so ] || install_apache libapache2-mod-wsgi-py3
 
 ensure_venv
 # test: pytest and friends; bench: the smoke test of the benchmark draws its plot too; and

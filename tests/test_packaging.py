@@ -1,5 +1,5 @@
-"""Packaging: the core distribution on its own (no vendor plugin, no zeep or requests, no
-top-level ``plugins`` package, no web framework, a working local-CA gateway), and each
+"""Packaging: the core distribution on its own (no vendor plugin, no zeep or lxml, no
+top-level ``plugins`` package, a working local-CA gateway), and each
 in-tree plugin as a distribution of its own that imports only the public plugin API."""
 
 from __future__ import annotations
@@ -21,11 +21,8 @@ from tests.support import openssl
 from tests.support.gateway import GatewayProcess, curl, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-#: what only the vendor plugins (plugins/<vendor>/) need (urllib3 is the core's: est_gateway.plugin.http)
-PLUGIN_ONLY = ("requests", "zeep", "lxml")
-#: web frameworks the gateway does without (issue 14: its WSGI app is its own); werkzeug's
-#: test client is a test dependency only
-NO_FRAMEWORK = ("flask", "werkzeug")
+#: what only the vendor plugins (plugins/<vendor>/) need (requests is the core's: est_gateway.plugin.http)
+PLUGIN_ONLY = ("zeep", "lxml")
 
 BLOCKER = f"""\
 import sys
@@ -33,7 +30,7 @@ import sys
 class _Absent:
     \"\"\"These modules are not installed with the core alone.\"\"\"
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {(*PLUGIN_ONLY, *NO_FRAMEWORK, "plugins")!r} or name.startswith("est_gateway_"):
+        if name.split(".")[0] in {(*PLUGIN_ONLY, "plugins")!r} or name.startswith("est_gateway_"):
             raise ModuleNotFoundError(f"No module named {{name!r}} (blocked: core alone)", name=name)
         return None
 
@@ -62,7 +59,8 @@ def test_the_core_wheel_holds_only_est_gateway_and_needs_no_plugin_dependency(tm
     required = [line.split(":", 1)[1].strip() for line in metadata.splitlines()
                 if line.startswith("Requires-Dist:") and "extra ==" not in line]
     names = {re.split(r"[ <>=!~;\[]", r, maxsplit=1)[0].lower() for r in required}
-    assert names and not names & set(PLUGIN_ONLY + NO_FRAMEWORK), required
+    assert names and not names & set(PLUGIN_ONLY), required
+    assert "requests" in names and "urllib3" not in names, required   # urllib3 only through requests
     assert dict(entry_points["est_gateway.backends"]) == {"local": "est_gateway.backends.local:LocalCABackend"}
 
 
@@ -70,7 +68,7 @@ def test_a_local_ca_gateway_runs_without_any_plugin_dependency(tmp_path: Path) -
     blocker = tmp_path / "block"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(BLOCKER)
-    for module in ("requests", "werkzeug"):
+    for module in ("zeep",):
         probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True,
                                env={**os.environ, "PYTHONPATH": str(blocker)}, timeout=60)
         assert "blocked: core alone" in probe.stderr          # the blocker really works
@@ -95,7 +93,7 @@ PLUGINS = sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))
 
 def _imports(package: Path) -> set[str]:
     found = set()
-    for source in package.rglob("*.py"):
+    for source in package.rglob("*.py") if package.is_dir() else [package]:
         for node in ast.walk(ast.parse(source.read_text(), str(source))):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 found.add(node.module)
@@ -133,13 +131,24 @@ def test_a_plugin_is_its_own_distribution_on_the_public_api_only(plugin: Path, t
     assert core <= {"est_gateway.plugin", "est_gateway.plugin.http"}, core
 
 
-def test_the_core_imports_no_web_framework() -> None:
-    imported = _imports(ROOT / "est_gateway")
-    assert "est_gateway.web.wsgi" in imported                # the walk sees the web layer's imports
-    assert not {m for m in imported if m.split(".")[0] in NO_FRAMEWORK}
+def test_only_the_web_layer_imports_flask() -> None:
+    """The core (operations, backends, the plugin API) never sees a Flask object."""
+    web = {ROOT / "est_gateway" / "web", ROOT / "est_gateway" / "wsgi.py"}
+    outside = [p for p in (ROOT / "est_gateway").iterdir() if p not in web and (p.is_dir() or p.suffix == ".py")]
+    imported = set().union(*(_imports(p) for p in outside))
+    assert "est_gateway.operations" in _imports(ROOT / "est_gateway" / "web")   # the walk sees imports
+    assert not {m for m in imported if m.split(".")[0] in ("flask", "werkzeug")}
 
 
 def test_the_core_never_imports_a_plugin() -> None:
     imported = _imports(ROOT / "est_gateway")
     assert not {m for m in imported if m.split(".")[0] == "plugins" or m.startswith("est_gateway_")}
     assert not {m for m in imported if m.split(".")[0] in ("zeep", "lxml")}
+
+
+def test_urllib3_is_reached_only_through_requests() -> None:
+    """One HTTP stack for every upstream call: requests (which brings urllib3 along)."""
+    for tree in (ROOT / "est_gateway", *(ROOT / "plugins").glob("*/est_gateway_*")):
+        imported = _imports(tree)
+        assert not {m for m in imported if m.split(".")[0] == "urllib3"}, tree
+    assert "requests" in _imports(ROOT / "est_gateway")

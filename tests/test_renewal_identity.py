@@ -28,7 +28,7 @@ from est_gateway.backends.local import LocalCABackend, authority
 from est_gateway.backends.local.options import LocalTarget
 from est_gateway.backends.local.store import serial_hex
 from est_gateway.errors import ConfigError
-from est_gateway.web.app import create_app
+from est_gateway.web.app import create_app, service_of
 from tests.support.inproc import InProcessGateway, start
 from tests.support.pki import CA, csr_der, p256_key, write_pem
 
@@ -268,7 +268,7 @@ def test_renewal_never_trusts_the_extra_client_cas(gw: InProcessGateway) -> None
     alias = dataclasses.replace(gw.config.aliases["est"], trusted_client_cas=(evil.cert,))
     config = dataclasses.replace(gw.config, backends={"local": upstreamish}, aliases={"est": alias})
     app = create_app(dataclasses.replace(config, aliases={"est": gw.config.aliases["est"]}))
-    app.service.config = config     # as if the check had been skipped
+    service_of(app).config = config     # as if the check had been skipped
     client = InProcessGateway(gw.folder, config, app, gw.password, gw.ca_key, gw.ca_cert)
     response = _renew(client, forged, key, _name((CN, "anyone-at-all")))
     assert response.status_code == 403, response.get_data()

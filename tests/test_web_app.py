@@ -1,4 +1,4 @@
-"""The WSGI application itself (est_gateway.web.app): its exact routes, HEAD, the one error
+"""The Flask application itself (est_gateway.web): its exact routes, HEAD, the one error
 path, and the per-request bookkeeping (audit line, Prometheus children), in process."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from flask import Flask
 from prometheus_client import CollectorRegistry, Counter
 
 from est_gateway import audit, metrics
@@ -22,8 +23,7 @@ from est_gateway.backends.base import EnrollRequest, Issued, Pending
 from est_gateway.backends.local import LocalCABackend
 from est_gateway.limits import Limits
 from est_gateway.metrics import Children
-from est_gateway.server import worker as worker_module
-from est_gateway.server.http11 import Request
+from est_gateway.web import service_of
 from tests.conftest import EXTRA_ALIASES
 from tests.support.inproc import InProcessGateway, check_response, start, valid_csr_der
 
@@ -69,6 +69,34 @@ def test_routes_and_their_refusals(gw: InProcessGateway, method: str, path: str,
     assert response.headers["Content-Length"] == str(len(reason))
 
 
+@pytest.mark.parametrize(("method", "path", "status", "reason", "allow"), [
+    ("BREW", f"{EST}/cacerts", 405, b"method not allowed; use GET\n", "GET"),      # any method: the view says
+    ("OPTIONS", f"{EST}/simpleenroll", 405, b"method not allowed; use POST\n", "POST"),   # no automatic OPTIONS
+    ("BREW", f"{EST}/nolabel/cacerts", 404, b'unknown EST label "nolabel"\n', None),
+    ("BREW", "/healthz/", 405, b"method not allowed; use GET, HEAD\n", "GET, HEAD"),
+    ("BREW", "/nowhere", 404, NOT_FOUND, None),
+])
+def test_any_method_gets_the_gateways_answer(gw: InProcessGateway, method: str, path: str, status: int,
+                                             reason: bytes, allow: str | None) -> None:
+    response = gw.request(method, path)
+    assert (response.status_code, response.get_data(), response.headers.get("Allow")) == (status, reason, allow)
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+def test_an_invalid_host_is_a_short_400(gw: InProcessGateway) -> None:
+    """werkzeug refuses a Host that is no IDNA name before routing; the gateway words it."""
+    response = gw.request("GET", f"{EST}/cacerts", headers=[("Host", "a..b")])
+    assert (response.status_code, response.get_data()) == (400, b"bad request: invalid Host header\n")
+    assert response.headers["Content-Length"] == str(len(response.get_data()))
+
+
+def test_the_app_is_flask_with_the_est_and_ops_blueprints(gw: InProcessGateway) -> None:
+    assert isinstance(gw.app, Flask)
+    assert set(gw.app.blueprints) == {"est", "ops"}
+    assert {rule.rule for rule in gw.app.url_map.iter_rules()} == {
+        f"{EST}/<operation>", f"{EST}/<label>/<operation>", f"{EST}/<path:rest>", "/healthz", "/metrics"}
+
+
 @pytest.mark.parametrize("path", [f"{EST}/cacerts", f"{EST}/est/cacerts", f"//{EST[1:]}/cacerts", "/healthz",
                                   "/healthz/", "/metrics", "/metrics/", f"{EST}/attrs/csrattrs"])
 def test_get_and_head(gw: InProcessGateway, path: str) -> None:
@@ -100,7 +128,7 @@ def test_unexpected_errors_are_a_generic_500_and_logged_with_their_traceback(
     def broken(alias: object) -> bytes:
         raise RuntimeError("secret-ish internal detail")
 
-    app.service.cacerts = broken  # type: ignore[method-assign]
+    service_of(app).cacerts = broken  # type: ignore[method-assign]
     client = InProcessGateway(gw.folder, gw.config, app, gw.password, gw.ca_key, gw.ca_cert)
     with caplog.at_level(logging.ERROR, logger="est_gateway"):
         response = client.request("GET", f"{EST}/cacerts")
@@ -272,55 +300,9 @@ def test_metric_children_are_cached_up_to_a_bound(monkeypatch: pytest.MonkeyPatc
     assert counts == {"200": 2.0, "404": 1.0, "500": 1.0, "503": 2.0}
 
 
-@pytest.mark.parametrize(("method", "path", "at_once"), [
-    ("GET", f"{EST}/cacerts", True),                 # the local CA's chain is in memory
-    ("HEAD", f"{EST}/cacerts", True),
-    ("GET", f"{EST}/csrattrs", True),                # from the configuration
-    ("GET", f"{EST}/attrs/csrattrs", True),
-    ("POST", f"{EST}/cacerts", False),               # 405 on a thread
-    ("POST", f"{EST}/simpleenroll", False),          # signs and commits a record
-    ("GET", f"{EST}/nosuchlabel/cacerts", False),
-    ("GET", f"{EST}//cacerts", False),
-    ("GET", f"{EST}/cacerts/", False),
-    ("GET", f"{EST}/a/b/cacerts", False),
-    ("GET", "/healthz", False),                      # asks every backend
-    ("GET", "/metrics", False),                      # reads every worker's files
-])
-def test_what_the_server_may_answer_in_its_event_loop(gw: InProcessGateway, method: str, path: str,
-                                                      at_once: bool) -> None:
-    assert gw.app.answers_at_once(method, path) is at_once
-
-
-def test_cacerts_of_a_backend_that_may_wait_is_not_answered_in_the_loop(
-        gw: InProcessGateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    backend = gw.config.backends[gw.config.aliases["est"].backend]
-    monkeypatch.setattr(backend, "ca_certs_in_memory", False)
-    assert not gw.app.answers_at_once("GET", f"{EST}/cacerts")
-    assert gw.app.answers_at_once("GET", f"{EST}/csrattrs")
-
-
-@pytest.mark.parametrize(("method", "path", "in_loop"), [
-    ("POST", f"{EST}/simpleenroll", True),            # local CA, automatic approval
-    ("POST", f"{EST}/attrs/simpleenroll", True),
-    ("POST", f"{EST}/manual/simpleenroll", False),    # manual approval reads and writes its queue
-    ("POST", f"{EST}/simplereenroll", False),         # the revocation check reads the record
-    ("POST", f"{EST}/serverkeygen", False),           # key generation takes tens of ms
-    ("GET", f"{EST}/simpleenroll", False),
-    ("POST", f"{EST}/nosuchlabel/simpleenroll", False),
-    ("POST", f"{EST}//simpleenroll", False),
-    ("POST", f"{EST}/a/b/simpleenroll", False),
-])
-def test_what_the_server_runs_in_a_greenlet_of_its_event_loop(gw: InProcessGateway, method: str, path: str,
-                                                             in_loop: bool) -> None:
-    assert gw.app.runs_in_loop(method, path) is in_loop
-
-
-@pytest.mark.parametrize(("label", "hashed"), [
-    ("", False),             # the local CA with automatic approval never reads it
-    ("manual", True),        # its approval queue finds a repeated request by it
-])
-def test_the_retry_key_is_hashed_only_for_a_backend_that_reads_it(
-        gw: InProcessGateway, monkeypatch: pytest.MonkeyPatch, label: str, hashed: bool) -> None:
+@pytest.mark.parametrize(("label", "status"), [("", 200), ("manual", 202)])
+def test_every_backend_is_given_the_retry_key(gw: InProcessGateway, monkeypatch: pytest.MonkeyPatch, label: str,
+                                             status: int) -> None:
     alias = gw.config.aliases[label or "est"]
     backend = gw.config.backends[alias.backend]
     seen: list[str] = []
@@ -329,27 +311,5 @@ def test_the_retry_key_is_hashed_only_for_a_backend_that_reads_it(
     path = f"{EST}/{label}/simpleenroll" if label else f"{EST}/simpleenroll"
     response = gw.request("POST", path, body=base64.encodebytes(valid_csr_der("retry-key")),
                           headers=[("Content-Type", "application/pkcs10"), *gw.auth().items()])
-    assert response.status_code == (202 if hashed else 200)
-    assert len(seen) == 1
-    assert (len(seen[0]) == 64) is hashed and (seen[0] == "") is not hashed
-
-
-def test_the_worker_keeps_the_application_answers_it_asked_for_and_bounds_them(
-        gw: InProcessGateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker_module, "APP_ANSWERS_KEPT", 3)
-    w = worker_module.ESTWorker.__new__(worker_module.ESTWorker)
-    w.wsgi, w._app_answers = gw.app, {}
-    asked: list[str] = []
-    runs_in_loop = gw.app.runs_in_loop
-    monkeypatch.setattr(gw.app, "runs_in_loop", lambda m, p: (asked.append(p), runs_in_loop(m, p))[1])
-
-    def request(target: bytes) -> Request:
-        return Request("POST", target, "1.1", [], b"", True, False)
-
-    assert w._app_says("runs_in_loop", request(f"{EST}/simpleenroll".encode()))
-    assert w._app_says("runs_in_loop", request(f"{EST}/simpleenroll".encode()))
-    assert not w._app_says("runs_in_loop", request(f"{EST}/manual/simpleenroll".encode()))
-    assert asked == [f"{EST}/simpleenroll", f"{EST}/manual/simpleenroll"]
-    for i in range(10):               # a client inventing paths: the kept answers stay bounded
-        assert not w._app_says("runs_in_loop", request(f"{EST}/x{i}/simpleenroll".encode()))
-        assert len(w._app_answers) <= 3
+    assert response.status_code == status
+    assert len(seen) == 1 and len(seen[0]) == 64

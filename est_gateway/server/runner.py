@@ -6,18 +6,42 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import gunicorn
 from gunicorn.app.base import BaseApplication
 
 from est_gateway.config.model import GatewayConfig
+from est_gateway.listener import bind_address
 from est_gateway.logformat import gunicorn_logger_class
-from est_gateway.server.memory import release_freed_heap
 
 log = logging.getLogger(__name__)
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One more address the workers serve, and the WSGI application behind it (the
+    operator console, the revocation publication). ``tls``: with the gateway's TLS
+    certificate, as the EST listener; otherwise plain HTTP."""
+
+    name: str
+    host: str
+    port: int
+    tls: bool
+    app: WSGIApp = field(repr=False, compare=False)
+
+    @property
+    def bind(self) -> str:
+        """The address as gunicorn's ``bind`` setting spells it."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """Where it serves, for messages."""
+        return f"{'https' if self.tls else 'http'}://{self.bind}/ ({self.name})"
 
 
 def _child_exit(server: object, worker: Any) -> None:
@@ -75,26 +99,35 @@ def close_backends(config: GatewayConfig) -> None:
 
 
 class GatewayServer(BaseApplication):  # type: ignore[misc]
-    """gunicorn application: the app is built once in the arbiter and inherited by workers."""
+    """gunicorn application: the apps are built once in the arbiter and inherited by workers.
+
+    ``app`` serves EST on the configured address; each of ``more`` its own address."""
 
     def __init__(self, config: GatewayConfig, app: WSGIApp, *, threads: int = 8,
-                 listener: socket.socket | None = None) -> None:
+                 more: Sequence[Listener] = (), listener: socket.socket | None = None) -> None:
         self.gateway_config = config
         self.wsgi_app = app
         self.threads = threads
+        self.more = tuple(more)
         #: a socket bound before start-up (est_gateway.listener.bind): gunicorn serves on it
-        #: and never retries a busy port; detached once, as gunicorn closes the descriptor
-        self.listen_fd = listener.detach() if listener is not None else None
+        #: and never retries a busy port; detached once, as gunicorn closes the descriptor.
+        #: Given one descriptor, gunicorn binds no address: the other listeners come bound too.
+        self.listen_fds: tuple[int, ...] = ()
+        if listener is not None:
+            self.listen_fds = (listener.detach(), *(
+                bind_address(more.host, more.port, change_port=f"the {more.name} address").detach()
+                for more in self.more))
         super().__init__()
 
     def load_config(self) -> None:
         server = self.gateway_config.server
         host = f"[{server.host}]" if ":" in server.host else server.host
         bind = f"unix:{server.unix_socket}" if server.unix_socket else f"{host}:{server.port}"
-        if self.listen_fd is not None:
-            bind = f"fd://{self.listen_fd}"
+        binds = [bind, *(listener.bind for listener in self.more)]
+        if self.listen_fds:
+            binds = [f"fd://{fd}" for fd in self.listen_fds]
         settings = {
-            "bind": [bind],
+            "bind": binds,
             # A Unix socket is created srw-rw----: its owner and group reach the gateway.
             "umask": 0o117 if server.unix_socket else 0,
             "workers": server.workers,
@@ -111,7 +144,6 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             # No control socket in $HOME: two instances would fight over it.
             "control_socket_disable": True,
             "child_exit": _child_exit,
-            "pre_fork": lambda _server, _worker: release_freed_heap(),
             "post_fork": _post_fork,
             # est_gateway.plugin's lifecycle: close() in each worker as it exits and in the arbiter
             "worker_exit": lambda _server, _worker: close_backends(self.gateway_config),
@@ -120,7 +152,8 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
         }
         apply_settings(self.cfg, settings)
         # gunicorn names its listener "http://…" even when the worker terminates TLS.
-        logging.getLogger("gunicorn.error").addFilter(TrueListeningLine(server.url))
+        urls = ", ".join([server.url, *(listener.url for listener in self.more)])
+        logging.getLogger("gunicorn.error").addFilter(TrueListeningLine(urls))
 
     def _when_ready(self, server: object) -> None:
         """Bound and listening: hand the Unix socket to the proxy's group."""

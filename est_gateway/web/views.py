@@ -1,9 +1,13 @@
-"""EST routes: ``/.well-known/est[/<label>]/<operation>``. Thin: parse → core → encode."""
+"""The gateway's views: EST (``/.well-known/est[/<label>]/<operation>``), health and metrics.
+Thin: read the request → the core (:mod:`est_gateway.operations`, which sees no Flask
+object) → encode the answer."""
 
 from __future__ import annotations
 
 import os
 import time
+
+from flask import Request
 
 from est_gateway import keygen, wire
 from est_gateway.audit import AuditEvent
@@ -29,7 +33,7 @@ from est_gateway.identity import (
 )
 from est_gateway.metrics import CONTENT_TYPE
 from est_gateway.operations import DEFAULT_ALIAS, Caller, ESTService, ServerGeneratedKey
-from est_gateway.web.wsgi import Environ, Response, content_length, header, mimetype
+from est_gateway.web.responses import Response
 
 #: operation → the one HTTP method it takes (HEAD is answered like GET).
 METHODS = {
@@ -43,28 +47,29 @@ METHODS = {
 _OUTCOMES = {200: "ok", 202: "pending", 204: "empty"}
 
 
-def est(service: ESTService, environ: Environ, method: str, rest: str) -> Response:
-    """One EST request; ``rest`` is the path after ``/.well-known/est/`` (never empty)."""
+def est(service: ESTService, request: Request, label: str | None, operation: str, *, exact: bool = True
+        ) -> Response:
+    """One EST request. ``exact``: the path was ``[<label>/]<operation>``; otherwise it had
+    more segments (or an empty one) and ``operation`` is its last, named in the 404."""
     started = time.monotonic()
-    segments = rest.split("/")
-    label, operation = (None, segments[0]) if len(segments) == 1 else (segments[0], segments[1])
+    method = request.method
     known_alias = (label or DEFAULT_ALIAS) in service.config.aliases
-    known_op = len(segments) <= 2 and operation in METHODS
+    known_op = exact and operation in METHODS
     # Unknown names are reported as "unknown": a client must not grow the metrics or the log.
     event = AuditEvent(request_id=os.urandom(8).hex(),
                        alias=(label or DEFAULT_ALIAS) if known_alias else "unknown",
                        operation=operation if known_op else "unknown", method=method,
-                       client_address=client_address(environ, service.config.server))
+                       client_address=client_address(request.environ, service.config.server))
     try:
         if not known_op:
-            raise NotFound(f'unknown EST operation "{segments[-1][:64]}"')
+            raise NotFound(f'unknown EST operation "{operation[:64]}"')
         alias = service.alias(label)
         wanted = METHODS[operation]
         if method != wanted and not (method == "HEAD" and wanted == "GET"):
             raise MethodNotAllowed([wanted])
-        response = _dispatch(service, environ, alias, operation, event)
-        event.status = response.status
-        event.outcome = _OUTCOMES.get(response.status, "ok")
+        response = _dispatch(service, request, alias, operation, event)
+        event.status = response.status_code
+        event.outcome = _OUTCOMES.get(response.status_code, "ok")
         return response
     except ESTError as exc:
         event.status, event.outcome = exc.status, exc.detail
@@ -84,26 +89,26 @@ def healthz(service: ESTService) -> Response:
     failing = {name: reason for name, reason in report.items() if reason}
     lines = [f"backend {name}: {reason or 'ok'}" for name, reason in report.items()]
     body = ("ok\n" if not failing else "unhealthy\n") + "\n".join(lines) + "\n"
-    return Response(503 if failing else 200, body.encode("utf-8"), wire.CT_TEXT)
+    return Response(body.encode("utf-8"), 503 if failing else 200, content_type=wire.CT_TEXT)
 
 
 def metrics(service: ESTService) -> Response:
     """Prometheus text exposition."""
-    return Response(200, service.metrics.render(), CONTENT_TYPE)
+    return Response(service.metrics.render(), 200, content_type=CONTENT_TYPE)
 
 
-def _dispatch(service: ESTService, environ: Environ, alias: AliasSettings, operation: str,
+def _dispatch(service: ESTService, request: Request, alias: AliasSettings, operation: str,
               event: AuditEvent) -> Response:
     if operation == "cacerts":
         return _encoded_response(service.cacerts(alias), wire.CT_PKCS7)
     if operation == "csrattrs":
         der = service.csrattrs(alias)
         if der is None:
-            return Response(204)  # libest's provisioning flow expects 204, not 404
+            return Response(status=204)  # libest's provisioning flow expects 204, not 404
         return _base64_response(der, wire.CT_CSRATTRS)
     if operation in ("simpleenroll", "simplereenroll", "serverkeygen"):
-        body = _pkcs10_body(environ, service.config.server.max_body_bytes)
-        caller = _caller(service, environ, event, read_basic=operation != "simplereenroll")
+        body = _pkcs10_body(request, service.config.server.max_body_bytes)
+        caller = _caller(service, request, event, read_basic=operation != "simplereenroll")
         if operation == "serverkeygen":
             keyed = service.serverkeygen(alias, body, caller)
             _audit_result(event, keyed)
@@ -123,24 +128,26 @@ def _audit_result(event: AuditEvent, result: Issued | ServerGeneratedKey | Pendi
     event.approval_reference = result.approval_reference or None
 
 
-def _pkcs10_body(environ: Environ, limit: int) -> bytes:
-    got = mimetype(environ)
+def _pkcs10_body(request: Request, limit: int) -> bytes:
+    got = request.mimetype
     if got != wire.CT_PKCS10:
         raise UnsupportedMediaType(f"Content-Type must be {wire.CT_PKCS10} (got {got or 'none'})")
-    return _read_body(environ, limit)
+    return _read_body(request, limit)
 
 
-def _read_body(environ: Environ, limit: int) -> bytes:
+def _read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 past the limit, chunked bodies included: at most
     limit + 1 bytes are read, whatever the declared length."""
-    codings = [c.strip().lower() for c in (header(environ, "Transfer-Encoding") or "").split(",") if c.strip()]
+    codings = [c.strip().lower() for c in request.headers.get("Transfer-Encoding", "").split(",") if c.strip()]
     if any(c != "chunked" for c in codings):
         raise NotSupported(f"Transfer-Encoding {', '.join(codings)} is not supported; send the body as is or chunked")
-    declared = content_length(environ)
+    declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body too large (limit {limit} bytes)")
     try:
-        data = environ["wsgi.input"].read(limit + 1)
+        # The server's stream as it is (not werkzeug's wrapper of it): its chunked decoder's
+        # and its timeout's errors are answered below.
+        data = request.environ["wsgi.input"].read(limit + 1)
     except TimeoutError:
         raise RequestTimeout("request body not received within the time limit") from None
     except OSError:
@@ -152,20 +159,20 @@ def _read_body(environ: Environ, limit: int) -> bytes:
     return bytes(data)
 
 
-def _caller(service: ESTService, environ: Environ, event: AuditEvent, *, read_basic: bool) -> Caller:
+def _caller(service: ESTService, request: Request, event: AuditEvent, *, read_basic: bool) -> Caller:
     credentials = None
     if read_basic:
-        authorization = header(environ, "Authorization")
+        authorization = request.headers.get("Authorization")
         try:
             credentials = basic_credentials([] if authorization is None else [("Authorization", authorization)])
         except MalformedAuthorization as exc:
             raise BadRequest(str(exc)) from None
     return Caller(
         credentials=credentials,
-        certificate=presented_certificate(environ, service.config.server),
+        certificate=presented_certificate(request.environ, service.config.server),
         address=event.client_address,
         request_id=event.request_id,
-        tls=tls_info(environ),
+        tls=tls_info(request.environ),
         audit=event,
     )
 
@@ -176,12 +183,12 @@ def _base64_response(der: bytes, content_type: str) -> Response:
 
 def _encoded_response(body: bytes, content_type: str) -> Response:
     """A body already base64-encoded (RFC 8951 §3: Content-Transfer-Encoding is informative)."""
-    return Response(200, body, content_type, [("Content-Transfer-Encoding", "base64")])
+    return Response(body, 200, {"Content-Transfer-Encoding": "base64"}, content_type=content_type)
 
 
 def _pending_response(result: Pending) -> Response:
     """RFC 7030 §4.2.3: 202 with Retry-After in seconds, no body and no Content-Type."""
-    return Response(202, headers=[("Retry-After", str(int(result.retry_after)))])
+    return Response(status=202, headers={"Retry-After": str(int(result.retry_after))})
 
 
 def _issued_response(result: Issued | Pending) -> Response:
@@ -194,4 +201,4 @@ def _keygen_response(result: ServerGeneratedKey | Pending) -> Response:
     if isinstance(result, Pending):
         return _pending_response(result)
     body, content_type = keygen.multipart(result.key_part, result.certificate)
-    return Response(200, body, content_type)
+    return Response(body, 200, content_type=content_type)

@@ -1,16 +1,18 @@
 """EJBCA approvals (RFC 7030 §4.2.3 over EJBCA's approval workflow) without gateway state.
 
 The stand-in models EJBCA's approval behaviour (``ApprovalSessionBean``, ``ApprovalData``):
-an add/edit end entity under an approval profile opens an approval request
-(``WaitingForApprovalException`` with its request ID; REST 202 ``ExceptionInfoRestResponse``),
-a second one for the same end entity is refused while the first is waiting
-(``ApprovalException`` ``APPROVAL_ALREADY_EXISTS``; REST 400), approval executes the add/edit
-(end entity status NEW with the requested password), and rejection of this executable request
-expires it at once. Both adapters run against it over real mutual TLS.
+EjbcaWS ``editUser`` under an approval profile opens an approval request
+(``WaitingForApprovalException`` with its request ID), a second one for the same end entity
+is refused while the first is waiting (``ApprovalException`` ``APPROVAL_ALREADY_EXISTS``),
+approval executes the add/edit (end entity status NEW with the requested password), and
+rejection of this executable request expires it at once. REST ``pkcs10enroll`` is refused
+under approvals with nothing kept (``CertificateRequestSessionBean.addOrEditUser``), so only
+the SOAP adapter waits; both run against the stand-in over real mutual TLS.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import pytest
 from cryptography import x509
 
 from est_gateway.backends.base import EnrollRequest, Issued, Pending, ReenrollRequest, Requester
-from est_gateway.errors import BadRequest, ConfigError
+from est_gateway.errors import BadRequest, ConfigError, UpstreamError
 from est_gateway_ejbca.alias import EjbcaTarget
 from est_gateway_ejbca.common import derived_password
 from tests.support.ejbca_standin import (
@@ -43,13 +45,15 @@ def ca(server: StandinServer) -> Iterator[StandinEjbca]:
     server.standin.approval = False
 
 
-@pytest.fixture(params=["ejbca-rest", "ejbca-soap"])
-def type_name(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture
+def type_name() -> str:
+    """The adapter EJBCA can hold an enrollment for approval with (EjbcaWS ``editUser``)."""
+    return "ejbca-soap"
 
 
 def backend_for(type_name: str, pki: UpstreamPKI, server: StandinServer, folder: Path,
                 monkeypatch: pytest.MonkeyPatch, secret: str | None = SECRET) -> Any:
+    """A backend of ``type_name`` on the stand-in (REST never takes an approval secret)."""
     url = server.rest_url if type_name == "ejbca-rest" else server.ws_url
     extra: dict[str, Any] = {}
     if secret is not None:
@@ -183,17 +187,20 @@ def test_derived_passwords() -> None:
     assert len(one) == 43 and one.isascii() and "=" not in one
 
 
-@pytest.mark.parametrize(("options", "expected"), [
-    ({"approval_secret": "inline"}, "backends.ejbca.approval_secret: inline secrets are not accepted"),
-    ({"approval_secret_env": "SHORT_SECRET"}, "backends.ejbca.approval_secret_env: must be at least 32"),
-    ({"approval_secret_env": "UNSET_SECRET"}, "backends.ejbca.approval_secret_env: environment variable"),
+@pytest.mark.parametrize(("type_name", "options", "expected"), [
+    ("ejbca-soap", {"approval_secret": "inline"}, "backends.ejbca.approval_secret: inline secrets are not accepted"),
+    ("ejbca-soap", {"approval_secret_env": "SHORT_SECRET"}, "backends.ejbca.approval_secret_env: must be at least 32"),
+    ("ejbca-soap", {"approval_secret_env": "UNSET_SECRET"}, "backends.ejbca.approval_secret_env: environment variable"),
+    ("ejbca-rest", {"approval_secret_env": "LONG_SECRET"}, "backends.ejbca.approval_secret_env: only the SOAP adapter"),
+    ("ejbca-rest", {"approval_secret": "inline"}, "backends.ejbca.approval_secret: only the SOAP adapter"),
 ])
 def test_secret_problems_carry_key_paths(pki: UpstreamPKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         options: dict[str, str], expected: str) -> None:
+                                         type_name: str, options: dict[str, str], expected: str) -> None:
     monkeypatch.setenv("SHORT_SECRET", "too short")
+    monkeypatch.setenv("LONG_SECRET", SECRET)
     monkeypatch.delenv("UNSET_SECRET", raising=False)
     with pytest.raises(ConfigError) as raised:
-        make_backend("ejbca-rest", upstream_options(pki, "https://ejbca.test/api", **options), tmp_path)
+        make_backend(type_name, upstream_options(pki, "https://ejbca.test/api", **options), tmp_path)
     assert any(p.startswith(expected) for p in raised.value.problems), raised.value.problems
 
 
@@ -205,3 +212,53 @@ def test_secret_from_a_file(pki: UpstreamPKI, tmp_path: Path) -> None:
                                                           approval_secret_file=str(path)), tmp_path)
     assert backend.options.approval_secret == SECRET.encode()
     assert SECRET not in repr(backend.options)
+
+
+# -- REST: EJBCA refuses pkcs10enroll under approvals ------------------------------------------
+
+def test_rest_enrollment_under_approvals_is_refused_clearly_and_nothing_is_kept(
+        pki: UpstreamPKI, server: StandinServer, ca: StandinEjbca, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """``CertificateRequestSessionBean.addOrEditUser`` rolls the request back and EJBCA answers
+    400 "Single transaction enrollment request rejected since approvals are enabled ...": no
+    end entity, no approval request. The device cannot fix it: 502, with the way out; the
+    operator's log line names the CA and the profiles."""
+    backend = backend_for("ejbca-rest", pki, server, tmp_path, monkeypatch, secret=None)
+    username = "rest-approval"
+    request = request_for(make_csr(p256_key(), cn=username), "key-rest-approval")
+    with caplog.at_level(logging.ERROR), pytest.raises(UpstreamError) as raised:
+        backend.enroll(request)
+    assert raised.value.status == 502
+    assert "SOAP adapter" in raised.value.detail and "client mode" in raised.value.detail
+    assert "approvals" in raised.value.detail
+    assert f"CA {TARGET.ca!r}, certificate profile {TARGET.certificate_profile!r}" in caplog.text
+    assert "Single transaction enrollment request rejected" in caplog.text
+    assert username not in ca.end_entities
+    assert [a for a in ca.approvals.values() if a.end_entity.username == username] == []
+    with pytest.raises(UpstreamError):  # a repeat is refused the same way: nothing was kept
+        backend.enroll(request)
+    assert [a for a in ca.approvals.values() if a.end_entity.username == username] == []
+
+
+def test_rest_enrollment_while_a_soap_approval_is_open_is_the_same_refusal(
+        pki: UpstreamPKI, server: StandinServer, ca: StandinEjbca, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An approval asked for through EjbcaWS is open for the end entity: ``pkcs10enroll`` meets
+    ``ApprovalException`` "Approval request with approvalID <id> already exists." (400)."""
+    soap = backend_for("ejbca-soap", pki, server, tmp_path / "soap", monkeypatch)
+    rest = backend_for("ejbca-rest", pki, server, tmp_path / "rest", monkeypatch, secret=None)
+    username = "rest-after-soap"
+    request = request_for(make_csr(p256_key(), cn=username), "key-rest-after-soap")
+    assert isinstance(soap.enroll(request), Pending)
+    [opened] = ca.open_approvals(username)
+    with pytest.raises(UpstreamError, match="SOAP adapter"):
+        rest.enroll(request)
+    assert ca.open_approvals(username) == [opened]
+
+
+def test_the_rest_refusal_is_only_for_approvals(pki: UpstreamPKI, server: StandinServer, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without approvals the same REST enrollment is issued at once."""
+    backend = backend_for("ejbca-rest", pki, server, tmp_path, monkeypatch, secret=None)
+    csr = make_csr(p256_key(), cn="rest-no-approval")
+    assert isinstance(backend.enroll(request_for(csr, "key-rest-no-approval")), Issued)

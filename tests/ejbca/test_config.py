@@ -133,7 +133,7 @@ def test_environment_ca_bundles_do_not_replace_the_configured_one(
     monkeypatch.setenv("SSL_CERT_FILE", str(elsewhere))
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # must not be used either
     target = EjbcaTarget(ca=CA_NAME, certificate_profile="ENDUSER", end_entity_profile="EMPTY")
-    with StandinServer(StandinEjbca(version="8.1"), pki.server_context()) as server:
+    with StandinServer(StandinEjbca(version="8.0"), pki.server_context()) as server:
         url = server.rest_url if type_name == "ejbca-rest" else server.ws_url
         good = make_backend(type_name, upstream_options(pki, url), tmp_path)
         assert good.ca_certs(target) == server.standin.chain

@@ -1,6 +1,6 @@
 """The backend contract run against both EJBCA adapters and the stand-in EJBCA over mutual TLS:
-REST against CE 8.0 (no CA download: the chain is learnt from a first enrollment) and
-against 8.1 (``/v1/ca``), SOAP against CE 8.0."""
+REST against CE 7.11 (no CA download: the chain is learnt from a first enrollment) and
+against CE 8.0 (``/v1/ca``), SOAP against CE 8.0."""
 
 from __future__ import annotations
 
@@ -51,12 +51,16 @@ class _EjbcaContract(BackendContract):
 
 
 class TestEjbcaRestContract(_EjbcaContract):
-    """CE 8.0: ``cacerts`` serves the chain learnt from an enrollment, so one comes first."""
+    """CE 7.11: ``cacerts`` serves the chain learnt from an enrollment, so one comes first."""
 
     type_name = "ejbca-rest"
 
     def url(self, server: StandinServer) -> str:
         return server.rest_url
+
+    @pytest.fixture
+    def server(self, server_7: StandinServer) -> StandinServer:
+        return server_7
 
     @pytest.fixture
     def backend(self, pki: UpstreamPKI, server: StandinServer, tmp_path: Path) -> Iterator[CABackend[Any]]:
@@ -70,22 +74,18 @@ class TestEjbcaRestContract(_EjbcaContract):
 
 
 @pytest.fixture(scope="module")
-def server_81(pki: UpstreamPKI) -> Iterator[StandinServer]:
-    with StandinServer(StandinEjbca(version="8.1"), pki.server_context()) as running:
+def server_7(pki: UpstreamPKI) -> Iterator[StandinServer]:
+    with StandinServer(StandinEjbca(version="7.11"), pki.server_context()) as running:
         yield running
 
 
-class TestEjbcaRest81Contract(_EjbcaContract):
-    """EJBCA 8.1 and later: ``cacerts`` downloads the chain (``/v1/ca``)."""
+class TestEjbcaRestDownloadContract(_EjbcaContract):
+    """CE 8.0 and later: ``cacerts`` downloads the chain (``/v1/ca``)."""
 
     type_name = "ejbca-rest"
 
     def url(self, server: StandinServer) -> str:
         return server.rest_url
-
-    @pytest.fixture
-    def server(self, server_81: StandinServer) -> StandinServer:
-        return server_81
 
 
 class TestEjbcaSoapContract(_EjbcaContract):

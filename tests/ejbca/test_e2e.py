@@ -1,10 +1,12 @@
 """End to end: curl/openssl → real gateway process → stand-in EJBCA over mutual TLS.
 
-One gateway serves five aliases: ``est`` (REST adapter, passphrase-protected client key
-from the environment), ``soap`` (SOAP adapter), ``fresh`` (REST, a backend that has not
-learnt its chain yet), ``refused`` (nothing listens upstream) and ``untrusted`` (the
-upstream presents a certificate from a CA the gateway does not trust). The stand-in is
-EJBCA CE 8.0: no CA download over REST.
+One gateway serves six aliases: ``est`` (REST adapter, passphrase-protected client key
+from the environment), ``soap`` (SOAP adapter, with ``approval_secret``), ``fresh`` (REST, a
+backend that has not learnt its chain yet), ``named`` (REST with ``ca_subject_dn``: the
+public webdist), ``refused`` (nothing listens upstream) and ``untrusted`` (the upstream
+presents a certificate from a CA the gateway does not trust). The stand-in is an EJBCA CE
+8.0 that answers ``/v1/ca`` with a 404 (as some installations report): no CA download over
+REST.
 Faults are switched on the stand-in while the gateway runs; after each, the gateway must
 still serve.
 """
@@ -46,6 +48,7 @@ from tests.support.gateway import (
 pytestmark = pytest.mark.e2e
 
 PASSPHRASE = "correct horse battery staple"
+APPROVAL_SECRET = "an approval secret of forty-two characters"
 
 CONFIG = """\
 [server]
@@ -76,14 +79,14 @@ ca_bundle = "{pki}/upstream-ca.pem"
 read_timeout_s = 1
 retries = 0
 revoke_superseded = true
+approval_secret_env = "EJBCA_APPROVAL_SECRET"
 
 [backends.fresh]
-type = "ejbca-rest"
-url = "{rest_url}"
-client_cert = "{pki}/ra-client.pem"
-client_key = "{pki}/ra-client.key"
-ca_bundle = "{pki}/upstream-ca.pem"
-retries = 0
+{plain_rest}
+
+[backends.named]
+{plain_rest}
+cacerts_source = "webdist"
 
 [backends.refused]
 type = "ejbca-rest"
@@ -102,7 +105,27 @@ client_key = "{pki}/ra-client.key"
 ca_bundle = "{pki}/upstream-ca.pem"
 
 {aliases}
+
+[aliases.named]
+backend = "named"
+ca = "{ca}"
+certificate_profile = "ENDUSER"
+end_entity_profile = "EMPTY"
+username = "estuser"
+password_file = "secrets/est.password"
+
+[aliases.named.upstream]
+ca_subject_dn = "{ca_dn}"
 """
+
+#: a REST backend that has learnt no chain yet
+PLAIN_REST = """\
+type = "ejbca-rest"
+url = "{rest_url}"
+client_cert = "{pki}/ra-client.pem"
+client_key = "{pki}/ra-client.key"
+ca_bundle = "{pki}/upstream-ca.pem"
+retries = 0"""
 
 ALIAS = """\
 [aliases.{name}]
@@ -129,7 +152,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     folder = tmp_path_factory.mktemp("ejbca-e2e")
     pki = UpstreamPKI(folder / "upstream")
     encrypted = pki.encrypted_key(PASSPHRASE)
-    standin = StandinEjbca()
+    standin = StandinEjbca(ca_resource=False)
     with StandinServer(standin, pki.server_context()) as server, \
             StandinServer(StandinEjbca(), pki.server_context(untrusted=True)) as untrusted:
         port = free_port()
@@ -141,15 +164,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         config.write_text(CONFIG.format(port=port, rest_url=server.rest_url, ws_url=server.ws_url,
                                         pki=pki.folder, encrypted_key=encrypted,
                                         closed_port=free_port(), untrusted_url=untrusted.rest_url,
-                                        aliases=aliases), encoding="utf-8")
+                                        aliases=aliases, ca=CA_NAME,
+                                        plain_rest=PLAIN_REST.format(rest_url=server.rest_url, pki=pki.folder),
+                                        ca_dn=standin.ca_cert.subject.rfc4514_string()), encoding="utf-8")
         gateway = GatewayProcess(config, port, folder / "gateway.log",
-                                 env={"EJBCA_CLIENT_KEY_PASSPHRASE": PASSPHRASE})
+                                 env={"EJBCA_CLIENT_KEY_PASSPHRASE": PASSPHRASE,
+                                      "EJBCA_APPROVAL_SECRET": APPROVAL_SECRET})
         gateway.start()
         try:
             yield Setup(gateway, instance.folder, instance.trust_anchor, instance.password(), standin)
         finally:
             gateway.stop()
-            assert PASSPHRASE not in gateway.output()
+            assert PASSPHRASE not in gateway.output() and APPROVAL_SECRET not in gateway.output()
 
 
 def new_csr(folder: Path, cn: str, name: str) -> bytes:
@@ -226,13 +252,29 @@ def test_mutual_tls_reached_the_upstream(setup: Setup) -> None:
     assert subjects == {"est-gateway RA"}
 
 
-def test_approval_pending_is_202_with_retry_after(setup: Setup) -> None:
+def test_approvals_soap_waits_and_delivers_rest_refuses_clearly(setup: Setup) -> None:
+    """With an approval profile on the CA: SOAP answers 202 + Retry-After (still 202 while the
+    approval is open), and after the approver approves, the device's repeat of the same
+    request gets its certificate. REST: EJBCA refuses pkcs10enroll and keeps nothing, so the
+    device gets a 502 naming the way out, and the gateway's log names the CA and profile."""
     setup.standin.approval = True
     try:
-        for alias in ("est", "soap"):
-            answer = setup.enroll(alias, new_csr(setup.folder, f"device-approval-{alias}", "approval"))
-            assert answer.status == 202, answer.body
-            assert answer.headers["retry-after"].isdigit()
+        csr = new_csr(setup.folder, "device-approval-soap", "approval-soap")
+        first = setup.enroll("soap", csr)
+        assert first.status == 202, first.body
+        assert first.headers["retry-after"] == "300"
+        assert setup.enroll("soap", csr).status == 202  # APPROVAL_ALREADY_EXISTS: still waiting
+        [opened] = setup.standin.open_approvals("est-device-approval-soap")
+        refused = setup.enroll("est", new_csr(setup.folder, "device-approval-rest", "approval-rest"))
+        assert refused.status == 502, refused.body
+        assert b"SOAP adapter" in refused.body and b"client mode" in refused.body
+        assert "est-device-approval-rest" not in setup.standin.end_entities
+        assert setup.standin.open_approvals("est-device-approval-rest") == []
+        assert f"for CA '{CA_NAME}', certificate profile 'ENDUSER'" in setup.gateway.output()
+        setup.standin.approve(opened.request_id)
+        issued = setup.enroll("soap", csr)
+        assert issued.status == 200, issued.body
+        assert leaf(issued.body).subject.rfc4514_string() == "CN=device-approval-soap"
     finally:
         setup.standin.approval = False
 
@@ -321,7 +363,7 @@ def test_end_entity_passwords_never_reach_a_log_line_or_a_response(setup: Setup)
             answers.append(setup.enroll(alias, new_csr(setup.folder, f"secret-fault-{alias}", "secret-4")))
         finally:
             setup.standin.fault = None
-    assert [a.status for a in answers] == [200, 200, 202, 502] * 2
+    assert [a.status for a in answers] == [200, 200, 502, 502] + [200, 200, 202, 502]
     passwords = _end_entity_passwords(setup.standin)
     assert len(passwords) >= 6
     log = setup.gateway.output()
@@ -338,6 +380,8 @@ def test_startup_lines_name_the_version_and_the_chain_source(setup: Setup) -> No
     assert "backend rest: version: EJBCA 8.0.0 Community, CA download: not offered, chain: from " \
            "enrollment responses" in out
     assert "backend soap: version: EJBCA 8.0.0 Community, CA download: offered (getLastCAChain)" in out
+    assert 'backend named: version: EJBCA 8.0.0 Community, CA download: not used (cacerts_source = ' \
+           '"webdist"), chain: from the public webdist (' in out
 
 
 def test_an_optional_client_certificate_does_not_fail_simpleenroll_while_the_chain_is_unknown(
@@ -352,6 +396,15 @@ def test_an_optional_client_certificate_does_not_fail_simpleenroll_while_the_cha
                         "--key", str(pki / "ra-client.key"))
     assert answer.status == 200, answer.body
     assert curl(f"{setup.gateway.url}/fresh/cacerts", cacert=setup.trust_anchor).status == 200
+
+
+def test_without_v1_ca_a_label_with_ca_subject_dn_serves_cacerts_from_the_first_request(setup: Setup) -> None:
+    """``named``'s backend has learnt no chain, but the label names its CA's subject DN: the
+    public webdist serves the chain before any enrollment."""
+    answer = curl(f"{setup.gateway.url}/named/cacerts", cacert=setup.trust_anchor)
+    assert answer.status == 200, answer.body
+    assert {c.subject for c in certificates(answer.body)} == {c.subject for c in setup.standin.chain}
+    assert any(c["path"].startswith("/ejbca/publicweb/webdist/certdist") for c in setup.standin.calls)
 
 
 def test_a_restarted_gateway_serves_the_learnt_chain_at_once(setup: Setup) -> None:

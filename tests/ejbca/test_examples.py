@@ -29,11 +29,11 @@ def test_example_loads(tmp_path: Path, name: str) -> None:
     assert config.aliases["est"].allow_same_key_renewal is True
 
 
-@pytest.mark.parametrize("version", ["8.0", "8.1"])
+@pytest.mark.parametrize("version", ["7.11", "8.0", "8.1"])
 @pytest.mark.parametrize("name", ["ejbca-rest.toml", "ejbca-soap.toml"])
 def test_example_works_on_each_ejbca_version(tmp_path: Path, name: str, version: str) -> None:
-    """Only the site's values change (EJBCA's address and CA name): the defaults fit CE 8.0
-    (no CA download over REST) and 8.1 and later alike."""
+    """Only the site's values change (EJBCA's address and CA name): the defaults fit CE 7.x
+    (no CA download over REST), 8.0 and later alike."""
     from est_gateway.backends.base import EnrollRequest, Issued, Requester
     from tests.support.ejbca_standin import CA_NAME, StandinEjbca, StandinServer
     from tests.support.pki import make_csr, p256_key

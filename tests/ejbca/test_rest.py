@@ -6,7 +6,6 @@ ExceptionInfoRestResponse; EJBCA CE 8.0 / Keyfactor ejbca-ce)."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import logging
 import time
@@ -18,14 +17,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from est_gateway.backends.base import EnrollRequest, Issued, Pending, ReenrollRequest, Requester
+from est_gateway.backends.base import EnrollRequest, Issued, ReenrollRequest, Requester
 from est_gateway.errors import BadRequest, Forbidden, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from est_gateway_ejbca.alias import EjbcaTarget
 from tests.support.ejbca_standin import (
     REST,
     EndEntity,
     StandinEjbca,
+    StandinServer,
     UpstreamPKI,
+    bc_dn,
     check_target,
     ejbca_target,
     make_backend,
@@ -140,11 +141,47 @@ def test_subject_without_the_username_part_is_400(backend: Any) -> None:
         backend.enroll(enroll_request(make_csr(p256_key(), cn="box"), target))
 
 
-def test_approval_202_is_pending(upstream: ScriptedUpstream, backend: Any) -> None:
+#: EJBCA's answers of pkcs10enroll under an approval profile (CertificateRequestSessionBean
+#: .addOrEditUser; ApprovalSessionBean.addApprovalRequest's approval.alreadyexists)
+SINGLE_TRANSACTION = ("Single transaction enrollment request rejected since approvals are enabled for "
+                      "this CA (-1652389506) or Certificate Profile (1).")
+ALREADY_OPEN = "Approval request with approvalID -1131406397 already exists."
+
+
+@pytest.mark.parametrize("message", [SINGLE_TRANSACTION, ALREADY_OPEN])
+def test_enrollment_refused_for_approvals_is_a_502_naming_the_way_out(
+        upstream: ScriptedUpstream, backend: Any, caplog: pytest.LogCaptureFixture, message: str) -> None:
+    upstream.post(ENROLL, status=400, json={"error_code": 400, "error_message": message})
+    with caplog.at_level(logging.ERROR), pytest.raises(UpstreamError, match="SOAP adapter") as raised:
+        backend.enroll(enroll_request(make_csr(p256_key())))
+    assert raised.value.status == 502 and "client mode" in raised.value.detail
+    assert "CA 'EST Sub CA', certificate profile 'ENDUSER' (end entity profile 'EMPTY')" in caplog.text
+    assert len(upstream.calls) == 1
+
+
+def test_a_202_from_enrollment_is_not_an_approval_wait(upstream: ScriptedUpstream, backend: Any) -> None:
+    """pkcs10enroll never answers 202 (EJBCA wraps "waiting for approval" in a 400 refusal):
+    a 202 is not EJBCA's answer to this call, so nothing waits on it."""
     upstream.post(ENROLL, status=202, json={"status_code": 202, "info_message": "Waiting for approval",
                                              "link": "/v1/approval/17"})
-    outcome = backend.enroll(enroll_request(make_csr(p256_key())))
-    assert outcome == Pending(retry_after=300, reference="Waiting for approval")
+    with pytest.raises(UpstreamError, match="unexpected HTTP 202"):
+        backend.enroll(enroll_request(make_csr(p256_key())))
+
+
+#: pkcs10enroll's unknown names (EjbcaRestHelperSessionBean.convertToEndEntityInformation,
+#: EndEntityProfileSessionBean.getEndEntityProfileId), all 400 on CE 8.0
+UNKNOWN_NAMES = ['CA with name "EST Sub CA" doesn\'t exist',
+                 'Certificate profile with name "ENDUSER" doesn\'t exist',
+                 'End Entity Profile of name "EMPTY" was not found']
+
+
+@pytest.mark.parametrize("message", UNKNOWN_NAMES)
+def test_unknown_ca_or_profile_names_the_label_setting(upstream: ScriptedUpstream, backend: Any,
+                                                       caplog: pytest.LogCaptureFixture, message: str) -> None:
+    upstream.post(ENROLL, status=400, json={"error_code": 400, "error_message": message})
+    with caplog.at_level(logging.ERROR), pytest.raises(BadRequest, match="does not know the CA or profile"):
+        backend.enroll(enroll_request(make_csr(p256_key())))
+    assert "check ca, certificate_profile and end_entity_profile" in caplog.text
 
 
 @pytest.mark.parametrize(("status", "message", "error", "detail"), [
@@ -220,6 +257,8 @@ def test_client_mode_posts_certificaterequest_with_the_enrollment_code(upstream:
 WRONG_USER = "Wrong username or password"
 WRONG_PASSWORD = "Got request for user with invalid password: meter-1."
 WRONG_STATUS = "Got request with status GENERATED (40), NEW, FAILED or INPROCESS required: meter-1."
+#: the same in EJBCA 8.1 and later (authentication.wrongstatus reworded)
+WRONG_STATUS_81 = "Got request with status GENERATED (40). Status NEW, FAILED or INPROCESS required: meter-1."
 WRONG_TOKEN = ("Error: Wrong Token Type of user, must be 'USERGENERATED' for PKCS10/SPKAC/CRMF/CVC "
                "requests")
 
@@ -228,7 +267,9 @@ WRONG_TOKEN = ("Error: Wrong Token Type of user, must be 'USERGENERATED' for PKC
     (400, WRONG_USER, Forbidden, "enrollment code"),
     (400, WRONG_PASSWORD, Forbidden, "enrollment code"),
     (400, WRONG_STATUS, Forbidden, "enrollment code"),
+    (400, WRONG_STATUS_81, Forbidden, "enrollment code"),
     (400, WRONG_TOKEN, BadRequest, "Wrong Token Type"),
+    (400, "CA with name EST Sub CA doesn't exist.", BadRequest, "does not know the CA or profile"),
     (404, "Could not find username meter-1", Forbidden, "no end entity is registered"),
     (403, "Administrator is not authorized to resource /ca/-1652389506.", UpstreamError,
      "refused the gateway's credentials"),
@@ -240,58 +281,6 @@ def test_client_mode_refusals(upstream: ScriptedUpstream,
     upstream.post(CERTREQ, status=status, json={"error_code": status, "error_message": message})
     with pytest.raises(error, match=detail):
         backend.enroll(enroll_request(make_csr(p256_key(), cn="meter-1", challenge_password="x"), CLIENT))
-
-
-def test_client_mode_202_is_pending(upstream: ScriptedUpstream, backend: Any) -> None:
-    check_target(backend, CLIENT)
-    upstream.post(CERTREQ, status=202, json={"status_code": 202, "info_message": "Waiting for approval",
-                                              "link": "/v1/approval/3"})
-    assert isinstance(backend.enroll(enroll_request(make_csr(p256_key(), challenge_password="x"), CLIENT)),
-                      Pending)
-
-
-APPROVAL_SECRET = "s" * 40
-
-
-@pytest.fixture
-def ra_with_secret(pki: UpstreamPKI, upstream: ScriptedUpstream, tmp_path: Path,
-                   monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("EST_TEST_APPROVAL_SECRET", APPROVAL_SECRET)
-    return make_backend("ejbca-rest", upstream_options(pki, upstream.base + BASE,
-                                                       approval_secret_env="EST_TEST_APPROVAL_SECRET"),
-                        tmp_path)
-
-
-@pytest.mark.parametrize("message", [WRONG_USER, WRONG_PASSWORD, WRONG_STATUS])
-def test_with_approval_secret_a_refused_login_goes_on_to_enroll(upstream: ScriptedUpstream,
-                                                                ra_with_secret: Any, ca: StandinEjbca,
-                                                                message: str) -> None:
-    """RA mode first tries to collect an approved request with certificaterequest; CE 8.0's
-    400 for "no such end entity / wrong password / wrong status" means: add/edit and enroll."""
-    csr = make_csr(p256_key(), cn="meter-1")
-    upstream.post(CERTREQ, status=400, json={"error_code": 400, "error_message": message})
-    upstream.post(ENROLL, json=certificate_response(ca, csr), status=201)
-    request = dataclasses.replace(enroll_request(csr), retry_key="k1")
-    assert isinstance(ra_with_secret.enroll(request), Issued)
-    assert [c.url for c in upstream.calls] == [upstream.base + CERTREQ, upstream.base + ENROLL]
-    assert body_of(upstream.calls[0])["password"] == body_of(upstream.calls[1])["password"]
-
-
-def test_with_approval_secret_another_400_is_the_devices_400(upstream: ScriptedUpstream, ra_with_secret: Any) -> None:
-    upstream.post(CERTREQ, status=400, json={"error_code": 400, "error_message": WRONG_TOKEN})
-    request = dataclasses.replace(enroll_request(make_csr(p256_key())), retry_key="k2")
-    with pytest.raises(BadRequest, match="Wrong Token Type"):
-        ra_with_secret.enroll(request)
-    assert len(upstream.calls) == 1
-
-
-def test_with_approval_secret_a_202_while_collecting_is_pending(upstream: ScriptedUpstream,
-                                                                ra_with_secret: Any) -> None:
-    upstream.post(CERTREQ, status=202, json={"status_code": 202, "info_message": "Waiting for approval",
-                                              "link": "/v1/approval/9"})
-    request = dataclasses.replace(enroll_request(make_csr(p256_key())), retry_key="k3")
-    assert ra_with_secret.enroll(request) == Pending(retry_after=300,
-                                                     reference="Waiting for approval (end entity device-1)")
 
 
 def test_renewal_username_comes_from_the_current_certificate_not_the_csr(upstream: ScriptedUpstream, backend: Any,
@@ -319,7 +308,7 @@ def client_cert(ca: StandinEjbca) -> x509.Certificate:
 
 
 def status_url(cert: x509.Certificate) -> str:
-    return (f"{BASE}/v1/certificate/{quote(cert.issuer.rfc4514_string(), safe='')}/"
+    return (f"{BASE}/v1/certificate/{quote(bc_dn(cert.issuer.rfc4514_string()), safe='')}/"
             f"{cert.serial_number:X}/revocationstatus")
 
 
@@ -333,11 +322,27 @@ def test_revocation_status_revoked(upstream: ScriptedUpstream, backend: Any, cli
     assert "%2C" in upstream.calls[0].url  # the issuer DN is URL-encoded
 
 
-def test_revocation_status_unknown_certificate(upstream: ScriptedUpstream,
-                                               backend: Any, client_cert: x509.Certificate) -> None:
-    upstream.get(status_url(client_cert), status=404, json={"error_code": 404, "error_message": "not found"})
+@pytest.mark.parametrize("message", [
+    # CE 8.0 CertificateRestResource.revocationStatus: NotFoundException, CADoesntExistsException
+    "Certificate with serial number '{serial}' and issuer DN '{issuer}' was not found",
+    "CA '{issuer}' does not exist.",
+])
+def test_revocation_status_unknown_certificate_or_ca(upstream: ScriptedUpstream, backend: Any,
+                                                     client_cert: x509.Certificate, message: str) -> None:
+    text = message.format(serial=f"{client_cert.serial_number:X}", issuer=client_cert.issuer.rfc4514_string())
+    upstream.get(status_url(client_cert), status=404, json={"error_code": 404, "error_message": text})
     status = backend.revocation_status(client_cert, TARGET)
     assert (status.known, status.revoked) == (False, False)
+
+
+def test_revocation_status_refused_as_malformed_is_the_gateways_problem(
+        upstream: ScriptedUpstream, backend: Any, client_cert: x509.Certificate) -> None:
+    """EJBCA's 400 for a serial that is not hex can only be the gateway's fault: 502, not 400."""
+    upstream.get(status_url(client_cert), status=400, json={
+        "error_code": 400, "error_message": "Invalid serial number format. Should be HEX encoded (optionally "
+                                            "with '0x' prefix) e.g. '0x10782a83eef170d4'"})
+    with pytest.raises(UpstreamError, match="revocation status query"):
+        backend.revocation_status(client_cert, TARGET)
 
 
 def test_idempotent_calls_are_retried_enrollment_is_not(upstream: ScriptedUpstream,
@@ -376,7 +381,7 @@ def test_cacerts_for_a_ca_the_upstream_does_not_list_is_502(upstream: ScriptedUp
         backend.ca_certs(TARGET)
 
 
-def test_cacerts_learnt_from_enrollment_for_ejbca_before_8_1(upstream: ScriptedUpstream,
+def test_cacerts_learnt_from_enrollment_where_ejbca_has_no_ca_download(upstream: ScriptedUpstream,
                                                              pki: UpstreamPKI, tmp_path: Path,
                                                              ca: StandinEjbca) -> None:
     backend = make_backend("ejbca-rest", upstream_options(pki, upstream.base + BASE, cacerts_source="enrollment"),
@@ -396,3 +401,32 @@ def test_cacerts_from_a_configured_chain_file(upstream: ScriptedUpstream,
     target = ejbca_target("EST Sub CA", "P", "E", ca_chain_file=str(chain))
     assert backend.ca_certs(target) == ca.chain
     assert upstream.calls == []  # no HTTP call
+
+
+# -- against the stand-in: EJBCA's own strings --------------------------------------------------
+
+@pytest.mark.parametrize("version", ["8.0", "8.1"])
+def test_client_mode_wrong_status_from_ejbca_in_each_wording_is_403(pki: UpstreamPKI, tmp_path: Path,
+                                                                    version: str) -> None:
+    standin = StandinEjbca(version=version)
+    standin.end_entities["meter-s"] = EndEntity("meter-s", "c0de", "CN=meter-s", "EST Sub CA", status=40)
+    reworded = "Status NEW, FAILED or INPROCESS required" in standin.wrong_status(standin.end_entities["meter-s"])
+    assert reworded == (version == "8.1")
+    with StandinServer(standin, pki.server_context()) as server:
+        backend = make_backend("ejbca-rest", upstream_options(pki, server.rest_url), tmp_path)
+        check_target(backend, CLIENT)
+        with pytest.raises(Forbidden, match="enrollment code"):
+            backend.enroll(enroll_request(make_csr(p256_key(), cn="meter-s", challenge_password="c0de"), CLIENT))
+
+
+def test_issuer_dns_go_in_ejbcas_notation(pki: UpstreamPKI, tmp_path: Path) -> None:
+    """``revocationstatus`` names the CA as ``CertTools.stringToBCDNString`` writes it: ``SN=``
+    for serialNumber (not ``2.5.4.5=``), EJBCA's order."""
+    standin = StandinEjbca(ca_serial="0042")
+    with StandinServer(standin, pki.server_context()) as server:
+        backend = make_backend("ejbca-rest", upstream_options(pki, server.rest_url), tmp_path)
+        issued = backend.enroll(enroll_request(make_csr(p256_key(), cn="dn-1")))
+        assert isinstance(issued, Issued)
+        assert backend.revocation_status(issued.certificate, TARGET).known
+    [path] = [c["path"] for c in standin.calls if c["path"].endswith("/revocationstatus")]
+    assert quote("CN=EST Sub CA,SN=0042,O=Stand-in EJBCA", safe="") in path

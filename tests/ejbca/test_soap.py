@@ -113,7 +113,7 @@ def test_revocation_status_not_revoked_revoked_and_unknown(backend: Any, ca: Sta
     assert (status.known, status.revoked, status.reason) == (True, True, "KEY_COMPROMISE")
     assert status.revoked_at is not None
     args = {c.tag: c.text for c in sent(responses.calls[-1])}
-    assert args == {"arg0": cert.issuer.rfc4514_string(), "arg1": f"{cert.serial_number:X}"}
+    assert args == {"arg0": ca.ca_dn, "arg1": f"{cert.serial_number:X}"}  # EJBCA's DN notation
     foreign = StandinEjbca().ca_cert
     assert backend.revocation_status(foreign, TARGET).known is False
 
@@ -291,3 +291,37 @@ def test_subject_alt_names_in_ejbcas_keywords(backend: Any, ca: StandinEjbca) ->
 def test_what_ejbca_cannot_express_is_400(backend: Any, subject: x509.Name, detail: str) -> None:
     with pytest.raises(BadRequest, match=detail):
         backend.enroll(request_for(_csr_for(subject)))
+
+
+@pytest.mark.parametrize(("version", "wording"), [
+    ("8.0", "Got request with status GENERATED (40), NEW, FAILED or INPROCESS required: meter-s."),
+    ("8.1", "Got request with status GENERATED (40). Status NEW, FAILED or INPROCESS required: meter-s."),
+])
+@responses.activate
+def test_client_mode_wrong_status_in_each_wording_is_403(backend: Any, version: str, wording: str) -> None:
+    """``USER_WRONG_STATUS`` (AuthStatusException, authentication.wrongstatus) in 8.0's and in
+    8.1's wording: the device's problem either way."""
+    ca = StandinEjbca(version=version)
+    target = ejbca_target("EST Sub CA", "ENDUSER", "EMPTY", mode="client")
+    check_target(backend, target)
+    ca.end_entities["meter-s"] = EndEntity("meter-s", "c0de", "CN=meter-s", "EST Sub CA", status=40)
+    responses.add_callback(responses.POST, URL, callback=answer_with(ca))
+    with pytest.raises(Forbidden, match="enrollment code"):
+        backend.enroll(request_for(make_csr(p256_key(), cn="meter-s", challenge_password="c0de"), target))
+    fault = etree.fromstring(responses.calls[-1].response.content)
+    assert fault.findtext(".//internalErrorCode") == "USER_WRONG_STATUS"
+    assert fault.findtext(".//message") == wording
+
+
+@responses.activate
+def test_issuer_dns_go_in_ejbcas_notation(backend: Any) -> None:
+    """``checkRevokationStatus`` names the CA as ``CertTools.stringToBCDNString`` writes it:
+    ``SN=`` for serialNumber (not ``2.5.4.5=``), EJBCA's order."""
+    ca = StandinEjbca(ca_serial="0042")
+    responses.add_callback(responses.POST, URL, callback=answer_with(ca))
+    issued = backend.enroll(request_for(make_csr(p256_key(), cn="dn-1")))
+    assert backend.revocation_status(issued.certificate, TARGET).known
+    args = {c.tag: c.text for c in sent(responses.calls[-1])}
+    assert args["arg0"] == "CN=EST Sub CA,SN=0042,O=Stand-in EJBCA"
+    ca.issued.clear()  # EJBCA has no record of it: checkRevokationStatus returns null
+    assert backend.revocation_status(issued.certificate, TARGET).known is False

@@ -1,11 +1,15 @@
-"""A stand-in EJBCA: its REST API and EjbcaWS over real mutual TLS on 127.0.0.1.
+"""A stand-in EJBCA: its REST API, EjbcaWS and public web over real mutual TLS on 127.0.0.1.
 
-It answers as EJBCA CE 8.0 does (``version="8.1"`` adds the ``/v1/ca`` resource of 8.1 and
-later), each behaviour with the CE source it follows: end entities with status and
-password, ``pkcs10enroll`` creating or editing the end entity, ``certificaterequest``'s
-400s, EJBCA's DN and altName keywords, a default CA's refusal of a second end entity with
-the same subject DN, client mode, revocation status, CA chain download, approvals, and
-the access rules of the gateway's RA role (``denied``). Faults are injected with
+It answers as EJBCA CE does (``version``: "8.0" by default; "7.11" has no ``/v1/ca``; "8.1"
+and later reword the status message), each behaviour with a comment naming the
+Keyfactor/ejbca-ce file and method it follows: end entities with status and password,
+``pkcs10enroll`` creating or editing the end entity (and refusing when approvals are
+enabled), ``certificaterequest``'s 400s, EJBCA's DN and altName keywords and DN
+canonicalisation, a default CA's refusal of a second end entity with the same subject DN,
+client mode, revocation status, the CA download of ``/v1/ca`` (``ca_resource=False``
+models the 8.0 installations that report a 404 there), the public webdist ``certdist``,
+approvals through EjbcaWS (an approver acts with :meth:`StandinEjbca.approve`), and the
+access rules of the gateway's RA role (``denied``). Faults are injected with
 :attr:`StandinEjbca.fault`. The TLS layer REQUIRES a client certificate from the
 management CA, so the gateway's upstream credentials go through a real handshake.
 """
@@ -24,11 +28,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote, unquote_plus
 from xml.sax.saxutils import escape
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, Encoding, PrivateFormat
+from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, Encoding, PrivateFormat, pkcs7
 from cryptography.x509.oid import NameOID
 from lxml import etree
 
@@ -41,6 +45,8 @@ from tests.support.pki import CA, NOW, rsa_key, write_pem
 
 REST = "/ejbca/ejbca-rest-api"
 WS = "/ejbca/ejbcaws/ejbcaws"
+#: the public web's certificate distribution servlet (modules/ejbca-webdist-war, CertDistServlet)
+WEBDIST = "/ejbca/publicweb/webdist/certdist"
 NS = "http://ws.protocol.core.ejbca.org/"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 CA_NAME = "EST Sub CA"
@@ -101,6 +107,7 @@ EJBCA_DN_NAMES: dict[str, x509.ObjectIdentifier] = {
     "ou": NameOID.ORGANIZATIONAL_UNIT_NAME, "cn": NameOID.COMMON_NAME, "l": NameOID.LOCALITY_NAME,
     "st": NameOID.STATE_OR_PROVINCE_NAME, "sn": NameOID.SERIAL_NUMBER, "serialnumber": NameOID.SERIAL_NUMBER,
     "street": NameOID.STREET_ADDRESS, "e": NameOID.EMAIL_ADDRESS, "emailaddress": NameOID.EMAIL_ADDRESS,
+    "email": NameOID.EMAIL_ADDRESS, "gn": NameOID.GIVEN_NAME,
     "dc": NameOID.DOMAIN_COMPONENT, "uid": NameOID.USER_ID, "surname": NameOID.SURNAME,
     "givenname": NameOID.GIVEN_NAME, "initials": NameOID.INITIALS,
     "generation": NameOID.GENERATION_QUALIFIER, "dn": NameOID.DN_QUALIFIER,
@@ -166,6 +173,37 @@ def parse_ejbca_dn(text: str) -> x509.Name:
                         "entity profile", "UserDoesntFullfillEndEntityProfile")
         attributes.append(x509.NameAttribute(oid, _unescape(value.strip()).strip()))
     return x509.Name(list(reversed(attributes)))
+
+
+#: the components' order and names in a DN as EJBCA stores and compares it:
+#: com.keyfactor.util.certificate.DnComponents.dNObjectsForward (most specific first, C
+#: last) with CeSecoreNameStyle.DefaultSymbols (SN = serialNumber, E = emailAddress)
+BC_DN_ORDER = ("street", "pseudonym", "telephonenumber", "businesscategory", "postalcode",
+               "unstructuredaddress", "unstructuredname", "e", "dn", "uid", "cn", "name", "sn",
+               "givenname", "initials", "surname", "t", "ou", "organizationidentifier", "o", "l",
+               "st", "dc", "c")
+_BC_SYMBOL = {EJBCA_DN_NAMES[k]: k.upper() for k in BC_DN_ORDER}
+
+
+def bc_dn(text: str) -> str:
+    """``CertTools.stringToBCDNString`` (DnComponents): EJBCA's canonical form of a DN string,
+    the form it hashes to a CA ID and compares issuer DNs in. Component names are read
+    case-insensitively, dotted OIDs (``2.5.4.5=``) as the attribute they name; the result
+    uses EJBCA's names (``SN=``, ``E=``) in its forward order. What it cannot read is kept
+    as it came (and so matches nothing)."""
+    parts: list[tuple[int, int, str]] = []
+    for position, part in enumerate(_split_unescaped(text, ",")):
+        keyword, sep, value = part.partition("=")
+        key = keyword.strip().lower()
+        try:
+            oid = EJBCA_DN_NAMES.get(key) or x509.ObjectIdentifier(key)
+        except ValueError:
+            return text
+        symbol = _BC_SYMBOL.get(oid)
+        if not sep or symbol is None:
+            return text
+        parts.append((BC_DN_ORDER.index(symbol.lower()), position, f"{symbol}={value.strip()}"))
+    return ",".join(text for _, _, text in sorted(parts))
 
 
 def parse_ejbca_alt_names(text: str) -> list[x509.GeneralName]:
@@ -265,23 +303,39 @@ REASON_NAMES = {-1: "NOT_REVOKED", 0: "UNSPECIFIED", 1: "KEY_COMPROMISE", 2: "CA
 PROFILE_IDS = {"EMPTY": 1, "EST_DEVICES": 1785328532}
 
 
+#: certificate profile IDs of the stand-in (EJBCA's fixed ENDUSER profile is 1; others random)
+CERT_PROFILE_IDS = {"ENDUSER": 1, "STRICT": 1785328533}
+#: the name the stand-in knows no profile by (a CA is unknown unless it is CA_NAME)
+MISSING = "MISSING"
+
+
 def versioned(version: str) -> str:
     """``GlobalConfiguration.EJBCA_VERSION`` as the REST status and getEjbcaVersion report it."""
     return f"EJBCA {version}.0 Community"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
 
 
 @dataclass
 class StandinEjbca:
     """The CA model plus fault switches; thread-safe enough for tests (one lock).
 
-    ``version`` is the EJBCA CE release modelled: "8.0" has no ``/v1/ca`` resource (CE 8.0
-    ships no CaRestResource; it came with 8.1), "8.1" and later have it. ``denied`` holds the
-    access rules the gateway's RA role lacks (``/administrator``, ``/ca/<id>``, ...).
+    ``version`` is the EJBCA CE release modelled: "7.11" has no ``/v1/ca`` (the CE build of
+    7.x left out modules/ejbca-rest-ca), "8.0" and later have it; ``ca_resource=False``
+    models the 8.0 installations that answer ``/v1/ca`` with RESTEasy's 404 (Keyfactor/ejbca-ce
+    issue #520). "8.1" and later word the wrong-status message differently. ``approval``
+    puts an approval profile on the CA for add/edit end entity. ``ca_serial`` adds a
+    serialNumber to the CA's subject (EJBCA writes it ``SN=``). ``denied`` holds the access
+    rules the gateway's RA role lacks (``/administrator``, ``/ca/<id>``, ...).
     """
 
     root: CA = field(default_factory=lambda: CA.create("Stand-in Root CA"))
     version: str = "8.0"
+    ca_resource: bool = True
     approval: bool = False
+    ca_serial: str | None = None
     fault: str | None = None
     hang_s: float = 4.0
     denied: set[str] = field(default_factory=set)
@@ -293,9 +347,11 @@ class StandinEjbca:
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
         self.ca_key = rsa_key()
-        name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, CA_NAME),
-                          x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "Stand-in EJBCA")])
-        self.ca_cert = authority.build_ca(name, self.ca_key, issuer=self.root.cert,
+        attributes = [x509.NameAttribute(x509.NameOID.COMMON_NAME, CA_NAME)]
+        if self.ca_serial is not None:
+            attributes.append(x509.NameAttribute(x509.NameOID.SERIAL_NUMBER, self.ca_serial))
+        attributes.append(x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "Stand-in EJBCA"))
+        self.ca_cert = authority.build_ca(x509.Name(attributes), self.ca_key, issuer=self.root.cert,
                                           issuer_key=self.root.key, days=365, now=NOW, path_length=0)
 
     @property
@@ -303,13 +359,24 @@ class StandinEjbca:
         return [self.ca_cert, self.root.cert]
 
     @property
+    def ca_dn(self) -> str:
+        """The CA's subject DN as EJBCA keeps it (``CAInfo.getSubjectDN``: stringToBCDNString)."""
+        return bc_dn(self.ca_cert.subject.rfc4514_string())
+
+    @property
     def ca_id(self) -> int:
         """EJBCA's CA ID: the hash of the CA's subject DN (``CertTools.stringToBCDNString(dn).hashCode()``)."""
-        return java_hash(CA_DN)
+        return java_hash(self.ca_dn)
 
     @property
     def has_ca_resource(self) -> bool:
-        return tuple(int(p) for p in self.version.split(".")) >= (8, 1)
+        return _release(self.version) >= (8, 0) and self.ca_resource
+
+    def is_ca(self, dn: str) -> bool:
+        """Whether ``dn`` names the CA: EJBCA compares canonical DNs (the CA ID is the hash of
+        ``stringToBCDNString(dn)``: RaMasterApiSessionBean.getCertificateStatus,
+        CaRestResource.getCertificateAsPem, CertDistServlet.getCertificateChain)."""
+        return bc_dn(dn) == self.ca_dn
 
     # -- EJBCA behaviour --------------------------------------------------------------------
 
@@ -325,14 +392,21 @@ class StandinEjbca:
         with ``/administrator`` (EjbcaRestHelperSessionBean.getAdmin, EjbcaWSHelperSession.getAdmin)."""
         self.require(ADMINISTRATOR)
 
-    def add_or_edit(self, ee: EndEntity) -> None:
-        """``editUser``/``addOrEditUser``: add, or overwrite an existing end entity."""
+    def add_or_edit(self, ee: EndEntity, *, single_transaction: bool = False) -> None:
+        """EjbcaWS ``editUser`` (``EndEntityManagementSessionBean.changeUser``/``addUserFromWS``):
+        add, or overwrite an existing end entity. ``single_transaction`` is REST
+        ``pkcs10enroll``'s path (``CertificateRequestSessionBean.addOrEditUser``), which
+        checks ``/ca/<id>`` and ``create_certificate`` first and turns "waiting for
+        approval" into a refusal with nothing kept (see :meth:`_request_approval`)."""
         self.admin()
         if ee.ca != CA_NAME:
             raise Fault(404, f"CA with name {ee.ca} doesn't exist.", "CADoesntExistsException")
-        if ee.end_entity_profile == "MISSING":
+        if ee.end_entity_profile == MISSING:
             raise Fault(404, "End entity profile MISSING not found", "EjbcaException",
                         "EE_PROFILE_NOT_EXISTS")
+        if single_transaction:
+            self.require(f"/ca/{self.ca_id}")
+            self.require(CREATE_CERTIFICATE)
         if ee.certificate_profile == "STRICT":
             raise Fault(422, "Wrong number of CN fields in Subject DN.",
                         "UserDoesntFullfillEndEntityProfile")
@@ -344,26 +418,40 @@ class StandinEjbca:
         self.require(f"/ca/{self.ca_id}")
         ee.name()  # the DN must be one EJBCA can read
         if self.approval:
-            self._request_approval(ee)
+            self._request_approval(ee, keep=not single_transaction)
         with self.lock:
             self.end_entities[ee.username] = ee
 
-    def _request_approval(self, ee: EndEntity) -> None:
-        """EJBCA with an approval profile on add/edit end entity: never changes the end
-        entity itself; opens an approval request (``WaitingForApprovalException``) unless a
+    def _request_approval(self, ee: EndEntity, *, keep: bool) -> None:
+        """EJBCA with an approval profile on add/edit end entity never changes the end entity
+        itself (``EndEntityManagementSessionBean.addUser``/``changeUser``):
+        ``ApprovalSessionBean.addApprovalRequest`` refuses a second request while a
         non-expired one with the same approval ID is waiting, approved or rejected
-        (``ApprovalSessionBean.addApprovalRequest`` → ``APPROVAL_ALREADY_EXISTS``)."""
+        (``ApprovalException`` ``APPROVAL_ALREADY_EXISTS``, ``approval.alreadyexists``), else
+        stores one and the caller throws ``WaitingForApprovalException`` (``ra.approvalad``;
+        ``ra.approvaledit`` has the same English text) with its request ID.
+
+        Not ``keep``: ``CertificateRequestSessionBean.addOrEditUser`` catches the
+        ``WaitingForApprovalException``, marks the transaction rollback-only (the approval
+        request is not kept) and throws ``ApprovalException`` "Single transaction enrollment
+        request rejected since approvals are enabled for this CA (<caId>) or Certificate
+        Profile (<cpId>).", which ``CertificateRestResource.enrollPkcs10Certificate`` answers
+        400 like every EjbcaException."""
         with self.lock:
             kind = EDIT_END_ENTITY if ee.username in self.end_entities else ADD_END_ENTITY
             approval_id = java_hash(f"{kind};{ee.username};{APPROVAL_PROFILE}")
             for existing in self.approvals.values():
                 if existing.approval_id == approval_id and existing.status in (WAITING, APPROVED, REJECTED):
-                    raise Fault(400, f"Approval request with id {approval_id} already exists",
+                    raise Fault(400, f"Approval request with approvalID {approval_id} already exists.",
                                 "ApprovalException", "APPROVAL_ALREADY_EXISTS")
+            if not keep:
+                profile_id = CERT_PROFILE_IDS.get(ee.certificate_profile, 0)
+                raise Fault(400, "Single transaction enrollment request rejected since approvals are "
+                            f"enabled for this CA ({self.ca_id}) or Certificate Profile ({profile_id}).",
+                            "ApprovalException")
             request_id = 1000 + len(self.approvals)
             self.approvals[request_id] = ApprovalRequest(request_id, approval_id, kind, ee)
-        action = "Edit" if kind == EDIT_END_ENTITY else "Add"
-        raise Fault(202, f"{action} End Entity Action have been added for approval by authorizer.",
+        raise Fault(202, "Add Entity request has been added for approval by authorized administrators.",
                     "WaitingForApprovalException", str(request_id))
 
     def open_approvals(self, username: str) -> list[ApprovalRequest]:
@@ -371,7 +459,9 @@ class StandinEjbca:
                 if a.end_entity.username == username and a.status == WAITING]
 
     def approve(self, request_id: int) -> None:
-        """An approver approves: the add/edit is executed at once (status EXECUTED)."""
+        """An approver approves: the add/edit is executed at once (status EXECUTED) with the
+        end entity as requested, password included (``AddEndEntityApprovalRequest.execute``
+        → ``addUserAfterApproval``)."""
         with self.lock:
             request = self.approvals[request_id]
             assert request.status == WAITING
@@ -386,15 +476,27 @@ class StandinEjbca:
             assert request.status == WAITING
             request.status = EXECUTION_DENIED
 
+    def wrong_status(self, ee: EndEntity) -> str:
+        """``authentication.wrongstatus`` (src/intresources/ejbcaresources.en.properties) with
+        ``EndEntityConstants.getStatusText(status), status, username``: CE 8.0 "Got request
+        with status {0} ({1}), NEW, FAILED or INPROCESS required: {2}.", reworded in 8.1 to
+        "... ({1}). Status NEW, FAILED or INPROCESS required: {2}."."""
+        head = f"Got request with status {STATUS_TEXT[ee.status]} ({ee.status})"
+        if _release(self.version) >= (8, 1):
+            return f"{head}. Status NEW, FAILED or INPROCESS required: {ee.username}."
+        return f"{head}, NEW, FAILED or INPROCESS required: {ee.username}."
+
     def process(self, username: str, password: str, csr: x509.CertificateSigningRequest) -> x509.Certificate:
         """``SignSessionBean.createCertificateWS`` + ``EndEntityAuthenticationSessionBean.authenticateUser``
-        (EJBCA CE 8.0), with EJBCA's messages (ejbcaresources.en.properties):
+        with EJBCA's messages (ejbcaresources.en.properties):
 
         - no such end entity: ``NotFoundException("Wrong username or password")``
           (``ra.wrongusernameorpassword``; the same text either way, not to leak which);
         - status not NEW/FAILED/INPROCESS/KEYRECOVERY, checked *before* the password
-          (``isAllowedToEnroll``): ``AuthStatusException`` ``authentication.wrongstatus``;
-        - wrong password: ``AuthLoginException(LOGIN_ERROR)`` ``authentication.invalidpwd``.
+          (``isAllowedToEnroll``): ``AuthStatusException`` ``authentication.wrongstatus``
+          (:meth:`wrong_status`);
+        - wrong password: ``AuthLoginException(LOGIN_ERROR)`` ``authentication.invalidpwd``
+          "Got request for user with invalid password: <username>.".
 
         All three extend ``EjbcaException``; EjbcaWS turns the last two into an EjbcaException
         fault with ``USER_WRONG_STATUS``/``LOGIN_ERROR``. The certificate carries the end
@@ -406,9 +508,7 @@ class StandinEjbca:
             if ee is None:
                 raise Fault(400, "Wrong username or password", "NotFoundException")
             if ee.status not in (10, 11, 30, 70):
-                raise Fault(400, f"Got request with status {STATUS_TEXT[ee.status]} ({ee.status}), NEW, "
-                            f"FAILED or INPROCESS required: {username}.", "EjbcaException",
-                            "USER_WRONG_STATUS")
+                raise Fault(400, self.wrong_status(ee), "EjbcaException", "USER_WRONG_STATUS")
             if ee.password != password:
                 raise Fault(400, f"Got request for user with invalid password: {username}.",
                             "EjbcaException", "LOGIN_ERROR")
@@ -430,13 +530,14 @@ class StandinEjbca:
                 not_before=NOW - dt.timedelta(minutes=5), not_after=NOW + dt.timedelta(days=30),
                 key_usage=["digitalSignature"], extended_key_usage=["clientAuth"],
                 serial=authority.random_serial())
-            self.issued[(self.ca_cert.subject.rfc4514_string(), f"{cert.serial_number:X}")] = \
-                Issuance(cert, username)
+            self.issued[(self.ca_dn, f"{cert.serial_number:X}")] = Issuance(cert, username)
             ee.status = STATUS_GENERATED
             return cert
 
     def revoke(self, cert: x509.Certificate, reason: int = 1) -> None:
-        self.issued[(cert.issuer.rfc4514_string(), f"{cert.serial_number:X}")].revoked_reason = reason
+        found = self.lookup(cert.issuer.rfc4514_string(), f"{cert.serial_number:X}")
+        assert found is not None
+        found.revoked_reason = reason
 
     def revoke_by_api(self, issuer_dn: str, serial_hex: str, reason: int) -> None:
         """``EndEntityManagementSessionBean.revokeCert`` (EJBCA CE 8.0), what REST ``PUT .../revoke``
@@ -446,7 +547,7 @@ class StandinEjbca:
         (``ra.errorrevocationexists``) for one revoked already (unless on hold)."""
         self.admin()
         self.require(REVOKE_END_ENTITY)
-        if issuer_dn != self.ca_cert.subject.rfc4514_string():
+        if not self.is_ca(issuer_dn):
             raise Fault(404, f"CA with DN {issuer_dn} doesn't exist.", "CADoesntExistsException")
         self.require(f"/ca/{self.ca_id}")
         with self.lock:
@@ -461,14 +562,17 @@ class StandinEjbca:
             found.revoked_reason = reason
 
     def lookup(self, issuer_dn: str, serial_hex: str) -> Issuance | None:
-        return self.issued.get((issuer_dn, serial_hex.upper().removeprefix("0X")))
+        """``CertificateStoreSessionBean.getStatus(issuerDN, serno)``: by the canonical issuer DN
+        (stringToBCDNString) and the serial number."""
+        return self.issued.get((bc_dn(issuer_dn), serial_hex.upper().removeprefix("0X")))
 
     # -- REST (field names of EnrollCertificateRestRequest & co.) ----------------------------
 
     def rest(self, method: str, path: str, body: bytes, query: str = "") -> tuple[int, str, bytes]:
         """Faults as CE 8.0's ``ExceptionHandler`` renders them: ``ExceptionErrorRestResponse``
         ``{"error_code", "error_message"}``, or ``ExceptionInfoRestResponse`` with 202 for
-        ``WaitingForApprovalException``."""
+        an unwrapped ``WaitingForApprovalException`` (none of the calls modelled here lets
+        one out: enrollment wraps it, see :meth:`_request_approval`)."""
         try:
             if method == "PUT":
                 return self._rest_put(path, parse_qs(query))
@@ -499,23 +603,38 @@ class StandinEjbca:
                            "revocation_reason": reason, "revocation_date": "2024-05-01T10:00:00Z",
                            "message": "Successfully revoked"})
 
+    def _enroll_names(self, data: dict[str, Any]) -> None:
+        """``EjbcaRestHelperSessionBean.convertToEndEntityInformation``: the CA, the certificate
+        profile and the end entity profile by name (CADoesntExistsException,
+        CertificateProfileDoesNotExistException, ``EndEntityProfileSessionBean.getEndEntityProfileId``'s
+        EndEntityProfileNotFoundException), each answered 400 by enrollPkcs10Certificate."""
+        if data["certificate_authority_name"] != CA_NAME:
+            raise Fault(400, f'CA with name "{data["certificate_authority_name"]}" doesn\'t exist')
+        if data["certificate_profile_name"] == MISSING:
+            raise Fault(400, f'Certificate profile with name "{data["certificate_profile_name"]}" doesn\'t exist')
+        if data["end_entity_profile_name"] == MISSING:
+            raise Fault(400, f'End Entity Profile of name "{data["end_entity_profile_name"]}" was not found')
+
     def _rest(self, method: str, path: str, data: dict[str, Any]) -> tuple[int, str, bytes]:
         if method == "POST" and path == "/v1/certificate/pkcs10enroll":
-            # CE 8.0 CertificateRestResource.enrollPkcs10Certificate catches EjbcaException,
-            # EndEntityProfileValidationException and CesecoreException → 400 with the message;
-            # AuthorizationDeniedException (403) and WaitingForApprovalException (202) pass to
-            # the ExceptionHandler.
+            # CE 8.0 CertificateRestResource.enrollPkcs10Certificate → RaMasterApiSessionBean
+            # .createCertificateRest → CertificateRequestSessionBean.processCertReq (addOrEditUser,
+            # then the certificate, one transaction); EjbcaException (ApprovalException and
+            # NotFoundException included), EndEntityProfileValidationException and
+            # CesecoreException → 400 with the message; AuthorizationDeniedException → 403.
+            self.admin()
             csr = x509.load_pem_x509_csr(data["certificate_request"].encode())
             try:
+                self._enroll_names(data)
                 self.add_or_edit(EndEntity(
                     username=data["username"], password=data["password"],
                     subject_dn=csr.subject.rfc4514_string(), subject=csr.subject,
                     ca=data["certificate_authority_name"],
                     certificate_profile=data["certificate_profile_name"],
-                    end_entity_profile=data["end_entity_profile_name"]))
+                    end_entity_profile=data["end_entity_profile_name"]), single_transaction=True)
                 cert = self.process(data["username"], data["password"], csr)
             except Fault as f:
-                raise Fault(f.status if f.status in (202, 403) else 400, f.message, f.bean, f.code) from None
+                raise Fault(403 if f.status == 403 else 400, f.message, f.bean, f.code) from None
             return _json(201, self._cert_response(cert, bool(data.get("include_chain"))))
         if method == "POST" and path == "/v1/certificate/certificaterequest":
             # CE 8.0 CertificateRestResource.certificateRequest: raMasterApi.processCertificateRequest
@@ -531,12 +650,16 @@ class StandinEjbca:
             return _json(201, self._cert_response(cert, bool(data.get("include_chain"))))
         m = re.fullmatch(r"/v1/certificate/([^/]+)/([^/]+)/revocationstatus", path)
         if method == "GET" and m:
-            # CE 8.0 CertificateRestResource.revocationStatus: getAdmin(false), then the CA must
-            # exist (CADoesntExistsException "CA '<dn>' does not exist." → 404) and be one the
+            # CE 8.0 CertificateRestResource.revocationStatus: getAdmin(false); a serial that is not
+            # hex (StringTools.getBigIntegerFromHexString) → 400; the CA must exist
+            # (CADoesntExistsException "CA '<dn>' does not exist." → 404) and be one the
             # administrator may access; an unknown serial is a NotFoundException (404).
             self.admin()
             issuer, serial = unquote(m.group(1)), m.group(2)
-            if issuer != self.ca_cert.subject.rfc4514_string():
+            if not re.fullmatch(r"(0[xX])?[0-9a-fA-F]+", serial):
+                raise Fault(400, "Invalid serial number format. Should be HEX encoded (optionally with "
+                            "'0x' prefix) e.g. '0x10782a83eef170d4'")
+            if not self.is_ca(issuer):
                 raise Fault(404, f"CA '{issuer}' does not exist.")
             self.require(f"/ca/{self.ca_id}")
             found = self.lookup(issuer, serial)
@@ -552,21 +675,47 @@ class StandinEjbca:
         if method == "GET" and path == "/v1/certificate/status":
             # BaseRestResource.status: no authentication, no authorization
             return _json(200, {"status": "OK", "version": "1.0", "revision": versioned(self.version)})
-        if self.has_ca_resource:  # CaRestResource: EJBCA 8.1 CE and later
+        if self.has_ca_resource:  # modules/ejbca-rest-ca CaRestResource: CE 8.0 and later
             if method == "GET" and path == "/v1/ca":
+                # CaRestResource.listCas: getAdmin(false), the CAs the administrator may access
                 self.admin()
                 listed = [] if f"/ca/{self.ca_id}" in self.denied else [
-                    {"id": self.ca_id, "name": CA_NAME, "subject_dn": CA_DN,
-                     "issuer_dn": self.root.cert.subject.rfc4514_string(),
+                    {"id": self.ca_id, "name": CA_NAME, "subject_dn": self.ca_dn,
+                     "issuer_dn": bc_dn(self.root.cert.subject.rfc4514_string()),
                      "expiration_date": "2030-01-01T00:00:00Z"}]
                 return _json(200, {"certificate_authorities": listed})
             m = re.fullmatch(r"/v1/ca/([^/]+)/certificate/download", path)
             if method == "GET" and m:
-                if unquote(m.group(1)) != CA_DN:
+                # CaRestResource.getCertificateAsPem: getAdmin(false), stringToBCDNString(subjectDn),
+                # getCertificateChain(admin, dn.hashCode()) (CADoesntExistsException → 404, /ca/<id>)
+                self.admin()
+                if not self.is_ca(unquote(m.group(1))):
                     raise Fault(404, "CA doesn't exist")
+                self.require(f"/ca/{self.ca_id}")
                 return 200, "application/octet-stream", authority.cert_pem(*self.chain)
         # RESTEasy's own answer for a path no resource serves (issue #520 for /v1/ca on 8.0)
         raise Fault(404, f"RESTEASY003210: Could not find resource for full path: {path}")
+
+    def webdist(self, query: str) -> tuple[int, str, bytes]:
+        """``CertDistServlet.doGet`` (modules/ejbca-webdist-war), no authentication (a public web
+        token): ``cmd=cacert&issuer=<DN>`` without ``level`` is the CA's chain as a PEM
+        PKCS#7 (``signSession.createPKCS7(cacert, includeChain=true)``). ``issuer`` is
+        URL-decoded once more by the servlet and canonicalised (stringToBCDNString). An
+        unknown CA, or any failure, is ``sendError(404, "Error getting CA certificates.")``;
+        another command is 400."""
+        params = parse_qs(query)
+        command = (params.get("cmd") or [""])[0]
+        issuer = params.get("issuer")
+        if command.lower() != "cacert" or not issuer:
+            return 400, "text/html", (b"<html><body>Commands=cacert | lastcert | listcerts | crl | deltacrl "
+                                      b"| revoked &amp;&amp; issuer=&lt;issuerdn&gt;</body></html>")
+        if not self.is_ca(unquote_plus(issuer[0])):
+            return 404, "text/html", b"<html><body>Error getting CA certificates.</body></html>"
+        # EJBCA's Base64.encode breaks the text into 64-character lines
+        text = base64.b64encode(pkcs7.serialize_certificates(self.chain, Encoding.DER)).decode()
+        lines = "\n".join(text[i:i + 64] for i in range(0, len(text), 64))
+        return 200, "application/octet-stream", \
+            f"-----BEGIN PKCS7-----\n{lines}\n-----END PKCS7-----\n".encode()
 
     def _cert_response(self, cert: x509.Certificate, include_chain: bool) -> dict[str, Any]:
         answer: dict[str, Any] = {"certificate": _b64der(cert),
@@ -579,6 +728,8 @@ class StandinEjbca:
     # -- EjbcaWS (document/literal, arg0..argN) ------------------------------------------------
 
     def soap(self, body: bytes) -> tuple[int, str, bytes]:
+        """JAX-WS as EjbcaWS runs on it (modules/ejbca-ws, ``@WebService`` EjbcaWS,
+        document/literal): a fault is HTTP 500 with the exception bean as the detail."""
         envelope = etree.fromstring(body)
         call = envelope.find(f"{{{SOAP_ENV}}}Body")[0]
         op = etree.QName(call).localname
@@ -592,12 +743,14 @@ class StandinEjbca:
 
     def _soap(self, op: str, args: dict[str, Any]) -> str:
         text = {k: (v.text or "") for k, v in args.items()}
-        if op == "getEjbcaVersion":  # allows non-admins
+        if op == "getEjbcaVersion":  # EjbcaWS.getEjbcaVersion: GlobalConfiguration.EJBCA_VERSION, no admin
             return f"<return>{versioned(self.version)}</return>"
         if op == "isAuthorized":  # EjbcaWS.isAuthorized: isAuthorizedNoLogging(admin, resource)
             return f"<return>{'false' if text['arg0'] in self.denied else 'true'}</return>"
         self.admin()
         if op == "editUser":
+            # EjbcaWS.editUser: add or change the end entity; under approvals the
+            # WaitingForApprovalException / ApprovalException reach the caller as faults
             user = {c.tag: (c.text or "") for c in args["arg0"]}
             assert user["status"] == "10" and user["tokenType"] == "USERGENERATED"
             assert user["clearPwd"] == "false"
@@ -609,12 +762,15 @@ class StandinEjbca:
                 end_entity_profile=user["endEntityProfileName"]))
             return ""
         if op == "pkcs10Request":
+            # EjbcaWS.pkcs10Request → SignSessionBean.createCertificateWS (see process())
             assert text["arg4"] == "CERTIFICATE"
             csr = x509.load_der_x509_csr(base64.b64decode(text["arg2"]))
             cert = self.process(text["arg0"], text["arg1"], csr)
             return f"<return><data>{_double_b64(cert)}</data><responseType>CERTIFICATE</responseType></return>"
         if op == "checkRevokationStatus":
-            if text["arg0"] != self.ca_cert.subject.rfc4514_string():  # caSession.verifyExistenceOfCA
+            # EjbcaWS.checkRevokationStatus: the CA by its canonical DN (verifyExistenceOfCA), then
+            # the status; an unknown certificate is a null return
+            if not self.is_ca(text["arg0"]):
                 raise Fault(404, f"CA with DN {text['arg0']} doesn't exist.", "CADoesntExistsException")
             self.require(f"/ca/{self.ca_id}")
             found = self.lookup(text["arg0"], text["arg1"])
@@ -627,6 +783,7 @@ class StandinEjbca:
             self.revoke_by_api(text["arg0"], text["arg1"], int(text["arg2"]))
             return ""
         if op == "getLastCAChain":
+            # EjbcaWS.getLastCAChain(caName): the CA by name, /ca/<id>, the chain CA first, root last
             if text["arg0"] != CA_NAME:
                 raise Fault(404, f"CA with name {text['arg0']} doesn't exist.", "CADoesntExistsException")
             self.require(f"/ca/{self.ca_id}")
@@ -641,7 +798,7 @@ class StandinEjbca:
             if f"/ca/{self.ca_id}" in self.denied:
                 return ""
             return f"<return><id>{self.ca_id}</id><name>{escape(CA_NAME)}</name></return>"
-        raise Fault(500, f"unknown operation {op}")
+        raise Fault(500, f"the stand-in does not model operation {op}")
 
 
 # -- the HTTPS server ------------------------------------------------------------------------
@@ -695,6 +852,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, ctype, out = standin.rest(self.command, path[len(REST):], body, query)
         elif path == WS and self.command == "POST":
             status, ctype, out = standin.soap(body)
+        elif path == WEBDIST and self.command == "GET":
+            status, ctype, out = standin.webdist(self.path.split("?", 1)[1] if "?" in self.path else "")
         else:
             status, ctype, out = 404, "text/plain", b"not here"
         return self._send(status, ctype, out)
@@ -833,6 +992,10 @@ def _envelope(inner: str) -> bytes:
 
 
 def _fault_envelope(f: Fault) -> bytes:
+    """A SOAP fault whose detail is the exception bean, as EJBCA's WSDL types them:
+    ``WaitingForApprovalException{requestId, message}``, ``EjbcaException``-shaped beans
+    ``{errorCode{internalErrorCode}, message}`` (ws/objects, cesecore ``ErrorCode``), others
+    ``{message}``."""
     if f.bean == "WaitingForApprovalException":
         fields = f"<requestId>{escape(f.code)}</requestId><message>{escape(f.message)}</message>"
     elif f.code or f.bean in ("EjbcaException", "NotFoundException", "CADoesntExistsException"):

@@ -1,8 +1,8 @@
 """The gateway's WSGI app in this process, for fast hostile-input tests (hypothesis, atheris).
 
 A local-mode folder (as ``est-gateway local`` creates it) is loaded and its backends are
-started; requests go through werkzeug's test client (a test dependency only), which calls
-the same WSGI application the server serves. A TLS identity can be injected the way the
+started; requests go through Flask's test client, which calls the same application the
+server serves. A TLS identity can be injected the way the
 TLS worker exposes it.
 """
 
@@ -18,14 +18,15 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from werkzeug.test import Client, TestResponse
+from flask import Flask
+from werkzeug.test import TestResponse
 
 from est_gateway import localmode
 from est_gateway.backends.local import authority
 from est_gateway.config import GatewayConfig, load_config
 from est_gateway.identity import TLS_ENVIRON_KEY, TLSInfo
 from est_gateway.passwords import PasswordHash
-from est_gateway.web.app import ESTApplication, create_app
+from est_gateway.web.app import create_app
 from tests.support.pki import CA, csr_der, make_csr, p256_key, rsa_key
 
 #: Statuses a hostile request may get: success, pending, the 4xx family, and 501 for an
@@ -36,10 +37,10 @@ MAX_REASON = 1024
 
 
 class InProcessGateway:
-    """A started configuration and its WSGI app, plus material to build requests from.
+    """A started configuration and its Flask app, plus material to build requests from.
     (Not a dataclass: hypothesis prints every field of one with each failing example.)"""
 
-    def __init__(self, folder: Path, config: GatewayConfig, app: ESTApplication, password: str,
+    def __init__(self, folder: Path, config: GatewayConfig, app: Flask, password: str,
                  ca_key: authority.PrivateKey, ca_cert: x509.Certificate) -> None:
         self.folder, self.config, self.app, self.password = folder, config, app, password
         self.ca_key, self.ca_cert = ca_key, ca_cert
@@ -58,7 +59,7 @@ class InProcessGateway:
         base: dict[str, Any] = {"REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "https"}
         base[TLS_ENVIRON_KEY] = tls if tls is not None else TLSInfo(version="TLSv1.3")
         base.update(environ or {})
-        client = Client(self.app)
+        client = self.app.test_client()
         # PATH_INFO as the server gives it (percent-decoded, latin-1), not re-parsed as a URL:
         # "//x" must stay a path, not become a host name.
         raw = urllib.parse.unquote_to_bytes(path).decode("latin-1")

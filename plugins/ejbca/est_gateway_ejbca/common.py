@@ -70,6 +70,9 @@ class Meaning:
     missing_is_quiet: bool = False
     #: revoking: "already revoked" (``AlreadyRevokedException``) is done, e.g. a retried call
     already_revoked_is_done: bool = False
+    #: REST enrollment: EJBCA refused it because approvals are enabled for the CA or the
+    #: certificate profile (the error to raise)
+    approvals_refused: Callable[[str], ESTError] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,8 @@ class EjbcaOptions:
     state_dir: Path | None = None
     cacerts_cache_s: float = 300.0
     pending_retry_after_s: int = 300
-    #: ``approval_secret_file``/``_env``: makes end-entity passwords derivable (see
-    #: :func:`derived_password`), so a client polling after a 202 is recognised by EJBCA
+    #: ``approval_secret_file``/``_env`` (SOAP only): makes end-entity passwords derivable
+    #: (see :func:`derived_password`), so a client polling after a 202 is recognised by EJBCA
     approval_secret: bytes | None = field(default=None, repr=False)
     #: ``revoke_superseded``: after a renewal, revoke the renewed certificate with reason
     #: SUPERSEDED (on aliases with ``supersede_on_renewal``, the default)
@@ -153,6 +156,21 @@ def enrollment_refused(reason: str) -> Forbidden:
     return Forbidden("the CA refused the enrollment code or the end entity's status")
 
 
+def approvals_required(backend: str, target: EjbcaTarget, reason: str) -> UpstreamError:
+    """EJBCA refused a REST enrollment because an approval profile covers the CA or the
+    certificate profile: its REST API cannot create an end entity that waits for approval
+    (``CertificateRequestSessionBean.addOrEditUser`` rolls the request back). The device can
+    do nothing about it; the operator must change the label's path (502 + an error line)."""
+    log.error("backend %s: EJBCA refuses REST enrollments for CA %r, certificate profile %r (end "
+              "entity profile %r) because approvals are enabled there (%s); EJBCA's REST API cannot "
+              "wait for an approval: use the ejbca-soap adapter for this label (approvals work "
+              "there), client mode with pre-registered end entities, or remove the approval profile",
+              backend, target.ca, target.certificate_profile, target.end_entity_profile, reason)
+    return UpstreamError("the CA requires approvals for this EST label's enrollments, which EJBCA's "
+                         "REST API cannot wait for; the operator must switch the label to the SOAP "
+                         "adapter or to client mode with pre-registered end entities")
+
+
 def ca_missing(reason: str) -> UpstreamError:
     return UpstreamError(f"the upstream CA does not know the configured CA: {reason}")
 
@@ -161,7 +179,13 @@ def renewed_unknown(reason: str) -> UpstreamError:
     return UpstreamError(f"the upstream CA does not know the renewed certificate: {reason}")
 
 
-def _approval_secret(options: Section) -> bytes | None:
+def _approval_secret(options: Section, *, waits: bool) -> bytes | None:
+    if not waits:  # REST: EJBCA refuses enrollments under approvals, there is nothing to wait for
+        for key in ("approval_secret_file", "approval_secret_env", "approval_secret"):
+            if options.has(key):
+                options.error(key, "only the SOAP adapter (ejbca-soap) waits for EJBCA approvals: "
+                                   "EJBCA refuses REST enrollments while approvals are enabled")
+        return None
     secret = options.secret("approval_secret", required=False)
     if secret is None:
         return None
@@ -194,6 +218,9 @@ class EjbcaBackend(CABackend[EjbcaTarget]):
 
     #: whether ``[aliases.<name>.upstream]`` may name the CA's subject DN (REST cacerts)
     alias_subject_dn = False
+    #: whether EJBCA can hold this adapter's enrollments for approval (EjbcaWS ``editUser``);
+    #: REST ``pkcs10enroll`` is refused instead, so ``approval_secret`` is SOAP's only
+    waits_for_approvals = False
 
     def __init__(self, name: str, options: EjbcaOptions) -> None:
         super().__init__(name)
@@ -213,7 +240,7 @@ class EjbcaBackend(CABackend[EjbcaTarget]):
             state_dir=state_dir if state_dir is not None else options.base_dir / "state" / name,
             cacerts_cache_s=options.number("cacerts_cache_s", 300.0),
             pending_retry_after_s=options.int("pending_retry_after_s", 300, minimum=1, maximum=86400),
-            approval_secret=_approval_secret(options),
+            approval_secret=_approval_secret(options, waits=cls.waits_for_approvals),
             revoke_superseded=options.bool("revoke_superseded", False),
         )
         return cls.build(name, common, options)
@@ -301,13 +328,15 @@ class EjbcaBackend(CABackend[EjbcaTarget]):
 
     def learnt_chain(self, target: EjbcaTarget) -> list[x509.Certificate]:
         """The chain that came with the last certificate of this CA, from any worker or an
-        earlier run (the state folder): how ``cacerts`` works on EJBCA before 8.1."""
+        earlier run (the state folder): how ``cacerts`` works on an EJBCA without ``/v1/ca``
+        when the label names no ``ca_subject_dn``."""
         chain = self.learnt.get(target.ca)
         if not chain:
             raise UpstreamUnavailable("the CA chain is not known yet: this EJBCA offers no CA "
                                       "download, so the chain is learnt from the first enrollment "
-                                      "and kept; configure ca_chain_file for this label to serve it "
-                                      "from the start", retry_after=self.options.pending_retry_after_s)
+                                      "and kept; configure ca_subject_dn (EJBCA's public webdist) or "
+                                      "ca_chain_file for this label to serve it from the start",
+                                      retry_after=self.options.pending_retry_after_s)
         return list(chain)
 
     def enroll(self, request: EnrollRequest[EjbcaTarget]) -> Issued | Pending:
@@ -380,11 +409,12 @@ class EjbcaBackend(CABackend[EjbcaTarget]):
         """Create or update the end entity with ``password`` and issue for the CSR; raise
         :class:`ApprovalAlreadyExists` when EJBCA says an approval request is still open."""
 
-    @abc.abstractmethod
     def collect(self, request: EnrollRequest[EjbcaTarget], username: str, password: str) -> Issued | Pending | None:
         """Issue for an existing end entity in status NEW with ``password``; ``None`` when
         it does not exist, has another status or another password (EJBCA refused the
-        login: go on and add/edit it); a :class:`Pending` when EJBCA answers 202."""
+        login: go on and add/edit it). Only asked of adapters that wait for approvals
+        (``waits_for_approvals``: the only ones accepting ``approval_secret``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not wait for approvals")
 
     @abc.abstractmethod
     def issue_registered(self, request: EnrollRequest[EjbcaTarget], username: str, code: str) -> Issued | Pending:

@@ -4,13 +4,16 @@ EJBCA's REST error body is ``{"error_code": N, "error_message": "..."}`` and its
 follows ``rest-common/config/ExceptionHandler.java`` (EJBCA CE 8.0): 403 for refused
 authorisation, 404 for an unknown CA, profile or certificate, 409 for conflicts, 422 for
 profile validation failures, 503 for an offline CA or crypto token, 500 for anything
-else; 202 ``{"status_code":202,"info_message":...}`` while an approval is pending.
+else. Its 202 (an unwrapped ``WaitingForApprovalException``) never comes from the calls
+the adapter makes for an enrollment: ``pkcs10enroll`` turns "waiting for approval" into a
+400 refusal (:data:`APPROVALS_ENABLED`), ``certificaterequest`` adds or edits nothing.
 
-But ``CertificateRestResource`` catches ``EjbcaException`` itself in ``pkcs10enroll`` and
-``certificaterequest`` and answers 400 with the exception's message, and
-``NotFoundException``, ``AuthLoginException`` and ``AuthStatusException`` all extend it:
-on CE 8.0 (and newer Community releases) "no such end entity", "wrong password" and
-"wrong status" are 400s, told apart only by EJBCA's message (:data:`LOGIN_REFUSED`).
+``CertificateRestResource`` catches ``EjbcaException`` (and ``CesecoreException``) itself
+in ``pkcs10enroll`` and ``certificaterequest`` and answers 400 with the exception's
+message, and ``NotFoundException``, ``AuthLoginException``, ``AuthStatusException``,
+``ApprovalException`` and ``CADoesntExistsException`` all extend one of them: on CE 8.0
+(and newer Community releases) these are 400s told apart only by EJBCA's message
+(:data:`LOGIN_REFUSED`, :data:`UNKNOWN_NAME`, :data:`APPROVALS_ENABLED`).
 """
 
 from __future__ import annotations
@@ -19,27 +22,38 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from est_gateway.plugin import BadRequest, Pending, UpstreamError, UpstreamUnavailable, clip
+from est_gateway.plugin import BadRequest, UpstreamError, UpstreamUnavailable, clip
 from est_gateway.plugin.http import UpstreamResponse
-from est_gateway_ejbca.common import ApprovalAlreadyExists, Meaning, credentials_refused
+from est_gateway_ejbca.common import Meaning, credentials_refused, unknown_ca_or_profile
 
 if TYPE_CHECKING:
     from est_gateway_ejbca.rest.backend import EjbcaRestBackend
 
 log = logging.getLogger(__name__)
 
-#: ``ApprovalException`` with ``APPROVAL_ALREADY_EXISTS`` (HTTP 400): EJBCA's message is
-#: "Approval request with id <approvalId> already exists" (intresources
-#: ``approval.alreadyexists``); the REST body carries no EJBCA error code, only the text
-APPROVAL_EXISTS = re.compile(r"approval.*already exists|APPROVAL_ALREADY_EXISTS", re.IGNORECASE)
+#: ``pkcs10enroll`` under an approval profile (HTTP 400): ``CertificateRequestSessionBean
+#: .addOrEditUser`` rolls back and throws "Single transaction enrollment request rejected since
+#: approvals are enabled for this CA (<caId>) or Certificate Profile (<cpId>)."; or, while an
+#: approval for the end entity is open (asked for through EjbcaWS or the RA web),
+#: ``ApprovalSessionBean.addApprovalRequest``'s "Approval request with approvalID <id> already
+#: exists." (``approval.alreadyexists``)
+APPROVALS_ENABLED = re.compile(r"^(Single transaction enrollment request rejected since approvals are "
+                               r"enabled|Approval request with approvalID -?\d+ already exists)")
+#: ``pkcs10enroll``'s unknown names (HTTP 400 on CE 8.0): ``EjbcaRestHelperSessionBean
+#: .convertToEndEntityInformation`` 'CA with name "<ca>" doesn't exist', 'Certificate profile
+#: with name "<cp>" doesn't exist', ``EndEntityProfileSessionBean.getEndEntityProfileId``
+#: 'End Entity Profile of name "<eep>" was not found'
+UNKNOWN_NAME = re.compile(r"^(CA with name \"?.*\"? doesn't exist|Certificate profile with name .* "
+                          r"doesn't exist|End Entity Profile of name .* was not found)")
 #: a 404 from the servlet container's router, not from EJBCA: the URL is wrong or the
 #: REST protocol is not deployed (``{"error_code":404,"error_message":"RESTEASY003210: ..."}``)
 ROUTING_404 = re.compile(r"^RESTEASY\d+")
 #: EJBCA's messages when an end entity cannot enroll with this username and password
-#: (ejbcaresources.en.properties, EJBCA CE 8.0): ``ra.wrongusernameorpassword`` (no such
+#: (src/intresources/ejbcaresources.en.properties): ``ra.wrongusernameorpassword`` (no such
 #: end entity: SignSessionBean.createCertificateWS), ``authentication.invalidpwd``
-#: (AuthLoginException), ``authentication.wrongstatus`` (AuthStatusException, e.g. "Got
-#: request with status GENERATED (40), NEW, FAILED or INPROCESS required: dev-1."),
+#: (AuthLoginException), ``authentication.wrongstatus`` (AuthStatusException; CE 8.0 "Got
+#: request with status GENERATED (40), NEW, FAILED or INPROCESS required: dev-1.", 8.1 and
+#: later "... (40). Status NEW, FAILED or INPROCESS required: dev-1."),
 #: ``authentication.usernotfound`` and older releases' "Could not find username"
 LOGIN_REFUSED = re.compile(r"^(Wrong username or password|Got request for user with invalid password|"
                            r"Got request with status .* required|Got request for nonexisting user|"
@@ -53,27 +67,23 @@ class ResourceMissing(UpstreamError):
 
 def interpret(response: UpstreamResponse, backend: EjbcaRestBackend, meaning: Meaning, *,
               raw: bool = False) -> Any:
-    """A JSON object (bytes if ``raw``), ``None`` for an expected 404, a :class:`Pending`, or raise."""
+    """A JSON object (bytes if ``raw``), ``None`` for an expected 404, or raise."""
     status = response.status_code
     if status in (200, 201):
         return response.content if raw else _json_object(response)
-    if status == 202 and meaning.pending_allowed:
-        info = _json_or_empty(response)
-        return Pending(retry_after=backend.options.pending_retry_after_s,
-                       reference=clip(info.get("info_message") or info.get("link") or "", 120))
     error = _json_or_empty(response)
     reason = clip(error.get("error_message") or "")
     if status == 409 and meaning.already_revoked_is_done:  # AlreadyRevokedException
         return None
-    if status in (400, 409) and meaning.pending_allowed and APPROVAL_EXISTS.search(reason):
-        raise ApprovalAlreadyExists(reason)
-    authenticates = meaning.login_refused_is_none or meaning.refused is not None
+    if status == 400 and meaning.approvals_refused is not None and APPROVALS_ENABLED.match(reason):
+        raise meaning.approvals_refused(reason)
+    if status == 400 and UNKNOWN_NAME.match(reason):
+        log.error("backend %s: EJBCA does not know a name this EST label uses (%s): check ca, "
+                  "certificate_profile and end_entity_profile", backend.name, reason)
+        raise unknown_ca_or_profile(reason)
     # 400 on CE 8.0 and newer Community releases; 403 where ExceptionHandler's mapping of
     # AuthLoginException/AuthStatusException applies
-    if status in (400, 403) and authenticates and LOGIN_REFUSED.match(reason):
-        if meaning.login_refused_is_none:
-            return None  # not this end entity, status or password: add/edit it and enroll
-        assert meaning.refused is not None
+    if status in (400, 403) and meaning.refused is not None and LOGIN_REFUSED.match(reason):
         raise meaning.refused(reason)
     if status in (400, 409, 413, 422):
         raise BadRequest(f"the CA refused the request: {reason or f'HTTP {status}'}")

@@ -44,9 +44,9 @@ from est_gateway_ejbca.common import (
     renewed_unknown,
     unknown_ca_or_profile,
 )
+from est_gateway_ejbca.names import ejbca_alt_names, ejbca_dn, issuer_dn
 from est_gateway_ejbca.soap.faults import invoke
-from est_gateway_ejbca.soap.names import ejbca_alt_names, ejbca_dn
-from est_gateway_ejbca.soap.transport import Sessions, UpstreamTransport
+from est_gateway_ejbca.soap.transport import UpstreamTransport
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,19 @@ def bundled_wsdl() -> Path:
 
 
 class EjbcaSoapBackend(EjbcaBackend):
-    """Issues through ``editUser`` + ``pkcs10Request`` (RA mode) or ``pkcs10Request`` alone."""
+    """Issues through ``editUser`` + ``pkcs10Request`` (RA mode) or ``pkcs10Request`` alone.
+
+    ``editUser`` under an approval profile leaves a waiting approval request at EJBCA
+    (``WaitingForApprovalException``; ``APPROVAL_ALREADY_EXISTS`` while it is open): 202, and
+    with ``approval_secret`` the device's repeat after the approval gets its certificate.
+    """
+
+    waits_for_approvals = True
 
     def __init__(self, name: str, options: EjbcaOptions, *, wsdl: str = "bundled") -> None:
         super().__init__(name, options)
         self.wsdl = wsdl
         self._local = threading.local()
-        self._sessions = Sessions(options.upstream) if options.upstream is not None else None
 
     @classmethod
     def build(cls, name: str, common: EjbcaOptions, options: Section) -> EjbcaSoapBackend:
@@ -90,11 +96,6 @@ class EjbcaSoapBackend(EjbcaBackend):
     def describe_state(self) -> dict[str, str]:
         return {**super().describe_state(), "WSDL": self._wsdl_location()}
 
-    def close(self) -> None:
-        super().close()
-        if self._sessions is not None:
-            self._sessions.close()
-
     def _wsdl_location(self) -> str:
         if self.wsdl == "bundled":
             return str(bundled_wsdl())
@@ -105,11 +106,9 @@ class EjbcaSoapBackend(EjbcaBackend):
     def _service(self, *, idempotent: bool) -> Any:
         """This thread's zeep service proxy, bound to the configured address."""
         local = self._local
-        if self._sessions is None:
-            raise UpstreamError(f"backend {self.name} has no valid upstream settings")
-        session = self._sessions.get()
+        session = self.http.session()
         if getattr(local, "session", None) is not session:
-            transport = UpstreamTransport(self.http, session)
+            transport = UpstreamTransport(self.http)
             try:
                 client = Client(self._wsdl_location(), transport=transport,  # type: ignore[no-untyped-call]
                                 settings=Settings(strict=False))
@@ -180,7 +179,7 @@ class EjbcaSoapBackend(EjbcaBackend):
 
     def revocation_status(self, certificate: x509.Certificate, target: EjbcaTarget) -> RevocationStatus:
         """``checkRevokationStatus(issuerDN, serial_hex)``: empty = unknown, reason -1 = good."""
-        status = self._call("checkRevokationStatus", certificate.issuer.rfc4514_string(),
+        status = self._call("checkRevokationStatus", issuer_dn(certificate.issuer),
                             f"{certificate.serial_number:X}", meaning=Meaning(not_found=None),
                             idempotent=True)
         if status is None:
@@ -197,7 +196,7 @@ class EjbcaSoapBackend(EjbcaBackend):
     def revoke_superseded(self, certificate: x509.Certificate) -> None:
         """``revokeCert(issuerDN, serial_hex, 4)`` (``RevokedCertInfo.REVOCATION_REASON_SUPERSEDED``);
         ``AlreadyRevokedException`` means it is done."""
-        self._call("revokeCert", certificate.issuer.rfc4514_string(), f"{certificate.serial_number:X}",
+        self._call("revokeCert", issuer_dn(certificate.issuer), f"{certificate.serial_number:X}",
                    SUPERSEDED, meaning=Meaning(not_found=renewed_unknown, already_revoked_is_done=True),
                    idempotent=True)
 

@@ -1,4 +1,5 @@
-"""Subject DN and subjectAltName strings in EJBCA's own notation, for ``editUser``.
+"""DN and subjectAltName strings in EJBCA's own notation: ``editUser``'s subject, and the
+issuer DNs both adapters send (revocation status, revocation).
 
 EJBCA reads an end entity's ``subjectDN`` with cesecore's ``CeSecoreNameStyle`` names
 (``SN`` is serialNumber, ``E`` emailAddress, ``T`` title, ``DN`` dnQualifier, ...) and its
@@ -83,6 +84,18 @@ def ejbca_dn(name: x509.Name) -> str:
                              "EJBCA trims")
         parts.append((_ORDER[attribute.oid], position, f"{keyword}={escape(attribute.value)}"))
     return ",".join(text for _, _, text in sorted(parts))
+
+
+def issuer_dn(name: x509.Name) -> str:
+    """A CA's DN as EJBCA writes it (``CertTools.stringToBCDNString``: ``SN=`` for
+    serialNumber, ``E=`` for emailAddress, its order), for the calls that name a CA by DN.
+    EJBCA canonicalises what it receives (``2.5.4.5=`` becomes ``SN=``) before it hashes the
+    DN to a CA ID; sending its own form keeps the DN in the gateway's requests and logs the
+    one EJBCA shows. A DN EJBCA's names cannot express goes as RFC 4514."""
+    try:
+        return ejbca_dn(name)
+    except BadRequest:
+        return name.rfc4514_string()
 
 
 def ejbca_alt_names(csr: x509.CertificateSigningRequest) -> str | None:
