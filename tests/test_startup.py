@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from est_gateway.backends.local import authority
 from est_gateway.backends.local.authority import utcnow
 from est_gateway.config import load_config
 from tests.support.cfssl import CfsslCA
-from tests.support.gateway import GatewayProcess, free_port
+from tests.support.gateway import GatewayProcess, curl, free_port
 
 COMMAND = Path(sys.executable).with_name("est-gateway")
 REPO = Path(__file__).resolve().parents[1]
@@ -202,3 +204,36 @@ def test_a_folder_that_cannot_be_locked_is_one_line(instance: localmode.LocalIns
     done = run("local", "--state-dir", str(instance.folder))
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.splitlines() == [f"Error: cannot lock {instance.folder}: Is a directory"]
+
+
+def test_with_the_est_socket_bound_first_the_other_listeners_serve_too(tmp_path: Path) -> None:
+    """gunicorn binds no address once one bind entry is a descriptor: the runner binds the
+    other listeners first too, and each reaches its own application."""
+    from tests.test_listeners import SCRIPT
+
+    est, secure, plain = free_port(), free_port(), free_port()
+    instance, _ = localmode.prepare(tmp_path / "est-local", port=est)
+    script = tmp_path / "serve.py"
+    script.write_text(SCRIPT.replace(
+        "GatewayServer(config, create_app(config), more=more).run()",
+        "from est_gateway.listener import bind\n"
+        "GatewayServer(config, create_app(config), more=more,\n"
+        "              listener=bind(config.server, change_port='--port')).run()"))
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, str(script), str(instance.config), str(secure), str(plain)],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        for _ in range(150):
+            try:
+                assert curl(f"http://127.0.0.1:{plain}/y").body == b"plain http /y"
+                break
+            except RuntimeError:
+                assert proc.poll() is None, log.read_text()
+                time.sleep(0.2)
+        assert curl(f"http://127.0.0.1:{plain}/y").body == b"plain http /y", log.read_text()
+        assert curl(f"https://127.0.0.1:{secure}/x", cacert=instance.trust_anchor).body == b"secure https /x"
+        assert curl(f"https://127.0.0.1:{est}/.well-known/est/cacerts", cacert=instance.trust_anchor).status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
