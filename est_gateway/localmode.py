@@ -8,11 +8,14 @@ start finds the folder and reuses everything (CAs, password, records).
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import ipaddress
+import os
 import re
 import secrets
 import shlex
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +23,11 @@ from cryptography import x509
 
 from est_gateway.backends.local import authority
 from est_gateway.backends.local.authority import utcnow
-from est_gateway.config.model import ConsoleSettings
+from est_gateway.config.model import AliasSettings, ConsoleSettings
 
 CONFIG_NAME = "gateway.toml"
+#: held (flock) by the process serving the folder, and naming it
+LOCK_NAME = ".serving.lock"
 USERNAME = "estuser"
 CONSOLE_ADMIN = "admin"
 DEFAULT_PORT = 8443
@@ -104,6 +109,28 @@ class LocalInstance:
         return self.password_file.read_text(encoding="utf-8").strip()
 
 
+class InstanceBusy(Exception):
+    """Another process serves this local instance."""
+
+
+def hold(instance: LocalInstance) -> int:
+    """Lock the instance's folder for as long as this process (and its workers) lives;
+    raise :class:`InstanceBusy` naming the process that holds it. The descriptor is
+    returned so the lock is never dropped by garbage collection."""
+    fd = os.open(instance.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise InstanceBusy(f"{instance.folder} is already being served by est-gateway (pid {holder}); "
+                           "its configuration is left as it is. Stop that one first, or start "
+                           "another instance with --state-dir <another folder>") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+    return fd
+
+
 def prepare(folder: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> tuple[LocalInstance, bool]:
     """Create the local instance unless it exists; return it and whether it was created."""
     instance = LocalInstance(folder.resolve())
@@ -173,8 +200,21 @@ def shell_exports(instance: LocalInstance, *, port: int) -> str:
     return line
 
 
+def describe_labels(aliases: Mapping[str, AliasSettings]) -> str:
+    """The configured labels, each with what sets it apart, for the banner."""
+    described = []
+    for name, alias in aliases.items():
+        notes = ["default"] if name == "est" else []
+        if not alias.allow_same_key_renewal:
+            notes.append("renewal needs a new key")
+        if alias.require_client_cert:
+            notes.append("client certificate required")
+        described.append(f"{name} = {', '.join(notes)}" if notes else name)
+    return ", ".join(described) or "none"
+
+
 def instructions(instance: LocalInstance, *, port: int, created: bool,
-                 console: ConsoleSettings | None = None) -> str:
+                 aliases: Mapping[str, AliasSettings], console: ConsoleSettings | None = None) -> str:
     """The banner: where the instance lives and the line to paste before the walk-through."""
     state = "created" if created else "reused"
     shown = ("off; uncomment [console] in the configuration to serve it "
@@ -183,7 +223,7 @@ def instructions(instance: LocalInstance, *, port: int, created: bool,
         shown = f"{console.url}   ({console.admin_username or 'admin certificates'})"
     return f"""\
 est-gateway local test mode ({state} {instance.folder})
-  EST base URL   : https://127.0.0.1:{port}/.well-known/est   (labels: est = default, newkey = renewal needs a new key)
+  EST base URL   : https://127.0.0.1:{port}/.well-known/est   (labels: {describe_labels(aliases)})
   trust anchor   : {instance.trust_anchor}   (curl --cacert / EST_OPENSSL_CACERT)
   credentials    : {USERNAME} / {instance.password()}
   configuration  : {instance.config}

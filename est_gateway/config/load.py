@@ -14,7 +14,7 @@ from cryptography import x509
 from est_gateway import csrattrs as csrattrs_mod
 from est_gateway.backends.base import AnyBackend
 from est_gateway.backends.registry import BackendRegistry
-from est_gateway.config.model import AliasSettings, ConsoleSettings, GatewayConfig, ServerSettings
+from est_gateway.config.model import LOG_FORMATS, AliasSettings, ConsoleSettings, GatewayConfig, ServerSettings
 from est_gateway.config.reader import Problems, Section
 from est_gateway.csrattrs import CsrAttrsPolicy
 from est_gateway.errors import ConfigError
@@ -110,7 +110,9 @@ def _server(sec: Section) -> ServerSettings:
             sec.error("tls", "a Unix socket serves plain HTTP to a local proxy: set tls = false")
     elif isinstance(listen, str):
         h, sep, p = listen.rpartition(":")
-        if not sep or not p.isdigit() or not 0 < int(p) < 65536 or not h:
+        if sep and p.isdigit() and h and not 0 < int(p) < 65536:
+            sec.error("listen", f'port {int(p)} in "{listen}" is out of range (1-65535)')
+        elif not sep or not p.isdigit() or not h:
             sec.error("listen", f'"{listen}" is not "<address>:<port>" (e.g. "127.0.0.1:8443")')
         else:
             host, port = h.strip("[]"), int(p)
@@ -177,6 +179,7 @@ def _server(sec: Section) -> ServerSettings:
         max_buffered_request_bytes=sec.int("max_buffered_request_bytes", d.max_buffered_request_bytes,
                                            minimum=1024 * 1024, maximum=1 << 40),
         log_queue_records=sec.int("log_queue_records", d.log_queue_records, minimum=16, maximum=1_000_000),
+        log_format=sec.str("log_format", d.log_format, choices=LOG_FORMATS),
     )
     sec.check_unknown()
     return settings

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from est_gateway.backends.base import CABackend
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: values of [server] log_format (est_gateway.logformat)
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class ServerSettings:
     max_buffered_request_bytes: int = 32 * 1024 * 1024
     #: log and audit records a worker holds while its log output is slow; more are dropped
     log_queue_records: int = 4096
+    #: every stderr line (the gateway's, gunicorn's, the audit's): "text" or "json"
+    log_format: str = "text"
 
     @property
     def url(self) -> str:

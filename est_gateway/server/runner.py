@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,8 @@ from gunicorn.app.base import BaseApplication
 from est_gateway.config.model import GatewayConfig
 from est_gateway.logwriter import LogWriter
 from est_gateway.logwriter import install as install_log_writer
+from est_gateway.listener import bind_address
+from est_gateway.logformat import gunicorn_logger_class
 
 log = logging.getLogger(__name__)
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -121,19 +124,30 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
     ``app`` serves EST on the configured address; each of ``more`` its own address."""
 
     def __init__(self, config: GatewayConfig, app: WSGIApp, *, threads: int = 8,
-                 more: Sequence[Listener] = ()) -> None:
+                 more: Sequence[Listener] = (), listener: socket.socket | None = None) -> None:
         self.gateway_config = config
         self.wsgi_app = app
         self.threads = threads
         self.more = tuple(more)
+        #: a socket bound before start-up (est_gateway.listener.bind): gunicorn serves on it
+        #: and never retries a busy port; detached once, as gunicorn closes the descriptor.
+        #: Given one descriptor, gunicorn binds no address: the other listeners come bound too.
+        self.listen_fds: tuple[int, ...] = ()
+        if listener is not None:
+            self.listen_fds = (listener.detach(), *(
+                bind_address(more.host, more.port, change_port=f"the {more.name} address").detach()
+                for more in self.more))
         super().__init__()
 
     def load_config(self) -> None:
         server = self.gateway_config.server
         host = f"[{server.host}]" if ":" in server.host else server.host
         bind = f"unix:{server.unix_socket}" if server.unix_socket else f"{host}:{server.port}"
+        binds = [bind, *(listener.bind for listener in self.more)]
+        if self.listen_fds:
+            binds = [f"fd://{fd}" for fd in self.listen_fds]
         settings = {
-            "bind": [bind, *(listener.bind for listener in self.more)],
+            "bind": binds,
             # A Unix socket is created srw-rw----: its owner and group reach the gateway.
             "umask": 0o117 if server.unix_socket else 0,
             "workers": server.workers,
@@ -144,6 +158,8 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             "loglevel": server.log_level,
             "accesslog": None,
             "errorlog": "-",
+            # gunicorn's lines in the format of the gateway's own (est_gateway.logformat)
+            "logger_class": gunicorn_logger_class(server.log_format),
             "proc_name": "est-gateway",
             # No control socket in $HOME: two instances would fight over it.
             "control_socket_disable": True,

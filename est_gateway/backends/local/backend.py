@@ -108,6 +108,13 @@ class LocalCABackend(CABackend[LocalTarget]):
             for ca_name, settings in self.options.cas.items():
                 self._cas[ca_name] = self._load_or_create(ca_name, settings)
 
+    def start_changes_state(self) -> bool:
+        """A first start creates the record and the CAs; later starts only load them."""
+        files = [self.store.path, self.options.state_dir / ".init.lock"]
+        for ca_name in self.options.cas:
+            files += [self._ca_dir(ca_name) / "signing.key", self._ca_dir(ca_name) / "chain.pem"]
+        return not all(path.exists() for path in files)
+
     def close(self) -> None:
         self.store.close()
 

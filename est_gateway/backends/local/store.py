@@ -308,6 +308,16 @@ class CertificateStore:
                                 " LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
         return [_record(r) for r in rows], total
 
+    def with_serial_prefix(self, prefix: str, *, limit: int) -> list[Record]:
+        """Records whose serial starts with ``prefix`` (hex, as :func:`normalise_serial`
+        reads it, leading zeros kept), at most ``limit``: for ``local-ca show``."""
+        cleaned = prefix.strip().lower().removeprefix("0x").replace(":", "")
+        normalise_serial(cleaned)     # a ValueError for what is not hexadecimal
+        with self._connect() as conn:
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM certificates WHERE substr(serial, 1, ?) = ? "
+                                "ORDER BY serial LIMIT ?", (len(cleaned), cleaned, limit))
+            return [_record(r) for r in rows]
+
     def ping(self) -> None:
         """Raise ``sqlite3.Error`` unless the record can be read."""
         with self._connect() as conn:
