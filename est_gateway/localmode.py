@@ -24,6 +24,8 @@ from est_gateway.backends.local.authority import utcnow
 CONFIG_NAME = "gateway.toml"
 USERNAME = "estuser"
 DEFAULT_PORT = 8443
+#: where CRLs and OCSP answers are published in plain HTTP (with another EST port: that + 1)
+DEFAULT_PUBLICATION_PORT = 8080
 #: the ``listen = "<address>:<port>"`` line the template writes (the first listen line)
 LISTEN_LINE = re.compile(r'^(listen\s*=\s*"[^"]*:)(\d+)(")', re.MULTILINE)
 
@@ -37,6 +39,10 @@ tls_cert = "tls/server.pem"
 tls_key = "tls/server.key"
 workers = 2
 
+# CRLs and OCSP answers of the local CA, in plain HTTP (the URLs below name this address).
+[publication]
+listen = "{bind}:{publication_port}"
+
 [backends.local]
 type = "local"
 state_dir = "local-ca"
@@ -45,6 +51,9 @@ state_dir = "local-ca"
 key_type = "rsa-2048"
 hierarchy = "root+issuing"
 common_name = "est-gateway Local EST CA"
+# Every certificate it issues names both: relying parties can check revocation.
+crl_url = "http://{url_host}:{publication_port}/crl/est-ca.crl"
+ocsp_url = "http://{url_host}:{publication_port}/ocsp/est-ca"
 
 [backends.local.certificate_profiles.default]
 validity_days = 365
@@ -92,8 +101,11 @@ class LocalInstance:
         return self.password_file.read_text(encoding="utf-8").strip()
 
 
-def prepare(folder: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> tuple[LocalInstance, bool]:
-    """Create the local instance unless it exists; return it and whether it was created."""
+def prepare(folder: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+            publication_port: int | None = None) -> tuple[LocalInstance, bool]:
+    """Create the local instance unless it exists; return it and whether it was created.
+    CRLs and OCSP are published on ``publication_port`` (default: 8080 beside EST's 8443,
+    else EST's port + 1)."""
     instance = LocalInstance(folder.resolve())
     if instance.config.exists():
         return instance, False
@@ -122,7 +134,11 @@ def prepare(folder: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) 
     authority.write_public(folder / "tls" / "server.pem", authority.cert_pem(server))
     authority.write_private(instance.password_file, (secrets.token_urlsafe(12) + "\n").encode())
     bind = "0.0.0.0" if host not in ("127.0.0.1", "localhost") else "127.0.0.1"
-    instance.config.write_text(CONFIG_TEMPLATE.format(host=bind, port=port, username=USERNAME),
+    if publication_port is None:
+        publication_port = DEFAULT_PUBLICATION_PORT if port == DEFAULT_PORT else port % 65535 + 1
+    url_host = "127.0.0.1" if bind == "127.0.0.1" else (f"[{host}]" if ":" in host else host)
+    instance.config.write_text(CONFIG_TEMPLATE.format(host=bind, port=port, username=USERNAME, bind=bind,
+                                                      publication_port=publication_port, url_host=url_host),
                                encoding="utf-8")
     return instance, True
 
@@ -156,15 +172,19 @@ def shell_exports(instance: LocalInstance, *, port: int) -> str:
     return line
 
 
-def instructions(instance: LocalInstance, *, port: int, created: bool) -> str:
+def instructions(instance: LocalInstance, *, port: int, created: bool,
+                 crl_url: str | None = None, ocsp_url: str | None = None) -> str:
     """The banner: where the instance lives and the line to paste before the walk-through."""
     state = "created" if created else "reused"
+    revocation = "".join(f"\n  {name:<15}: {url}   ({use})" for name, url, use in (
+        ("CRL", crl_url, "openssl verify -crl_check -CRLfile"), ("OCSP", ocsp_url, "openssl ocsp -url"))
+        if url)
     return f"""\
 est-gateway local test mode ({state} {instance.folder})
   EST base URL   : https://127.0.0.1:{port}/.well-known/est   (labels: est = default, newkey = renewal needs a new key)
   trust anchor   : {instance.trust_anchor}   (curl --cacert / EST_OPENSSL_CACERT)
   credentials    : {USERNAME} / {instance.password()}
-  configuration  : {instance.config}
+  configuration  : {instance.config}{revocation}
 
 In another shell, paste this line first; the README's walk-through uses only these variables:
 

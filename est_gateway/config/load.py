@@ -21,6 +21,7 @@ from est_gateway.errors import ConfigError
 from est_gateway.keys import KEY_TYPES
 from est_gateway.limits import CURVES, Limits
 from est_gateway.passwords import PasswordHash
+from est_gateway.publication.settings import parse_publication
 
 #: EST operation names; an alias may not be called like one (the path would be ambiguous).
 OPERATIONS = ("cacerts", "simpleenroll", "simplereenroll", "csrattrs", "serverkeygen", "fullcmc")
@@ -52,6 +53,7 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = 
     limits = _limits(root.table("limits"))
     backends, broken = _backends(root.table("backends", required=True), registry or BackendRegistry())
     aliases = _aliases(root.table("aliases", required=True), backends, broken)
+    publication = parse_publication(root.table("publication"), server.host, server.port, backends)
     root.check_unknown()
     if server.tls is False:
         for alias in aliases.values():
@@ -65,7 +67,8 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = 
                              "serves plain HTTP behind a proxy (server.tls = false), so this alias "
                              "cannot be served here")
     problems.raise_if_any()
-    return GatewayConfig(server=server, backends=backends, aliases=aliases, source=source, limits=limits)
+    return GatewayConfig(server=server, backends=backends, aliases=aliases, source=source, limits=limits,
+                         publication=publication)
 
 
 def _limits(sec: Section) -> Limits:
