@@ -26,8 +26,7 @@ CATEGORIES = [
                                        "(wsgi.py:", "(http11.py:")),
     ("event loop, accept, thread hand-off", ("est_gateway/server/loop.py", "selectors.py", "concurrent/futures/",
                                              "est_gateway/server/worker.py", "threading.py", "(worker.py:",
-                                             "(loop.py:", "(cooperative.py:", "waits.py")),
-    # py-spy names a frame in a greenlet by its file alone ("views.py:65"), without the package
+                                             "(loop.py:")),
     ("EST core, checks, backend logic", ("est_gateway/", "est_gateway_", "(views.py:", "(app.py:",
                                          "(operations.py:", "(backend.py:", "(authority.py:", "(limits.py:")),
 ]

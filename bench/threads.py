@@ -1,4 +1,4 @@
-"""Where a worker's CPU goes by thread: the event loop, the commit thread, the request pool.
+"""Where a worker's CPU goes by thread: the event loop and the request pool.
 
 Per request, summed over the workers: user and system CPU and the voluntary and
 involuntary context switches of each kind of thread, from ``/proc/<pid>/task/*``, over one
@@ -29,10 +29,8 @@ COUNTS = ("user_s", "system_s", "voluntary_switches", "involuntary_switches")
 
 
 def thread_kind(pid: int, tid: int, name: str) -> str:
-    """A worker's main thread runs the event loop; the commit thread names itself."""
-    if tid == pid:
-        return "loop"
-    return "commit" if name == "est-commit" else "pool"
+    """A worker's main thread runs the event loop; every other thread is the pool's."""
+    return "loop" if tid == pid else "pool"
 
 
 def thread_counts(pids: list[int]) -> defaultdict[tuple[str, str], float]:
@@ -82,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.scenario}, {args.mode}, {args.clients} clients: {requests} requests; per request, "
           "summed over the workers:")
     print(f"{'thread':8s} {'user ms':>8s} {'system ms':>10s} {'voluntary sw':>13s} {'involuntary sw':>15s}")
-    for kind in ("loop", "commit", "pool"):
+    for kind in ("loop", "pool"):
         delta = {count: (after[kind, count] - before[kind, count]) / max(requests, 1) for count in COUNTS}
         print(f"{kind:8s} {delta['user_s'] * 1e3:8.3f} {delta['system_s'] * 1e3:10.3f} "
               f"{delta['voluntary_switches']:13.2f} {delta['involuntary_switches']:15.2f}")

@@ -1,6 +1,6 @@
-"""Who is calling: the client certificate (from our own TLS session or a trusted proxy's
-header), verified by the gateway itself, the client's address and the HTTP Basic
-credentials.
+"""Who is calling: the client certificate (from our own TLS session, a trusted proxy's
+header or, when Apache runs the app, mod_ssl's variables), verified by the gateway
+itself, the client's address and the HTTP Basic credentials.
 
 This is the only module that reads client-certificate data and forwarded addresses from
 the WSGI environ; proxy headers count only when the TCP peer is a trusted proxy.
@@ -29,6 +29,7 @@ from cryptography.x509.verification import (
 )
 
 from est_gateway.config.model import ServerSettings
+from est_gateway.limits import Limits
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ TLS_ENVIRON_KEY = "est_gateway.tls"
 #: environ key set (True) for requests that came over the gateway's Unix socket
 UNIX_ENVIRON_KEY = "est_gateway.unix_socket"
 MAX_CHAIN_DEPTH = 8
+#: what mod_ssl gives an application Apache runs itself (mod_wsgi; SSLOptions +ExportCertData)
+MOD_SSL_CERT = "SSL_CLIENT_CERT"
+MOD_SSL_CHAIN_PREFIX = "SSL_CLIENT_CERT_CHAIN_"
 _PEM_BODY = re.compile(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.S)
 
 
@@ -56,7 +60,7 @@ class PresentedCertificate:
 
     leaf: x509.Certificate
     intermediates: tuple[x509.Certificate, ...]
-    via: str  # "tls" or "proxy"
+    via: str  # "tls", "proxy" or "mod_ssl"
 
 
 class UntrustedCertificate(Exception):
@@ -72,8 +76,9 @@ def tls_info(environ: Mapping[str, Any]) -> TLSInfo | None:
 def presented_certificate(environ: Mapping[str, Any], server: ServerSettings) -> PresentedCertificate | None:
     """The client certificate of this request, or None.
 
-    From our TLS session when we terminate TLS; otherwise from the proxy header, which
-    is believed only when the request comes from one of ``server.trusted_proxies``.
+    From our TLS session when we terminate TLS; otherwise from mod_ssl's variables when
+    ``server.client_cert_source`` says so, else from the proxy header, which is believed
+    only when the request comes from one of ``server.trusted_proxies``.
     """
     tls = environ.get(TLS_ENVIRON_KEY)
     if isinstance(tls, TLSInfo):
@@ -83,6 +88,8 @@ def presented_certificate(environ: Mapping[str, Any], server: ServerSettings) ->
         if any(c is None for c in certs):
             return None
         return PresentedCertificate(certs[0], tuple(c for c in certs[1:] if c), "tls")  # type: ignore[arg-type]
+    if server.client_cert_source == "mod_ssl":
+        return _from_mod_ssl(environ, server)
     header_key = "HTTP_" + server.client_cert_header.upper().replace("-", "_")
     raw = environ.get(header_key)
     if raw is None:
@@ -101,6 +108,36 @@ def presented_certificate(environ: Mapping[str, Any], server: ServerSettings) ->
         if cert is not None:
             chain.append(cert)
     return PresentedCertificate(leaf, tuple(chain), "proxy")
+
+
+def _from_mod_ssl(environ: Mapping[str, Any], server: ServerSettings) -> PresentedCertificate | None:
+    """The certificate (and the chain the client sent) Apache's mod_ssl put in the environ,
+    held to the bounds of our own TLS endpoint. A client's headers never become these
+    names (they arrive as ``HTTP_*``); no other server sets them."""
+    from est_gateway.server.tls import ClientChainLimits  # imports this module
+
+    names = [MOD_SSL_CERT, *(f"{MOD_SSL_CHAIN_PREFIX}{i}" for i in range(server.client_cert_max_count))]
+    ders = []
+    for name in names:
+        value = environ.get(name)
+        if value is None:
+            break
+        der = _pem_der(str(value))
+        if der is None:     # none ("(null)", empty), or unreadable: as on our own TLS session
+            return None
+        ders.append(der)
+    if not ders:
+        return None
+    limits = ClientChainLimits(max_depth=server.client_cert_max_depth, max_certs=server.client_cert_max_count,
+                               max_bytes=server.client_cert_max_bytes)
+    refusal = limits.refusal(TLSInfo("", peer_chain=tuple(ders)))
+    if refusal is not None:
+        log.warning("client certificate from mod_ssl ignored: %s", refusal)
+        return None
+    certs = [_load_der(der) for der in ders]
+    if any(c is None for c in certs):
+        return None
+    return PresentedCertificate(certs[0], tuple(c for c in certs[1:] if c), "mod_ssl")  # type: ignore[arg-type]
 
 
 def from_trusted_proxy(environ: Mapping[str, Any], server: ServerSettings) -> bool:
@@ -163,6 +200,12 @@ def _is_trusted(address: IPAddress, server: ServerSettings) -> bool:
 def parse_forwarded_pem(value: str) -> x509.Certificate | None:
     """A certificate forwarded by a proxy: PEM whose newlines Apache turned into spaces,
     or URL-encoded PEM (nginx). Apache's ``(null)`` and empty values mean "none"."""
+    der = _pem_der(value)
+    return None if der is None else _load_der(der)
+
+
+def _pem_der(value: str) -> bytes | None:
+    """The DER of the first PEM certificate in ``value`` (see :func:`parse_forwarded_pem`)."""
     text = value.strip()
     if not text or text == "(null)":
         return None
@@ -172,10 +215,9 @@ def parse_forwarded_pem(value: str) -> x509.Certificate | None:
     if match is None:
         return None
     try:
-        der = base64.b64decode(re.sub(r"\s+", "", match.group(1)), validate=True)
+        return base64.b64decode(re.sub(r"\s+", "", match.group(1)), validate=True)
     except (binascii.Error, ValueError):
         return None
-    return _load_der(der)
 
 
 def _load_der(der: bytes) -> x509.Certificate | None:
@@ -186,8 +228,10 @@ def _load_der(der: bytes) -> x509.Certificate | None:
 
 
 def verify_client_certificate(presented: PresentedCertificate, anchors: Sequence[x509.Certificate],
-                              now: dt.datetime) -> x509.Certificate:
-    """Chain ``presented`` to one of ``anchors`` at time ``now``; require clientAuth.
+                              now: dt.datetime, *, keys: Limits | None = None) -> x509.Certificate:
+    """Chain ``presented`` to one of ``anchors`` at time ``now``; require clientAuth, and
+    of every presented certificate a key within ``keys`` (our TLS endpoint refuses others
+    in the handshake; certificates from a proxy or mod_ssl are held to the same).
 
     Raises :class:`UntrustedCertificate` with a short reason. Revocation is the
     caller's question to the backend.
@@ -205,6 +249,14 @@ def verify_client_certificate(presented: PresentedCertificate, anchors: Sequence
         pass
     except ValueError:
         raise UntrustedCertificate("client certificate has malformed extensions") from None
+    if keys is not None:
+        for cert in (leaf, *presented.intermediates):
+            try:
+                refusal = keys.public_key_refusal(cert.public_key())
+            except Exception:  # a key type cryptography cannot load (UnsupportedAlgorithm)
+                refusal = "only RSA and EC keys are accepted"
+            if refusal is not None:
+                raise UntrustedCertificate(f"client certificate chain has a refused key: {refusal}")
     if not anchors:
         raise UntrustedCertificate("no trusted CA is configured for client certificates")
     verifier = (

@@ -4,11 +4,17 @@
 worker starts, so every process writes its samples there and ``/metrics`` (answered by
 any worker) aggregates them. Without that variable (tests, one process) a private
 registry per application is used.
+
+Label values come only from the configuration and the code, never from what a client
+sends: a label or backend name not configured (:meth:`Metrics.admit`), an operation or
+backend call not known, a status that is not an HTTP status, is counted as ``"unknown"``,
+whoever the caller. A client cannot grow ``/metrics``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
@@ -20,6 +26,11 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 #: labelled children kept per family; past it (never with the label values the gateway
 #: uses: configured aliases, known operations, "unknown", HTTP statuses) labels() is called
 CHILDREN_CACHED = 1024
+UNKNOWN = "unknown"
+#: the EST operations (RFC 7030 §3.2.2) a request is counted under
+OPERATIONS = frozenset({"cacerts", "csrattrs", "simpleenroll", "simplereenroll", "serverkeygen", "fullcmc"})
+#: the backend calls the core times (operations.py)
+CALLS = frozenset({"ca_certs", "enroll", "reenroll", "supersede", "revocation_status"})
 
 Family = TypeVar("Family", Counter, Histogram)
 
@@ -28,14 +39,16 @@ class Children(Generic[Family]):
     """A metric family's labelled children by label values, so that a request does not pay
     for ``labels()`` (its validation, lock and key building) on every count."""
 
-    def __init__(self, family: Family) -> None:
+    def __init__(self, family: Family, admit: Callable[[tuple[str, ...]], tuple[str, ...]] = tuple) -> None:
         self.family: Family = family
+        #: the label values counted for the values given (unknown ones become "unknown")
+        self._admit = admit
         self._children: dict[tuple[str, ...], Family] = {}
 
     def __call__(self, *values: str) -> Family:
         child = self._children.get(values)
         if child is None:
-            child = self.family.labels(*values)
+            child = self.family.labels(*self._admit(values))
             if len(self._children) < CHILDREN_CACHED:
                 self._children[values] = child
         return child
@@ -44,7 +57,10 @@ class Children(Generic[Family]):
 class Metrics:
     """The gateway's metric families, registered on a registry of their own."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, aliases: Iterable[str] = (), backends: Iterable[str] = ()) -> None:
+        self._aliases: frozenset[str] = frozenset()
+        self._backends: frozenset[str] = frozenset()
+        self.admit(aliases=aliases, backends=backends)
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("est_requests", "EST requests by label, operation and HTTP status",
@@ -59,11 +75,23 @@ class Metrics:
         self.pending = Counter("est_pending_answers", "Enrollments answered 202 (waiting for approval)",
                                ["alias", "operation"], registry=r)
         # The children a request or a backend call counts on, cached per label values.
-        self._requests = Children(self.requests)
-        self._latency = Children(self.latency)
-        self._pending = Children(self.pending)
-        self.upstream_call = Children(self.upstream_latency)
-        self.upstream_error = Children(self.upstream_errors)
+        self._requests = Children(self.requests, lambda v: (self._alias(v[0]), _known(v[1], OPERATIONS),
+                                                            _status(v[2])))
+        self._latency = Children(self.latency, lambda v: (self._alias(v[0]), _known(v[1], OPERATIONS)))
+        self._pending = Children(self.pending, lambda v: (self._alias(v[0]), _known(v[1], OPERATIONS)))
+        self.upstream_call = Children(self.upstream_latency, lambda v: (_known(v[0], self._backends),
+                                                                        _known(v[1], CALLS)))
+        self.upstream_error = Children(self.upstream_errors, lambda v: (_known(v[0], self._backends),
+                                                                        _known(v[1], CALLS), _status(v[2])))
+
+    def admit(self, *, aliases: Iterable[str], backends: Iterable[str]) -> None:
+        """The configured label and backend names, the only ones counted by name (call it
+        before counting: a value already counted as "unknown" stays so)."""
+        self._aliases = self._aliases | frozenset(aliases)
+        self._backends = self._backends | frozenset(backends)
+
+    def _alias(self, value: str) -> str:
+        return _known(value, self._aliases)
 
     def observe_request(self, alias: str, operation: str, status: int, seconds: float) -> None:
         """Count one EST request (and its 202, waiting for approval) and its latency."""
@@ -79,6 +107,15 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return bytes(generate_latest(registry))
         return bytes(generate_latest(self.registry))
+
+
+def _known(value: str, known: frozenset[str]) -> str:
+    return value if value in known else UNKNOWN
+
+
+def _status(value: str) -> str:
+    """An HTTP status code (100–599) as given; anything else "unknown"."""
+    return value if len(value) == 3 and value.isdigit() and "1" <= value[0] <= "5" else UNKNOWN
 
 
 def mark_process_dead(pid: int) -> None:

@@ -104,6 +104,7 @@ class ESTService:
         self.key_signer = key_signer
         self.clock = clock
         self.metrics = metrics or Metrics()
+        self.metrics.admit(aliases=config.aliases, backends=config.backends)
         limits = config.limits
         self.throttle = FailureThrottle(limits.auth_failures_per_minute, scopes=tuple(config.aliases),
                                         per_label=limits.auth_failure_scope == "label",
@@ -231,7 +232,7 @@ class ESTService:
     def _request(self, kind: type[R], operation: str, alias: AliasSettings,
                  csr: x509.CertificateSigningRequest, requester: Requester, caller: Caller,
                  client_csr: x509.CertificateSigningRequest, **more: Any) -> R:
-        key = retry_key(operation, alias.name, requester, client_csr) if self.backend(alias).uses_retry_key else ""
+        key = retry_key(operation, alias.name, requester, client_csr)
         return kind(csr=csr, alias=alias.name, target=alias.target, requester=requester,
                     request_id=caller.request_id, retry_key=key, **more)
 
@@ -266,7 +267,7 @@ class ESTService:
         """Chain to ``anchors``, validity, clientAuth, then revocation as the backend knows it.
         A verified certificate goes into ``audit`` before any refusal, so the operator sees
         which certificate was refused."""
-        cert = verify_client_certificate(presented, anchors, self.clock())
+        cert = verify_client_certificate(presented, anchors, self.clock(), keys=self.config.limits)
         if audit is not None:
             audit.client_certificate(cert)
         status = self._call(alias, "revocation_status", lambda b: b.revocation_status(cert, alias.target))

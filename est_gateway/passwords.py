@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from est_gateway import waits
-
 SCHEME = "scrypt"
 DEFAULT_LOG_N = 14
 DEFAULT_R = 8
@@ -105,9 +103,7 @@ class PasswordChecker:
         tag = hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).digest()
         if self._remembered(scope, tag):
             return True
-        # scrypt takes tens of ms, and the semaphore may be held by other threads: never on
-        # the event loop's thread (est_gateway.waits)
-        return waits.in_thread(lambda: self._verify_slowly(scope, stored, password, tag))
+        return self._verify_slowly(scope, stored, password, tag)
 
     def _verify_slowly(self, scope: str, stored: PasswordHash, password: str, tag: bytes) -> bool:
         """One scrypt per password at a time: when the memory expires under load, every

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian machine, then run it all.
-# Installs missing system packages (curl, openssl, apache2, golang-cfssl) with apt-get: needs root or sudo.
+# Installs missing system packages (curl, openssl, apache2, libapache2-mod-wsgi-py3, golang-cfssl) with apt-get: needs root or sudo.
 # Usage: scripts/test.sh [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,8 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v cfssl >/dev/null || missing+=(golang-cfssl)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 [ -x /usr/sbin/apache2 ] || install_apache
+# Debian's mod_wsgi (built for /usr/bin/python3): tests/test_mod_wsgi.py runs the app in Apache.
+[ -e /usr/lib/apache2/modules/mod_wsgi.so ] || install_apache libapache2-mod-wsgi-py3
 
 ensure_venv
 # test: pytest and friends; bench: the smoke test of the benchmark draws its plot too; and

@@ -34,6 +34,8 @@ ensure_venv() {
 # port. Debian would also start the system service on :80 and enable it at boot: while
 # apt-get runs, a policy-rc.d refuses every service start (an existing one is put back
 # afterwards), and the service is disabled at boot. An Apache installed before is left alone.
+# Arguments: the packages (default apache2; e.g. libapache2-mod-wsgi-py3, whose postinst
+# enables its module and would restart the service).
 POLICY_RC_D=${POLICY_RC_D:-/usr/sbin/policy-rc.d}
 
 install_apache() {
@@ -46,7 +48,7 @@ install_apache() {
     printf '#!/bin/sh\n# scripts/test.sh: no service starts while apache2 is installed\nexit 101\n' \
         | as_root tee "$POLICY_RC_D" >/dev/null
     as_root chmod 755 "$POLICY_RC_D"
-    apt_install apache2
+    apt_install "${@:-apache2}"
     _restore_policy
     trap - EXIT
     local unit
@@ -58,7 +60,7 @@ install_apache() {
             as_root update-rc.d "$unit" disable
         fi
     done
-    echo "installed apache2 for the tests; its system service is not started and not enabled"
+    echo "installed ${*:-apache2} for the tests; the apache2 system service is not started and not enabled"
 }
 
 _restore_policy() {

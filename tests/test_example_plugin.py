@@ -14,8 +14,10 @@ from pathlib import Path
 from est_gateway.testing import BackendContract
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "example-plugin"
-#: the example's own tests beyond the contract suite (tests/test_contract.py)
-OWN_TESTS = 2
+#: the backends that run the contract suite (tests/test_contract.py, tests/test_remote.py)
+CONTRACT_SUITES = 2
+#: the example's own tests beyond the contract suite (two, and the remote backend's answer table)
+OWN_TESTS = 2 + 7
 
 
 def _run(*args: str, cwd: Path, env: dict[str, str]) -> str:
@@ -45,5 +47,5 @@ def test_the_example_plugin_installs_and_passes_the_contract_suite(tmp_path: Pat
     shutil.rmtree(source)
     out = _run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=run, env=env)
     contract = len([name for name in dir(BackendContract) if name.startswith("test_")])
-    assert re.search(rf"\b{contract + OWN_TESTS} passed\b", out), out
+    assert re.search(rf"\b{CONTRACT_SUITES * contract + OWN_TESTS} passed\b", out), out
     assert not re.search(r"\b(failed|skipped|error|xfailed)\b", out), out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from est_gateway.server.http11 import CONTINUE, Limits, Refusal, Request, RequestReader, error_answer
+from est_gateway.server.http11 import CONTINUE, PARSE_SLICE, Limits, Refusal, Request, RequestReader, error_answer
 
 LIMITS = Limits(max_fields=20, max_field_bytes=1024, max_body=1000)
 HOST = b"Host: localhost\r\n"
@@ -16,6 +16,14 @@ def reader(*chunks: bytes, limits: Limits = LIMITS) -> RequestReader:
     for chunk in chunks:
         r.feed(chunk)
     return r
+
+
+def taken(r: RequestReader) -> list[Request | Refusal]:
+    """Every request the reader can give now, in order, as the loop takes them."""
+    items = []
+    while (item := r.take()) is not None:
+        items.append(item)
+    return items
 
 
 def only(r: RequestReader) -> Request | Refusal:
@@ -49,10 +57,21 @@ def test_a_request_split_anywhere_is_parsed_once_complete() -> None:
 
 def test_two_pipelined_requests_in_one_write_are_both_parsed_in_order() -> None:
     r = reader(b"GET /a HTTP/1.1\r\n" + HOST + b"\r\nGET /b?x=1 HTTP/1.1\r\n" + HOST + b"\r\nGET /c HT")
-    assert [item.target for item in r.ready if isinstance(item, Request)] == [b"/a", b"/b?x=1"]
+    assert [item.target for item in taken(r) if isinstance(item, Request)] == [b"/a", b"/b?x=1"]
     assert r.in_progress                       # the third has begun: it stays for later
     r.feed(b"TP/1.1\r\n" + HOST + b"\r\n")
-    assert [item.target for item in r.ready if isinstance(item, Request)] == [b"/a", b"/b?x=1", b"/c"]
+    assert [item.target for item in taken(r) if isinstance(item, Request)] == [b"/c"]
+
+
+def test_requests_pipelined_behind_a_complete_one_wait_unparsed_until_taken() -> None:
+    """A client that pipelines thousands of requests in one write makes the reader parse at
+    most one slice ahead of the request the loop is answering."""
+    get = b"GET /p HTTP/1.1\r\n\r\n"
+    count = 4000
+    r = reader(get * count)
+    assert 1 <= len(r.ready) <= PARSE_SLICE // len(get) + 1
+    assert r.unparsed >= len(get) * count - PARSE_SLICE
+    assert len(taken(r)) == count and r.unparsed == 0 and not r.in_progress
 
 
 def test_a_chunked_body_is_decoded_and_trailers_are_not_passed_on() -> None:
@@ -144,7 +163,7 @@ def test_nothing_after_a_refusal_is_parsed() -> None:
 
 def test_a_refused_request_behind_a_good_one_comes_after_it() -> None:
     r = reader(b"GET /a HTTP/1.1\r\n" + HOST + b"\r\nGET /b HTTP/2.0\r\n" + HOST + b"\r\n")
-    first, second = r.ready
+    first, second = taken(r)
     assert isinstance(first, Request) and first.target == b"/a"
     assert isinstance(second, Refusal) and second.status == 505
 

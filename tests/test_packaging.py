@@ -1,4 +1,4 @@
-"""Packaging: the core distribution on its own (no vendor plugin, no zeep or requests, no
+"""Packaging: the core distribution on its own (no vendor plugin, no zeep or lxml, no
 top-level ``plugins`` package, a working local-CA gateway), and each
 in-tree plugin as a distribution of its own that imports only the public plugin API."""
 
@@ -21,8 +21,8 @@ from tests.support import openssl
 from tests.support.gateway import GatewayProcess, curl, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-#: what only the vendor plugins (plugins/<vendor>/) need (urllib3 is the core's: est_gateway.plugin.http)
-PLUGIN_ONLY = ("requests", "zeep", "lxml")
+#: what only the vendor plugins (plugins/<vendor>/) need (requests is the core's: est_gateway.plugin.http)
+PLUGIN_ONLY = ("zeep", "lxml")
 
 BLOCKER = f"""\
 import sys
@@ -60,6 +60,7 @@ def test_the_core_wheel_holds_only_est_gateway_and_needs_no_plugin_dependency(tm
                 if line.startswith("Requires-Dist:") and "extra ==" not in line]
     names = {re.split(r"[ <>=!~;\[]", r, maxsplit=1)[0].lower() for r in required}
     assert names and not names & set(PLUGIN_ONLY), required
+    assert "requests" in names and "urllib3" not in names, required   # urllib3 only through requests
     assert dict(entry_points["est_gateway.backends"]) == {"local": "est_gateway.backends.local:LocalCABackend"}
 
 
@@ -67,7 +68,7 @@ def test_a_local_ca_gateway_runs_without_any_plugin_dependency(tmp_path: Path) -
     blocker = tmp_path / "block"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(BLOCKER)
-    for module in ("requests",):
+    for module in ("zeep",):
         probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True,
                                env={**os.environ, "PYTHONPATH": str(blocker)}, timeout=60)
         assert "blocked: core alone" in probe.stderr          # the blocker really works
@@ -143,3 +144,11 @@ def test_the_core_never_imports_a_plugin() -> None:
     imported = _imports(ROOT / "est_gateway")
     assert not {m for m in imported if m.split(".")[0] == "plugins" or m.startswith("est_gateway_")}
     assert not {m for m in imported if m.split(".")[0] in ("zeep", "lxml")}
+
+
+def test_urllib3_is_reached_only_through_requests() -> None:
+    """One HTTP stack for every upstream call: requests (which brings urllib3 along)."""
+    for tree in (ROOT / "est_gateway", *(ROOT / "plugins").glob("*/est_gateway_*")):
+        imported = _imports(tree)
+        assert not {m for m in imported if m.split(".")[0] == "urllib3"}, tree
+    assert "requests" in _imports(ROOT / "est_gateway")

@@ -27,7 +27,7 @@ esac
 }
 
 
-def run_install_apache(tmp_path: Path, policy: Path) -> list[str]:
+def run_install_apache(tmp_path: Path, policy: Path, *packages: str) -> list[str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in STAND_INS.items():
@@ -36,7 +36,7 @@ def run_install_apache(tmp_path: Path, policy: Path) -> list[str]:
     calls = tmp_path / "calls"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls),
            "POLICY_RC_D": str(policy)}
-    done = subprocess.run(["bash", "-c", f'set -euo pipefail; . "{VENV_SH}"; install_apache'],
+    done = subprocess.run(["bash", "-c", f'set -euo pipefail; . "{VENV_SH}"; install_apache {" ".join(packages)}'],
                           env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "not started and not enabled" in done.stdout
@@ -63,3 +63,13 @@ def test_an_existing_policy_is_put_back(tmp_path: Path, existing: str) -> None:
     assert "policy-rc.d 101" in calls                   # refused during the installation
     assert policy.read_text() == existing               # and put back as it was
     assert "systemctl disable --quiet apache2.service" in calls
+
+
+def test_mod_wsgi_is_installed_under_the_same_policy(tmp_path: Path) -> None:
+    """libapache2-mod-wsgi-py3's postinst enables its module and restarts Apache."""
+    policy = tmp_path / "policy-rc.d"
+    calls = run_install_apache(tmp_path, policy, "libapache2-mod-wsgi-py3")
+    install = next(i for i, c in enumerate(calls) if c.startswith("apt-get ") and " install " in c)
+    assert calls[install].split()[-1] == "libapache2-mod-wsgi-py3" and "apache2" not in calls[install].split()
+    assert calls[install + 1] == "policy-rc.d 101"
+    assert not policy.exists()

@@ -152,17 +152,6 @@ class CABackend(abc.ABC, Generic[TargetT]):
 
     #: the ``type`` name it is registered under (set by the registry)
     type_name: str = ""
-    #: :meth:`ca_certs` answers from memory, never waiting on a CA, a disk or a lock: the
-    #: server then answers ``cacerts`` in its event loop instead of handing it to a thread
-    ca_certs_in_memory: bool = False
-    #: :meth:`enroll` waits only through :mod:`est_gateway.waits` (never on a socket, a lock
-    #: or the disk directly): the server then runs ``simpleenroll`` in a greenlet of its event
-    #: loop instead of on a pool thread
-    enrolls_in_loop: bool = False
-    #: :meth:`enroll` and :meth:`reenroll` read ``retry_key`` (to find a request waiting for
-    #: approval, or to name an end entity the same way twice); when False the core leaves
-    #: it empty and spares its hashing
-    uses_retry_key: bool = True
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -28,6 +28,7 @@ OPERATIONS = ("cacerts", "simpleenroll", "simplereenroll", "csrattrs", "serverke
 ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HEADER_RE = re.compile(r"^[A-Za-z0-9-]+$")
 CHALLENGE_PASSWORD_MEANINGS = ("none", "channel-binding", "enrollment-code")
+CLIENT_CERT_SOURCES = ("header", "mod_ssl")
 
 
 def load_config(path: str | Path, *, registry: BackendRegistry | None = None) -> GatewayConfig:
@@ -57,10 +58,12 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = 
     root.check_unknown()
     if server.tls is False:
         for alias in aliases.values():
-            if alias.require_client_cert and not (server.trusted_proxies or server.trusted_unix_socket):
+            if alias.require_client_cert and not (server.trusted_proxies or server.trusted_unix_socket
+                                                  or server.client_cert_source == "mod_ssl"):
                 problems.add(f"aliases.{alias.name}.require_client_cert",
                              "client certificates cannot reach a plain-HTTP gateway without "
-                             "server.trusted_proxies (the proxy that forwards them)")
+                             "server.trusted_proxies (the proxy that forwards them) or "
+                             'server.client_cert_source = "mod_ssl" (Apache runs the gateway)')
             if alias.challenge_password == "channel-binding":
                 problems.add(f"aliases.{alias.name}.challenge_password",
                              "channel binding can only be checked where TLS terminates; this gateway "
@@ -143,6 +146,12 @@ def _server(sec: Section) -> ServerSettings:
     for name, text in (("client_cert_header", header), ("client_chain_header_prefix", chain_prefix)):
         if text and not HEADER_RE.match(text):
             sec.error(name, f'"{text}" is not a valid HTTP header name')
+    source = sec.str("client_cert_source", d.client_cert_source, choices=CLIENT_CERT_SOURCES)
+    if source == "mod_ssl" and tls:
+        sec.error("client_cert_source", '"mod_ssl" takes the client certificate from Apache\'s mod_ssl '
+                  "(SSLOptions +ExportCertData) when Apache runs the gateway under mod_wsgi, where "
+                  "Apache terminates TLS; set tls = false there (this gateway terminates TLS itself "
+                  "and reads certificates from its own TLS session)")
     settings = ServerSettings(
         host=host, port=port, unix_socket=unix_socket, unix_socket_group=group_id,
         tls=bool(tls), tls_cert=cert, tls_key=key,
@@ -164,7 +173,7 @@ def _server(sec: Section) -> ServerSettings:
         client_cert_max_bytes=sec.int("client_cert_max_bytes", d.client_cert_max_bytes,
                                       minimum=1024, maximum=1024 * 1024),
         trusted_proxies=tuple(proxies), trusted_unix_socket=trust_unix,
-        client_cert_header=header, client_chain_header_prefix=chain_prefix,
+        client_cert_header=header, client_chain_header_prefix=chain_prefix, client_cert_source=source,
         log_level=sec.str("log_level", d.log_level, choices=("debug", "info", "warning", "error")),
     )
     sec.check_unknown()

@@ -58,6 +58,9 @@ class ServerSettings:
     trusted_unix_socket: bool = False
     client_cert_header: str = "X-SSL-Client-Cert"
     client_chain_header_prefix: str = "X-SSL-Client-Chain-"
+    #: where client certificates come from without our own TLS: "header" (a trusted proxy's
+    #: client_cert_header) or "mod_ssl" (SSL_CLIENT_CERT[_CHAIN_n] of Apache running the app)
+    client_cert_source: str = "header"
     log_level: str = "info"
 
     @property

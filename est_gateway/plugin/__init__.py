@@ -22,7 +22,7 @@ Its lifecycle (what the server calls, when, from which process and thread):
 4. :meth:`CABackend.close` at shutdown, in each worker process and in the arbiter.
 
 Helpers for HTTP upstreams (mutual-TLS pools trusting only the configured bundle, retries,
-the OCSP/CRL revocation checker) live in :mod:`est_gateway.plugin.http`; they use urllib3,
+the OCSP/CRL revocation checker) live in :mod:`est_gateway.plugin.http`; they use requests,
 a dependency of the gateway itself.
 
 The contract test suite every backend runs is :mod:`est_gateway.testing`. See

@@ -6,7 +6,8 @@ the header fields and the body (llhttp decodes chunked bodies). A request is com
 ``on_message_complete`` and queued as a :class:`Request`; whatever is refused, by llhttp
 or by the checks llhttp leaves to the server, is queued as a :class:`Refusal` (status and
 a short reason) and nothing after it is parsed. Bytes pipelined behind a complete request
-are parsed on into the next one.
+wait unparsed (but for the rest of the ``PARSE_SLICE`` it ended in) until the loop takes
+the next request: a client cannot make the gateway parse ahead of its answers.
 
 llhttp refuses in strict mode: malformed request lines, methods and versions; obs-fold;
 NUL, CR, LF and other controls in values; whitespace before the colon; Content-Length
@@ -30,6 +31,9 @@ MAX_TARGET_BYTES = 4094
 #: a request head's bytes in all, at least (twice the longest field when that is more)
 MAX_HEAD_BYTES = 64 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: bytes handed to llhttp at a time (it cannot stop after a request, so it is stopped
+#: between slices): at most this much input behind a complete request is parsed ahead
+PARSE_SLICE = 512
 
 MALFORMED = "malformed HTTP request"
 #: llhttp's reason (its error text) → status and short reason; any other: 400 MALFORMED
@@ -93,7 +97,7 @@ class _Refused(Exception):
 
 
 class RequestReader:
-    """One connection's requests, parsed as the bytes arrive; complete ones in :attr:`ready`."""
+    """One connection's requests, parsed as the bytes arrive; :meth:`take` gives each in turn."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -106,6 +110,8 @@ class RequestReader:
         self._begun = False
         self._head_done = False
         self._head_fed = 0            # bytes fed while this message's head was incomplete
+        self._input = b""             # fed, parsed up to _parsed
+        self._parsed = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -131,10 +137,38 @@ class RequestReader:
         """A request has begun but is not complete."""
         return self._begun
 
+    @property
+    def unparsed(self) -> int:
+        """Bytes fed and not parsed yet (pipelined behind a complete request)."""
+        return len(self._input) - self._parsed
+
     def feed(self, data: bytes) -> None:
-        """Parse ``data``; complete requests (and a refusal) are appended to :attr:`ready`."""
+        """Take ``data`` and parse it until a request is complete (or refused): then it is
+        in :attr:`ready`, and what follows it waits for :meth:`take`."""
         if self._refusal is not None:
             return
+        self._input = self._input[self._parsed:] + data if self.unparsed else data
+        self._parsed = 0
+        self._parse()
+
+    def take(self) -> Request | Refusal | None:
+        """The next complete request (or the refusal), parsing on from what was fed."""
+        if not self.ready:
+            self._parse()
+        return self.ready.popleft() if self.ready else None
+
+    def _parse(self) -> None:
+        data = self._input
+        view = memoryview(data)
+        while self._parsed < len(data) and not self.ready and self._refusal is None:
+            start = self._parsed
+            self._parsed = min(start + PARSE_SLICE, len(data))
+            self._feed_slice(view[start:self._parsed])
+        view.release()
+        if self._parsed >= len(data) or self._refusal is not None:
+            self._input, self._parsed = b"", 0
+
+    def _feed_slice(self, data: memoryview) -> None:
         message, in_head = self._messages, self._begun and not self._head_done
         try:
             self._parser.feed_data(data)
@@ -144,7 +178,7 @@ class RequestReader:
             self._refuse(self._refusal or refusal_for(exc))
         else:
             # One field growing without end is only seen when it is complete: bound the bytes
-            # fed to an unfinished head (not counting the read it began in, so never more than
+            # fed to an unfinished head (not counting the slice it began in, so never more than
             # the head's true size).
             if in_head and message == self._messages and self._begun and not self._head_done:
                 self._head_fed += len(data)

@@ -12,7 +12,6 @@ import gunicorn
 from gunicorn.app.base import BaseApplication
 
 from est_gateway.config.model import GatewayConfig
-from est_gateway.server.memory import release_freed_heap
 
 log = logging.getLogger(__name__)
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -101,7 +100,6 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             # No control socket in $HOME: two instances would fight over it.
             "control_socket_disable": True,
             "child_exit": _child_exit,
-            "pre_fork": lambda _server, _worker: release_freed_heap(),
             "post_fork": _post_fork,
             # est_gateway.plugin's lifecycle: close() in each worker as it exits and in the arbiter
             "worker_exit": lambda _server, _worker: close_backends(self.gateway_config),

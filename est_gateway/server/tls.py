@@ -4,7 +4,7 @@ Python's ``ssl`` cannot accept an untrusted client certificate and let the appli
 decide (the gateway must answer a foreign or expired certificate with an HTTP status,
 not a TLS alert), has no RFC 9266 exporter, and reports a wrong tls-unique under TLS 1.3.
 pyOpenSSL gives all three. :class:`TLSSocket` is a pyOpenSSL connection driven by the
-worker's event loop (handshake, reads) and written by a serving thread.
+worker's event loop: handshake, reads and writes, none of them blocking.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def server_context(cert_file: Path, key_file: Path, *, min_version: str = "1.2",
 
 
 class TLSSocket(Connection):
-    """A server-side pyOpenSSL connection: non-blocking handshake and reads, bounded writes."""
+    """A server-side pyOpenSSL connection: non-blocking handshake, reads and writes."""
 
     WANT_READ = (SSL.WantReadError,)
     WANT_WRITE = (SSL.WantWriteError,)
@@ -146,10 +146,6 @@ class TLSSocket(Connection):
         except (SSL.Error, OSError):   # close_notify, EOF without it, reset, TLS alert
             return b""
 
-    def pending(self) -> int:
-        """Decrypted bytes OpenSSL holds that the socket will not signal as readable."""
-        return int(self._conn.pending())
-
     def _describe(self) -> TLSInfo:
         conn = self._conn
         version = conn.get_protocol_version_name()
@@ -173,7 +169,7 @@ class TLSSocket(Connection):
 
     # -- writing ------------------------------------------------------------------------
 
-    def _send_nowait(self, data: bytes) -> int:
+    def _send_nowait(self, data: bytes | memoryview) -> int:
         try:
             return int(self._conn.send(data))
         except SSL.SysCallError as exc:
@@ -186,12 +182,6 @@ class TLSSocket(Connection):
     def _retry_unsent(self, data: bytes) -> bytes:
         """OpenSSL may hold part of the record already: the same bytes must be written again."""
         return data
-
-    def send(self, data: bytes | memoryview) -> int:
-        try:
-            return self._io(self._conn.send, bytes(data), reading=False)
-        except SSL.Error as exc:
-            raise BrokenPipeError(errno.EPIPE, f"TLS error: {exc}") from None
 
     def shutdown(self, how: int) -> None:
         try:

@@ -3,17 +3,12 @@
 Gunicorn's arbiter gives us pre-forked processes (every core), worker restarts and
 graceful shutdown on SIGTERM. In each worker the main thread runs
 :class:`~est_gateway.server.loop.ConnectionLoop` (accept, non-blocking pyOpenSSL
-handshake, parsing each request as its bytes arrive: :mod:`est_gateway.server.http11`),
-and a bounded thread pool runs the WSGI application on each complete request and writes
-the answer (:mod:`est_gateway.server.wsgi`), or writes the refusal of one the loop
-refused. Two kinds of request stay on the loop's thread, which spares the hand-offs
-between threads: one the application answers from memory alone (``answers_at_once``:
-``cacerts`` of the local CA, ``csrattrs``) is answered in the loop, and a local-CA
-enrollment (``runs_in_loop``) runs in a greenlet of the loop whose waits are handed to
-threads (:mod:`est_gateway.server.cooperative`). The part of an answer the socket does not
-take at once is written by a pool thread, so the loop never waits on a client. A thread
-is therefore only ever busy with a request that has fully arrived: idle or dripping
-clients cost a file descriptor each, and at most ``max_connections`` of them.
+handshake, parsing each request as its bytes arrive: :mod:`est_gateway.server.http11`,
+writing every answer as the socket drains), and a bounded thread pool runs the WSGI
+application on each complete request (:mod:`est_gateway.server.wsgi`) and hands the
+answer's bytes back to the loop. A thread is therefore only ever busy with a request that
+has fully arrived, and never with a client: idle, dripping or non-reading clients cost a
+file descriptor each and their buffered bytes, within the loop's bounds.
 
 Gunicorn internals used here (pyproject.toml's floor has them all): ``workers.base.Worker``
 (its ``init_process``, ``notify``, ``PIPE``, ``sockets``, ``wsgi``, ``cfg``, ``log``,
@@ -22,26 +17,21 @@ Gunicorn internals used here (pyproject.toml's floor has them all): ``workers.ba
 
 from __future__ import annotations
 
-import errno
 import os
-import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from gunicorn.workers.base import Worker
 
-from est_gateway.identity import TLSInfo
-from est_gateway.server.cooperative import RequestHub
-from est_gateway.server.http11 import Limits, Refusal, Request, error_answer
+from est_gateway.server.http11 import Limits, Request, error_answer
 from est_gateway.server.loop import Client, ConnectionLoop, raise_fd_limit
-from est_gateway.server.memory import tune_malloc
 from est_gateway.server.tls import ClientChainLimits, server_context
 from est_gateway.server.wsgi import Answer, HttpDate, base_environ, build_environ
 
 #: descriptors a worker keeps for itself (listeners, logs, database, upstream connections)
 RESERVED_FDS = 256
-#: (question, method, target) answers of the application kept per worker (see _app_says)
-APP_ANSWERS_KEPT = 1024
+#: requests handed to the pool at a time, per thread (the rest wait in the loop, unread)
+SERVING_PER_THREAD = 8
+INTERNAL_ERROR = "internal error; the gateway's log has the details"
 
 
 class ESTWorker(Worker):  # type: ignore[misc]
@@ -51,7 +41,6 @@ class ESTWorker(Worker):  # type: ignore[misc]
     ppid: int        # gunicorn's: the arbiter's pid
 
     def init_process(self) -> None:
-        tune_malloc()
         settings = self.app.gateway_config.server
         self.server_settings = settings
         self.chain_limits = ClientChainLimits(max_depth=settings.client_cert_max_depth,
@@ -71,28 +60,21 @@ class ESTWorker(Worker):  # type: ignore[misc]
                              max_body=settings.max_body_bytes)
         self.base_environ = base_environ(multiprocess=self.cfg.workers > 1)
         self.dates = HttpDate()
-        self._forwarded_header = settings.client_cert_header.lower().encode("latin-1")
-        self._app_answers: dict[tuple[str, str, bytes], bool] = {}
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="est")
         super().init_process()
 
     def run(self) -> None:
         self.loop = ConnectionLoop(
             self.sockets, self.server_settings, tls_context=self.tls_context, chain_limits=self.chain_limits,
-            dispatch=self._dispatch,
+            dispatch=lambda client: self.pool.submit(self._serve, client),
             alive=self._keep_running, heartbeat=self.notify, wakeup_fds=[self.PIPE[0]],
             log=self.log, max_connections=self.max_connections, limits=self.limits,
-            after_pass=lambda: self.hub.after_pass())
-        self.hub = RequestHub(self.pool, self.loop.wake)
+            max_serving=SERVING_PER_THREAD * self.cfg.threads)
         try:
+            # Graceful stop: the loop finishes the requests already handed to the pool and
+            # writes their answers before it returns.
             self.loop.run()
         finally:
-            # Graceful stop: requests already complete are answered before the process exits,
-            # those waiting in greenlets included.
-            while self.hub.busy():
-                self.hub.after_pass()
-                time.sleep(0.005)
-            self.hub.close()
             self.pool.shutdown(wait=True)
             self.loop.close_wakeup()
 
@@ -103,114 +85,21 @@ class ESTWorker(Worker):  # type: ignore[misc]
             self.alive = False
         return bool(self.alive)
 
-    def _dispatch(self, client: Client) -> None:
-        """From the loop: a request whose answer the application makes from memory alone
-        (``answers_at_once``: cacerts of the local CA, csrattrs) is answered here, in the
-        loop; a local-CA enrollment (``runs_in_loop``) runs in a greenlet of the loop, its
-        waits handed to threads; every other request goes to a pool thread. In the loop an
-        answer is written as far as the socket takes it at once, the rest by a pool thread."""
+    def _serve(self, client: Client) -> None:
+        """On a pool thread: run the application on the connection's request and hand the
+        answer to the loop, which writes it (a pool thread never touches a client socket)."""
         request = client.request
-        if isinstance(request, Request) and self._answers_at_once(request):
-            self._serve(client, in_loop=True)
-        elif isinstance(request, Request) and self._runs_in_loop(client, request):
-            self.hub.start(lambda: self._serve(client, in_loop=True))
-        else:
-            self.pool.submit(self._serve, client)
-
-    def _answers_at_once(self, request: Request) -> bool:
-        return self._app_says("answers_at_once", request)
-
-    def _runs_in_loop(self, client: Client, request: Request) -> bool:
-        """A request the application runs in a greenlet of the loop (its waits handed off:
-        est_gateway.waits); one with a client certificate is not (its revocation check reads
-        the record on the way)."""
-        info: TLSInfo | None = client.conn.info
-        if info is not None and info.peer_chain:
-            return False
-        forwarded = self._forwarded_header
-        if any(name.lower() == forwarded for name, _ in request.headers):
-            return False     # a certificate forwarded by a proxy: the same check
-        return self._app_says("runs_in_loop", request)
-
-    def _app_says(self, question: str, request: Request) -> bool:
-        """The application's answer for this method and path, kept: a client sends the same
-        few paths over and over (at most ``APP_ANSWERS_KEPT`` kept, then forgotten at once)."""
-        key = (question, request.method, request.target)
-        said = self._app_answers.get(key)
-        if said is None:
-            said = self._ask_app(question, request)
-            if len(self._app_answers) >= APP_ANSWERS_KEPT:
-                self._app_answers.clear()
-            self._app_answers[key] = said
-        return said
-
-    def _ask_app(self, question: str, request: Request) -> bool:
-        decide = getattr(self.wsgi, question, None)
-        path = request.target.partition(b"?")[0]
-        if decide is None or not path.isascii() or b"%" in path or b"#" in path or path.startswith(b"//"):
-            return False    # the application's own reading of the path decides on a thread
-        return bool(decide(request.method, path.decode("ascii")))
-
-    def _serve(self, client: Client, *, in_loop: bool = False) -> None:
-        """On a pool thread (or, ``in_loop``, in the loop): answer the request, then give the
-        connection back to the loop."""
-        keep_alive = False
-        try:
-            keep_alive = self._serve_request(client, in_loop=in_loop)
-        except Exception:
-            self.log.exception("error serving a connection")
-        if in_loop and client.conn.unsent:
-            self.pool.submit(self._finish_answer, client, keep_alive)
-        else:
-            self._release(client, keep_alive)
-
-    def _finish_answer(self, client: Client, keep_alive: bool) -> None:
-        """On a pool thread: write what the socket did not take in the loop (bounded by the
-        connection's deadline, as every answer)."""
-        try:
-            client.conn.sendall(b"")
-        except (OSError, TimeoutError):
-            keep_alive = False
-        except Exception:
-            self.log.exception("error serving a connection")
-            keep_alive = False
-        self._release(client, keep_alive)
-
-    def _release(self, client: Client, keep_alive: bool) -> None:
-        if not keep_alive:
-            try:   # TLS close_notify and TCP FIN now; the loop drains what still arrives
-                client.conn.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-        self.loop.give_back(client, keep_alive=keep_alive)
-
-    def _serve_request(self, client: Client, *, in_loop: bool = False) -> bool:
-        """Answer the request (or refusal) the loop handed over; True when the connection may
-        carry another."""
-        settings = self.server_settings
-        conn, item = client.conn, client.request
         client.request = None
-        conn.settimeout(settings.request_timeout_s)
-        # The answer gets its own time to be written, whatever the request took.
-        conn.deadline = time.monotonic() + settings.request_timeout_s
         try:
-            if isinstance(item, Refusal):
-                self._refuse(client, item)
-                return False
-            if item is None:
-                return False
-            return self._answer(client, item, in_loop=in_loop)
-        except OSError as exc:
-            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
-                self.log.debug("socket error on %s: %s", client.addr, exc)
-            return False
-        except TimeoutError:
-            return False   # the client does not read its answer
+            assert request is not None
+            data, close = self._answer(client, request)
+        except Exception:
+            self.log.exception("error serving a connection")
+            data, close = error_answer(500, INTERNAL_ERROR), True
+        self.loop.answer(client, data, keep_alive=not close)
 
-    def _answer(self, client: Client, request: Request, *, in_loop: bool = False) -> bool:
-        """Run the application for one request; True when the connection may carry another.
-        ``in_loop``: the answer is written as far as the socket takes it now (the rest by
-        :meth:`_finish_answer`)."""
+    def _answer(self, client: Client, request: Request) -> tuple[bytes, bool]:
+        """The answer's bytes, and whether the connection closes after it."""
         settings, conn = self.server_settings, client.conn
         client.served += 1
         self.nr += 1
@@ -221,20 +110,8 @@ class ESTWorker(Worker):  # type: ignore[misc]
         answer = Answer()
         try:
             answer.run(self.wsgi, environ)
-            data, close = answer.render(head_only=request.method == "HEAD", close=close,
-                                        version=request.version, date=self.dates.now())
+            return answer.render(head_only=request.method == "HEAD", close=close,
+                                 version=request.version, date=self.dates.now())
         except Exception:
             self.log.exception("error handling request")
-            data, close = error_answer(500, "internal error; the gateway's log has the details"), True
-        if in_loop:
-            conn.write_nowait(data)
-        else:
-            conn.sendall(data)
-        return not close
-
-    def _refuse(self, client: Client, refusal: Refusal) -> None:
-        """A request the loop refused while parsing: the gateway's one error answer (a short
-        text/plain reason), then the connection closes."""
-        self.log.warning("invalid request from %s: %s%s", client.addr[0] if isinstance(client.addr, tuple) else "unix",
-                         refusal.reason, f" ({refusal.detail})" if refusal.detail else "")
-        client.conn.sendall(error_answer(refusal.status, refusal.reason))
+            return error_answer(500, INTERNAL_ERROR), True

@@ -3,6 +3,9 @@
 See docs/plugins.md; a plugin's own tests import it like this::
 
     from est_gateway.testing import BackendContract, build_backend, parse_target
+
+:mod:`est_gateway.testing.http` (it needs ``responses``) scripts an HTTP backend's upstream
+answers, for tables of what the client gets for each.
 """
 
 from est_gateway.testing.contract import (

@@ -14,23 +14,24 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import urllib3
+import requests
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
-from urllib3.exceptions import DecodeError, HTTPError, NewConnectionError, ProtocolError
 
 from est_gateway.backends.base import RevocationStatus
 from est_gateway.config.reader import Section
 from est_gateway.errors import ESTError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from est_gateway.upstream.session import timed_out, upstream_session
 
 log = logging.getLogger(__name__)
 
@@ -266,24 +267,28 @@ class RevocationChecker:
 
 def _fetch(method: str, url: str, what: str, timeout_s: float, limit: int, *, body: bytes | None = None,
            headers: dict[str, str] | None = None) -> bytes:
-    """One bounded HTTP exchange on a connection of its own: ``timeout_s`` to connect and
-    between reads, at most ``limit`` bytes, no redirect followed. urllib3 reads no proxy or
-    CA variable from the environment; https:// is verified against the system's trust store."""
+    """One bounded HTTP exchange on a session of its own: ``timeout_s`` to connect and
+    between reads, at most ``limit`` bytes, no redirect followed. The session reads no proxy
+    or CA variable from the environment; https:// is verified against the system's trust store."""
     try:
-        with urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s)) as pool:
-            response = pool.request(method, url, body=body, headers=headers, redirect=False,
-                                    preload_content=False)
+        with upstream_session(ssl.create_default_context(), pool_size=1) as session:
+            response = session.request(method, url, data=body, headers=headers, timeout=(timeout_s, timeout_s),
+                                       allow_redirects=False, stream=True)
             try:
-                if response.status != 200:
-                    raise UpstreamError(f"the {what} answered HTTP {response.status}")
-                content = response.read(limit + 1)
-            except (ProtocolError, DecodeError) as exc:
+                if response.status_code != 200:
+                    raise UpstreamError(f"the {what} answered HTTP {response.status_code}")
+                content = bytearray()
+                for chunk in response.iter_content(64 * 1024):
+                    content += chunk
+                    if len(content) > limit:
+                        break
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
                 log.warning("the %s %s broke off: %s", what, url, exc.__class__.__name__)
                 raise UpstreamUnavailable(f"the {what} broke off its answer") from None
             finally:
                 response.close()   # the connection served this exchange only
-    except (HTTPError, OSError) as exc:
-        if isinstance(exc, urllib3.exceptions.TimeoutError) and not isinstance(exc, NewConnectionError):
+    except requests.RequestException as exc:
+        if timed_out(exc):
             raise UpstreamTimeout(f"the {what} did not answer within {timeout_s:g} s") from None
         log.warning("cannot reach the %s %s: %s", what, url, exc.__class__.__name__)
         raise UpstreamUnavailable(f"cannot reach the {what}") from None

@@ -17,7 +17,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from est_gateway import waits
 from est_gateway.backends.base import (
     CABackend,
     EnrollRequest,
@@ -73,18 +72,12 @@ class LoadedCA:
 class LocalCABackend(CABackend[LocalTarget]):
     """Issues from CAs it creates on first start; records before it returns."""
 
-    ca_certs_in_memory = True    # the chains are loaded at start
     def __init__(self, name: str, options: LocalOptions, *, clock: Clock = utcnow) -> None:
         super().__init__(name)
         self.options = options
         self.clock = clock
         self.store = CertificateStore(options.state_dir / "certificates.sqlite3")
         self._cas: dict[str, LoadedCA] = {}
-        # An automatic enrollment waits only for its record's group commit
-        # (est_gateway.waits); a manual approval reads and writes the queue on the way.
-        self.enrolls_in_loop = options.approval == "auto"
-        # the retry key finds a request in the approval queue; automatic approval has none
-        self.uses_retry_key = options.approval != "auto"
 
     @classmethod
     def from_options(cls, name: str, options: Section) -> LocalCABackend:
@@ -254,9 +247,6 @@ class LocalCABackend(CABackend[LocalTarget]):
         not_after = min(now + dt.timedelta(days=cert_profile.validity_days), ca.not_after)
         # the names of every attempt's certificate, for its record
         names = RecordNames(ca.issuer_text, subject_text, [describe_general_name(n) for n in sans])
-        # In the event loop, the enrollments of one pass are signed one after the other,
-        # after each has been checked (issue 14: bench.ab −8 to −14 % CPU per enrollment).
-        waits.pass_turn()
         for _attempt in range(5):
             cert = ca.signer.build(
                 subject=subject, public_key=public_key or csr.public_key(), sans=sans,

@@ -22,8 +22,6 @@ from typing import Any, NamedTuple
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from est_gateway import waits
-
 REVOCATION_REASONS = ("unspecified", "keyCompromise", "cACompromise", "affiliationChanged",
                       "superseded", "cessationOfOperation", "certificateHold",
                       "privilegeWithdrawn")
@@ -214,7 +212,7 @@ class CertificateStore:
                             batch, self._queued = self._queued, []
                         self._commit(conn, batch)
 
-        waits.in_group_commit(commit)   # in a loop greenlet: on the commit thread
+        commit()
         if mine.error is not None:
             raise mine.error
 

@@ -46,7 +46,7 @@ from est_gateway_ejbca.common import (
 )
 from est_gateway_ejbca.names import ejbca_alt_names, ejbca_dn, issuer_dn
 from est_gateway_ejbca.soap.faults import invoke
-from est_gateway_ejbca.soap.transport import Sessions, UpstreamTransport
+from est_gateway_ejbca.soap.transport import UpstreamTransport
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,6 @@ class EjbcaSoapBackend(EjbcaBackend):
         super().__init__(name, options)
         self.wsdl = wsdl
         self._local = threading.local()
-        self._sessions = Sessions(options.upstream) if options.upstream is not None else None
 
     @classmethod
     def build(cls, name: str, common: EjbcaOptions, options: Section) -> EjbcaSoapBackend:
@@ -97,11 +96,6 @@ class EjbcaSoapBackend(EjbcaBackend):
     def describe_state(self) -> dict[str, str]:
         return {**super().describe_state(), "WSDL": self._wsdl_location()}
 
-    def close(self) -> None:
-        super().close()
-        if self._sessions is not None:
-            self._sessions.close()
-
     def _wsdl_location(self) -> str:
         if self.wsdl == "bundled":
             return str(bundled_wsdl())
@@ -112,11 +106,9 @@ class EjbcaSoapBackend(EjbcaBackend):
     def _service(self, *, idempotent: bool) -> Any:
         """This thread's zeep service proxy, bound to the configured address."""
         local = self._local
-        if self._sessions is None:
-            raise UpstreamError(f"backend {self.name} has no valid upstream settings")
-        session = self._sessions.get()
+        session = self.http.session()
         if getattr(local, "session", None) is not session:
-            transport = UpstreamTransport(self.http, session)
+            transport = UpstreamTransport(self.http)
             try:
                 client = Client(self._wsdl_location(), transport=transport,  # type: ignore[no-untyped-call]
                                 settings=Settings(strict=False))
