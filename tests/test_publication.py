@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 
 from est_gateway.publication.app import create_publication_app
 from est_gateway.publication.crl import crl_number
+from tests.support import openssl
 from tests.support.publication import CRL_PATH, OCSP_PATH, Published, SetClock, publishing_config, started
 
 
@@ -185,6 +186,18 @@ def test_a_malformed_ocsp_request_is_answered_malformed_request(client: FlaskCli
     assert post_ocsp(client, body).response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
     get = client.get(f"{OCSP_PATH}/{base64.b64encode(body).decode()}")
     assert ocsp.load_der_ocsp_response(get.data).response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+@pytest.mark.parametrize("options", [["-serial", "5", "-serial", "6"], ["-md5", "-serial", "5"],
+                                     ["-sha3-256", "-serial", "5"]], ids=["two certificates", "md5", "sha3"])
+def test_requests_cryptography_cannot_answer_are_malformed(published: Published, client: FlaskClient,
+                                                            tmp_path: Path, options: list[str]) -> None:
+    """openssl's requests about two certificates at once, or with a CertID hash other than
+    SHA-1/SHA-2, of the right issuer."""
+    issuer = tmp_path / "issuer.pem"
+    issuer.write_bytes(published.issuer.public_bytes(Encoding.PEM))
+    der = openssl.run("ocsp", "-issuer", str(issuer), *options, "-reqout", "/dev/stdout")
+    assert post_ocsp(client, der).response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
 
 
 @pytest.mark.parametrize("path", [f"{OCSP_PATH}/not*base64", f"{OCSP_PATH}/", OCSP_PATH])

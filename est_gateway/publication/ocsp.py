@@ -64,7 +64,9 @@ class OCSPResponder:
             request = ocsp.load_der_ocsp_request(der)
             algorithm = request.hash_algorithm
             nonce = _nonce(request)
-        except (ValueError, UnsupportedAlgorithm):
+        except (ValueError, UnsupportedAlgorithm, NotImplementedError):
+            # NotImplementedError: more than one certificate asked about (cryptography
+            # answers one per response)
             return MALFORMED
         if self._ids.get(algorithm.name) != (request.issuer_name_hash, request.issuer_key_hash):
             return unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
