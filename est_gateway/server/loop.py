@@ -114,10 +114,13 @@ class ConnectionLoop:
                  chain_limits: ClientChainLimits, dispatch: Callable[[Client], object],
                  alive: Callable[[], bool], heartbeat: Callable[[], None], wakeup_fds: list[int],
                  log: logging.Logger | Any, max_connections: int, limits: Limits,
-                 max_serving: int = MAX_SERVING, max_unsent_bytes: int = MAX_UNSENT_BYTES) -> None:
+                 max_serving: int = MAX_SERVING, max_unsent_bytes: int = MAX_UNSENT_BYTES,
+                 plain: frozenset[int] = frozenset()) -> None:
         self.settings = settings
         self.limits = limits
         self.tls_context = tls_context
+        #: descriptors of listeners served without TLS even where ``tls_context`` is set
+        self.plain = plain
         self.chain_limits = chain_limits
         self.dispatch = dispatch
         self.alive = alive
@@ -259,7 +262,7 @@ class ConnectionLoop:
                 continue
             settings = self.settings
             conn: Connection
-            if self.tls_context is not None:
+            if self.tls_context is not None and listener.fileno() not in self.plain:
                 conn = TLSSocket(sock, self.tls_context)
                 phase = HANDSHAKE
                 deadline = now + min(settings.handshake_timeout_s, settings.request_timeout_s)

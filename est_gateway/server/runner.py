@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import gunicorn
@@ -15,6 +16,29 @@ from est_gateway.config.model import GatewayConfig
 
 log = logging.getLogger(__name__)
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One more address the workers serve, and the WSGI application behind it (the
+    operator console, the revocation publication). ``tls``: with the gateway's TLS
+    certificate, as the EST listener; otherwise plain HTTP."""
+
+    name: str
+    host: str
+    port: int
+    tls: bool
+    app: WSGIApp = field(repr=False, compare=False)
+
+    @property
+    def bind(self) -> str:
+        """The address as gunicorn's ``bind`` setting spells it."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """Where it serves, for messages."""
+        return f"{'https' if self.tls else 'http'}://{self.bind}/ ({self.name})"
 
 
 def _child_exit(server: object, worker: Any) -> None:
@@ -72,12 +96,16 @@ def close_backends(config: GatewayConfig) -> None:
 
 
 class GatewayServer(BaseApplication):  # type: ignore[misc]
-    """gunicorn application: the app is built once in the arbiter and inherited by workers."""
+    """gunicorn application: the apps are built once in the arbiter and inherited by workers.
 
-    def __init__(self, config: GatewayConfig, app: WSGIApp, *, threads: int = 8) -> None:
+    ``app`` serves EST on the configured address; each of ``more`` its own address."""
+
+    def __init__(self, config: GatewayConfig, app: WSGIApp, *, threads: int = 8,
+                 more: Sequence[Listener] = ()) -> None:
         self.gateway_config = config
         self.wsgi_app = app
         self.threads = threads
+        self.more = tuple(more)
         super().__init__()
 
     def load_config(self) -> None:
@@ -85,7 +113,7 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
         host = f"[{server.host}]" if ":" in server.host else server.host
         bind = f"unix:{server.unix_socket}" if server.unix_socket else f"{host}:{server.port}"
         settings = {
-            "bind": [bind],
+            "bind": [bind, *(listener.bind for listener in self.more)],
             # A Unix socket is created srw-rw----: its owner and group reach the gateway.
             "umask": 0o117 if server.unix_socket else 0,
             "workers": server.workers,
@@ -108,7 +136,8 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
         }
         apply_settings(self.cfg, settings)
         # gunicorn names its listener "http://…" even when the worker terminates TLS.
-        logging.getLogger("gunicorn.error").addFilter(TrueListeningLine(server.url))
+        urls = ", ".join([server.url, *(listener.url for listener in self.more)])
+        logging.getLogger("gunicorn.error").addFilter(TrueListeningLine(urls))
 
     def _when_ready(self, server: object) -> None:
         """Bound and listening: hand the Unix socket to the proxy's group."""

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+from gunicorn.util import parse_address
 from gunicorn.workers.base import Worker
 
 from est_gateway.server.http11 import Limits, Request, error_answer
 from est_gateway.server.loop import Client, ConnectionLoop, raise_fd_limit
 from est_gateway.server.tls import ClientChainLimits, server_context
-from est_gateway.server.wsgi import Answer, HttpDate, base_environ, build_environ
+from est_gateway.server.wsgi import Answer, HttpDate, WSGIApp, base_environ, build_environ
 
 #: descriptors a worker keeps for itself (listeners, logs, database, upstream connections)
 RESERVED_FDS = 256
@@ -61,7 +63,22 @@ class ESTWorker(Worker):  # type: ignore[misc]
         self.base_environ = base_environ(multiprocess=self.cfg.workers > 1)
         self.dates = HttpDate()
         self.pool = ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="est")
+        self.apps, self.plain = self._listeners()
         super().init_process()
+
+    def _listeners(self) -> tuple[dict[Any, WSGIApp], frozenset[int]]:
+        """The app behind each listening address other than EST's, and the descriptors of
+        the listeners served in plain HTTP (gunicorn made one socket per ``bind`` entry)."""
+        apps: dict[Any, WSGIApp] = {}
+        plain: set[int] = set()
+        for listener in self.app.more:
+            wanted = parse_address(listener.bind)
+            for sock in self.sockets:
+                if sock.cfg_addr == wanted:
+                    apps[sock.getsockname()] = listener.app
+                    if not listener.tls:
+                        plain.add(sock.fileno())
+        return apps, frozenset(plain)
 
     def run(self) -> None:
         self.loop = ConnectionLoop(
@@ -69,7 +86,7 @@ class ESTWorker(Worker):  # type: ignore[misc]
             dispatch=lambda client: self.pool.submit(self._serve, client),
             alive=self._keep_running, heartbeat=self.notify, wakeup_fds=[self.PIPE[0]],
             log=self.log, max_connections=self.max_connections, limits=self.limits,
-            max_serving=SERVING_PER_THREAD * self.cfg.threads)
+            max_serving=SERVING_PER_THREAD * self.cfg.threads, plain=self.plain)
         try:
             # Graceful stop: the loop finishes the requests already handed to the pool and
             # writes their answers before it returns.
@@ -109,7 +126,7 @@ class ESTWorker(Worker):  # type: ignore[misc]
                                 peer=client.addr, server=client.server)
         answer = Answer()
         try:
-            answer.run(self.wsgi, environ)
+            answer.run(self.apps.get(client.server, self.wsgi), environ)
             return answer.render(head_only=request.method == "HEAD", close=close,
                                  version=request.version, date=self.dates.now())
         except Exception:
