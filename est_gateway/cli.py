@@ -48,7 +48,7 @@ def _serve(config: GatewayConfig, *, banner: str | None = None) -> None:
     metrics_dir = metrics_folder.fresh()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     from est_gateway import audit
-    from est_gateway.server.runner import GatewayServer
+    from est_gateway.server.runner import GatewayServer, Listener
     from est_gateway.web.app import create_app
 
     logging.basicConfig(level=config.server.log_level.upper(),
@@ -69,7 +69,16 @@ def _serve(config: GatewayConfig, *, banner: str | None = None) -> None:
         except ConfigError as exc:   # checks that need the started CAs (client CA names)
             click.echo(f"{config.source}: {exc.render()}", err=True)
             sys.exit(2)
-        GatewayServer(config, app).run()
+        more = []
+        if config.publication.enabled:     # CRLs and OCSP of the local CAs, in plain HTTP
+            from est_gateway.publication.app import create_publication_app
+
+            publication = config.publication
+            more.append(Listener("publication", publication.host, publication.port, False,
+                                 create_publication_app(config)))
+            click.echo(f"publishing CRLs and OCSP answers on {publication.url}")
+            sys.stdout.flush()
+        GatewayServer(config, app, more=more).run()
     finally:
         metrics_folder.remove(metrics_dir)
 
@@ -114,7 +123,10 @@ def local(state_dir: Path, port: int | None) -> None:
         if former is not None:
             click.echo(f"{instance.config}: port {former} changed to {port}")
     config = _load(instance.config)
-    _serve(config, banner=localmode.instructions(instance, port=config.server.port, created=created))
+    from est_gateway.publication.settings import published_urls
+
+    _serve(config, banner=localmode.instructions(instance, port=config.server.port, created=created,
+                                                 **published_urls(config.backends, config.publication)))
 
 
 @main.command("hash-password")

@@ -1,12 +1,12 @@
 """The local CA's revocation as real relying parties check it: ``openssl ocsp``, ``openssl
-verify -crl_check`` and the gateway's own OCSP/CRL checker, against a local-mode instance
-whose publication app serves on a loopback port; revocations through ``local-ca revoke``."""
+verify -crl_check`` and the gateway's own OCSP/CRL checker, against a real local-mode gateway
+(EST over TLS, CRL and OCSP in plain HTTP on the publication listener, two workers);
+certificates enrolled with curl, revoked with ``local-ca revoke``."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,24 +15,21 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
-from werkzeug.serving import make_server
 
 from est_gateway import localmode
-from est_gateway.backends.local import LocalCABackend
 from est_gateway.backends.local.authority import cert_pem
-from est_gateway.config import GatewayConfig, load_config
-from est_gateway.publication.app import create_publication_app
+from est_gateway.publication.crl import crl_number
 from est_gateway.upstream.revocation import CertStatus, RevocationChecker, RevocationSettings
-from tests.support.gateway import curl, free_port
-from tests.support.publication import TARGET, Published
+from tests.support import openssl as openssl_tools
+from tests.support.gateway import GatewayProcess, curl, free_port, leaf
 
 
 @dataclass
 class Served:
-    """A local-mode instance, its started CA, and where its revocation is published."""
+    """A running local-mode gateway and where its revocation is published."""
 
     instance: localmode.LocalInstance
-    published: Published
+    gateway: GatewayProcess
     base: str
 
     @property
@@ -43,10 +40,24 @@ class Served:
     def ocsp_url(self) -> str:
         return f"{self.base}/ocsp/est-ca"
 
+    @property
+    def chain(self) -> list[x509.Certificate]:
+        """The EST CA's chain: issuing CA first, root last."""
+        return x509.load_pem_x509_certificates((self.instance.folder / "local-ca" / "cas" / "EST-CA" /
+                                                "chain.pem").read_bytes())
+
     def pem(self, name: str, *certs: x509.Certificate) -> Path:
         path = self.instance.folder / name
         path.write_bytes(cert_pem(*certs))
         return path
+
+    def enroll(self, cn: str = "device-1") -> x509.Certificate:
+        _key, csr = openssl_tools.new_csr(self.instance.folder, cn, subject=f"/CN={cn}")
+        answer = curl("-u", f"estuser:{self.instance.password()}", "-H", "Content-Type: application/pkcs10",
+                      "--data-binary", f"@{csr}", f"{self.gateway.url}/simpleenroll",
+                      cacert=self.instance.trust_anchor)
+        assert answer.status == 200, answer.body
+        return leaf(answer.body)
 
     def revoke_with_cli(self, cert: x509.Certificate) -> None:
         done = subprocess.run([sys.executable, "-m", "est_gateway.cli", "local-ca", "revoke", "--config",
@@ -55,25 +66,17 @@ class Served:
         assert done.returncode == 0, done.stderr
 
 
-@pytest.fixture()
-def served(tmp_path: Path) -> Iterator[Served]:
-    port = free_port()
-    instance, _ = localmode.prepare(tmp_path / "est-local", port=free_port(), publication_port=port)
-    config: GatewayConfig = load_config(instance.config)
-    assert (config.publication.host, config.publication.port) == ("127.0.0.1", port)
-    backend = config.backends["local"]
-    assert isinstance(backend, LocalCABackend)
-    backend.start()
-    server = make_server("127.0.0.1", port, create_publication_app(config), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    folder = tmp_path_factory.mktemp("publication")
+    est, port = free_port(), free_port()
+    instance, _ = localmode.prepare(folder / "est-local", port=est, publication_port=port)
+    gateway = GatewayProcess(instance.config, est, folder / "gateway.log")
+    gateway.start("local", "--state-dir", str(instance.folder))
     try:
-        yield Served(instance, Published(config, backend), f"http://127.0.0.1:{port}")
+        yield Served(instance, gateway, f"http://127.0.0.1:{port}")
     finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
-        backend.close()
+        gateway.stop()
 
 
 def openssl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -81,7 +84,7 @@ def openssl(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def openssl_ocsp(served: Served, cert: x509.Certificate) -> str:
-    issuer, root = served.published.backend.ca_certs(TARGET)
+    issuer, root = served.chain
     done = openssl("ocsp", "-issuer", str(served.pem("issuer.pem", issuer)), "-cert", str(served.pem("c.pem", cert)),
                    "-url", served.ocsp_url, "-CAfile", str(served.pem("chain.pem", issuer, root)))
     assert done.returncode == 0, done.stderr
@@ -90,7 +93,7 @@ def openssl_ocsp(served: Served, cert: x509.Certificate) -> str:
 
 
 def test_openssl_ocsp_says_good_then_revoked_after_local_ca_revoke(served: Served) -> None:
-    cert = served.published.enroll()
+    cert = served.enroll()
     assert f"{served.instance.folder}/c.pem: good" in openssl_ocsp(served, cert)
     served.revoke_with_cli(cert)
     answer = openssl_ocsp(served, cert)
@@ -98,13 +101,13 @@ def test_openssl_ocsp_says_good_then_revoked_after_local_ca_revoke(served: Serve
 
 
 def test_openssl_verify_with_the_crl_refuses_a_revoked_certificate(served: Served) -> None:
-    good, bad = served.published.enroll("good"), served.published.enroll("bad")
+    good, bad = served.enroll("good"), served.enroll("bad")
     served.revoke_with_cli(bad)
     fetched = curl(served.crl_url)
     assert fetched.status == 200 and fetched.headers["content-type"] == "application/pkix-crl"
     crl = served.instance.folder / "crl.pem"
     crl.write_bytes(x509.load_der_x509_crl(fetched.body).public_bytes(Encoding.PEM))
-    chain = served.pem("chain.pem", *served.published.backend.ca_certs(TARGET))
+    chain = served.pem("chain.pem", *served.chain)
     for cert, ok in ((good, True), (bad, False)):
         done = openssl("verify", "-crl_check", "-CRLfile", str(crl), "-CAfile", str(chain),
                        str(served.pem("leaf.pem", cert)))
@@ -115,8 +118,8 @@ def test_openssl_verify_with_the_crl_refuses_a_revoked_certificate(served: Serve
 
 @pytest.mark.parametrize("method", ["ocsp", "crl"])
 def test_the_gateways_own_checker_accepts_the_local_responder(served: Served, method: str) -> None:
-    cert = served.published.enroll()
-    issuer = served.published.issuer
+    cert = served.enroll()
+    issuer = served.chain[0]
     settings = RevocationSettings(methods=(method,))
     assert RevocationChecker(settings).check(cert, issuer).status is CertStatus.GOOD
     served.revoke_with_cli(cert)
@@ -129,3 +132,14 @@ def test_a_malformed_request_over_http_gets_malformed_request(served: Served) ->
                   served.ocsp_url)
     assert answer.status == 200 and answer.headers["content-type"] == "application/ocsp-response"
     assert ocsp.load_der_ocsp_response(answer.body).response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+def test_the_banner_names_both_urls_and_every_worker_serves_one_crl(served: Served) -> None:
+    banner = served.gateway.output()
+    assert f"CRL            : {served.crl_url}" in banner and f"OCSP           : {served.ocsp_url}" in banner
+    before = {curl(served.crl_url).body for _ in range(6)}     # six connections, both workers
+    assert len(before) == 1
+    served.revoke_with_cli(served.enroll("counted"))
+    after = {curl(served.crl_url).body for _ in range(6)}
+    assert len(after) == 1
+    assert crl_number(x509.load_der_x509_crl(after.pop())) > crl_number(x509.load_der_x509_crl(before.pop()))

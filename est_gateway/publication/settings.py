@@ -79,3 +79,19 @@ def _check_urls(sec: Section, enabled: bool, backends: Mapping[str, Any]) -> Non
                 if path in owners:
                     sec.problems.add(where, f"names the path {path} of {owners[path]} too; give each its own")
                 owners.setdefault(path, where)
+
+
+def published_urls(backends: Mapping[str, Any], settings: PublicationSettings) -> dict[str, str]:
+    """The first local CA's ``crl_url`` and ``ocsp_url`` that are served, for a banner."""
+    from est_gateway.backends.local import LocalCABackend
+
+    found: dict[str, str] = {}
+    if not settings.enabled:
+        return found
+    for backend in backends.values():
+        if isinstance(backend, LocalCABackend):
+            for ca in backend.options.cas.values():
+                for key, url in (("crl_url", ca.crl_url), ("ocsp_url", ca.ocsp_url)):
+                    if url:
+                        found.setdefault(key, url)
+    return found
