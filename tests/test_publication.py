@@ -16,6 +16,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 from flask.testing import FlaskClient
 
+from est_gateway.backends.local.options import LocalTarget
 from est_gateway.publication.app import create_publication_app
 from est_gateway.publication.crl import crl_number
 from tests.support import openssl
@@ -229,3 +230,23 @@ def test_http_refusals_are_short_text(client: FlaskClient, method: str, path: st
     answer = client.open(path, method=method, headers=headers, data=body)
     assert answer.status_code == status
     assert answer.content_type.startswith("text/plain") and reason in answer.get_data(as_text=True)
+
+
+
+def test_each_ca_of_a_backend_publishes_its_own_and_knows_only_its_own(tmp_path: Path, clock: SetClock) -> None:
+    other = {"key_type": "ec-p256", "crl_url": "http://127.0.0.1:8080/crl/other.crl",
+             "ocsp_url": "http://127.0.0.1:8080/ocsp/other"}
+    published = started(publishing_config(tmp_path, more_cas={"Other CA": other}))
+    other_cert, other_issuer = published.issue(target=LocalTarget(ca="Other CA"))
+    client = create_publication_app(published.config, clock=clock).test_client()
+    # the other CA's serial, asked about under this CA's name and key: not this CA's
+    name_hash = hashes.Hash(hashes.SHA1())
+    name_hash.update(published.issuer.subject.public_bytes())
+    probe = ocsp.OCSPRequestBuilder().add_certificate(published.issuer, published.issuer, hashes.SHA1()).build()
+    forged = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+        name_hash.finalize(), probe.issuer_key_hash, other_cert.serial_number, hashes.SHA1()).build()
+    assert post_ocsp(client, forged.public_bytes(Encoding.DER)).certificate_status is ocsp.OCSPCertStatus.UNKNOWN
+    own = client.post("/ocsp/other", data=ocsp_request(other_cert, other_issuer),
+                      content_type="application/ocsp-request")
+    assert ocsp.load_der_ocsp_response(own.data).certificate_status is ocsp.OCSPCertStatus.GOOD
+    assert x509.load_der_x509_crl(client.get("/crl/other.crl").data).issuer == other_issuer.subject

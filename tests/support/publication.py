@@ -35,7 +35,8 @@ class SetClock:
 
 
 def publishing_config(folder: Path, *, port: int = 8080, ocsp_signer: str = "responder",
-                      publication: dict[str, Any] | None = None, ca: dict[str, Any] | None = None) -> GatewayConfig:
+                      publication: dict[str, Any] | None = None, ca: dict[str, Any] | None = None,
+                      more_cas: dict[str, dict[str, Any]] | None = None) -> GatewayConfig:
     """A configuration whose local CA "EST CA" publishes at http://127.0.0.1:<port>/
     (an option of ``ca`` set to None is left out)."""
     ca_options = {"key_type": "ec-p256", "hierarchy": "root+issuing",
@@ -49,7 +50,7 @@ def publishing_config(folder: Path, *, port: int = 8080, ocsp_signer: str = "res
         "server": {"listen": "127.0.0.1:18443", "tls": False},
         "publication": {"listen": f"127.0.0.1:{port}", **(publication or {})},
         "backends": {"local": {"type": "local", "state_dir": str(folder / "state"), "cas": {
-            "EST CA": {k: v for k, v in ca_options.items() if v is not None}}}},
+            "EST CA": {k: v for k, v in ca_options.items() if v is not None}, **(more_cas or {})}}},
         "aliases": {"est": {"backend": "local", "ca": "EST CA", "username": "u", "password_file": str(password)}},
     }
     return parse_config(data, base_dir=folder)
@@ -67,10 +68,14 @@ class Published:
         return self.backend.ca_certs(TARGET)[0]
 
     def enroll(self, cn: str = "device-1") -> x509.Certificate:
-        result = self.backend.enroll(EnrollRequest(csr=make_csr(rsa_key(), cn=cn), alias="est", target=TARGET,
+        return self.issue(cn)[0]
+
+    def issue(self, cn: str = "device-1", target: LocalTarget = TARGET) -> tuple[x509.Certificate, x509.Certificate]:
+        """A new certificate of ``target``'s CA, and its issuer."""
+        result = self.backend.enroll(EnrollRequest(csr=make_csr(rsa_key(), cn=cn), alias="est", target=target,
                                                    requester=Requester(username="u"), request_id="t"))
         assert isinstance(result, Issued)
-        return result.certificate
+        return result.certificate, result.chain[0]
 
     def revoke(self, cert: x509.Certificate, reason: str = "keyCompromise") -> None:
         self.backend.store.revoke(format(cert.serial_number, "x"), reason, dt.datetime.now(dt.UTC))
