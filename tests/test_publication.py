@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,28 @@ def test_every_process_serves_the_crl_another_made(published: Published, clock: 
     assert other.get(CRL_PATH).data == after and len(x509.load_der_x509_crl(after)) == 1
 
 
+def test_processes_asking_at_once_after_a_revocation_make_one_crl(published: Published, clock: SetClock) -> None:
+    """Threads of two apps (each with its own lock file descriptor, as two processes have)
+    meet a revocation together: one makes the next CRL, every thread serves it."""
+    apps = [create_publication_app(published.config, clock=clock).test_client() for _ in range(2)]
+    first = x509.load_der_x509_crl(apps[0].get(CRL_PATH).data)
+    published.revoke(published.enroll())
+    start = threading.Barrier(8)
+    seen: list[bytes] = []
+
+    def fetch(client: FlaskClient) -> None:
+        start.wait(timeout=30)
+        seen.append(client.get(CRL_PATH).data)
+
+    threads = [threading.Thread(target=fetch, args=(apps[i % 2],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(seen) == 8 and len(set(seen)) == 1
+    assert crl_number(x509.load_der_x509_crl(seen[0])) == max(crl_number(first) + 1, int(clock.now.timestamp()))
+
+
 def test_ocsp_says_good_then_revoked_and_echoes_the_nonce(published: Published, client: FlaskClient) -> None:
     cert = published.enroll()
     nonce = os.urandom(16)
@@ -138,8 +161,9 @@ def test_ocsp_is_signed_by_a_delegated_responder(published: Published, client: F
         ExtendedKeyUsageOID.OCSP_SIGNING]
     responder.extensions.get_extension_for_class(x509.OCSPNoCheck)
     assert response.responder_key_hash == x509.SubjectKeyIdentifier.from_public_key(responder.public_key()).digest
-    # like everything the CA signs, the responder certificate is on record
+    # like everything the CA signs, the responder certificate is on record; its key is private
     assert published.backend.store.get(format(responder.serial_number, "x")) is not None
+    assert (published.backend.ca_folder("EST CA") / "ocsp-responder.pem").stat().st_mode & 0o777 == 0o600
 
 
 def test_ocsp_may_be_signed_by_the_ca_itself(tmp_path: Path, clock: SetClock) -> None:

@@ -143,3 +143,29 @@ def test_the_banner_names_both_urls_and_every_worker_serves_one_crl(served: Serv
     after = {curl(served.crl_url).body for _ in range(6)}
     assert len(after) == 1
     assert crl_number(x509.load_der_x509_crl(after.pop())) > crl_number(x509.load_der_x509_crl(before.pop()))
+
+
+def operations_procedure() -> str:
+    """The commands of docs/operations.md that check a certificate by hand."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    section = text.split("## Revocation: CRL and OCSP", 1)[1].split("\n## ", 1)[0]
+    return section.split("Checking by hand", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_procedure_of_docs_operations_runs_as_written(served: Served, tmp_path: Path) -> None:
+    commands = operations_procedure().replace("http://127.0.0.1:8080", served.base)
+    cert = served.enroll("by-hand")
+    for name, certs in (("issuer.pem", served.chain[:1]), ("chain.pem", served.chain), ("dev.pem", [cert])):
+        (tmp_path / name).write_bytes(cert_pem(*certs))
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "-euo", "pipefail", "-c", commands], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+
+    done = run()
+    assert done.returncode == 0, done.stderr
+    assert "dev.pem: good" in done.stdout and "dev.pem: OK" in done.stdout
+    served.revoke_with_cli(cert)
+    done = run()
+    assert done.returncode != 0 and "dev.pem: revoked" in done.stdout
+    assert "certificate revoked" in done.stdout + done.stderr
