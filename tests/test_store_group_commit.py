@@ -146,4 +146,9 @@ def test_the_record_keeps_no_index_that_no_query_uses(tmp_path: Path, ca: CA) ->
         indexes = [row[0] for row in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'certificates'")]
     store.close()
-    assert indexes == ["sqlite_autoindex_certificates_1"]
+    # ... and the revoked certificates' partial index (CRLs), which an insert never writes
+    # to: a new record is always 'valid'
+    assert indexes == ["sqlite_autoindex_certificates_1", "certificates_revoked"]
+    with sqlite3.connect(path) as conn:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'certificates_revoked'").fetchone()
+    assert sql.endswith("WHERE status = 'revoked'")
