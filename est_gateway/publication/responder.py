@@ -66,9 +66,11 @@ class DelegatedSigner:
             return signer
 
     def _usable(self, cert: x509.Certificate) -> bool:
+        """Valid now and not soon to expire (unless the CA itself expires first)."""
         now = self.clock()
-        return cert.not_valid_before_utc <= now and (
-            now + RENEW_BEFORE < cert.not_valid_after_utc or cert.not_valid_after_utc >= self.issuer.not_valid_after_utc)
+        ends = cert.not_valid_after_utc
+        lasting = now + RENEW_BEFORE < ends or ends >= self.issuer.not_valid_after_utc
+        return cert.not_valid_before_utc <= now < ends and lasting
 
     def _read(self) -> Signer | None:
         try:

@@ -16,7 +16,7 @@ def read_url(sec: Section, key: str) -> str | None:
         return None
     try:
         parts = urlsplit(url)
-        parts.port     # raises for a port that is not a number
+        _ = parts.port     # raises for a port that is not a number
     except ValueError:
         parts = None
     if parts is None or parts.scheme != "http" or not parts.hostname or parts.query or parts.fragment \
