@@ -18,6 +18,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from flask.testing import FlaskClient
 
 from est_gateway.backends.local.options import LocalTarget
+from est_gateway.backends.local.store import CertificateStore
 from est_gateway.publication.app import create_publication_app
 from est_gateway.publication.crl import crl_number
 from tests.support import openssl
@@ -274,3 +275,14 @@ def test_each_ca_of_a_backend_publishes_its_own_and_knows_only_its_own(tmp_path:
                       content_type="application/ocsp-request")
     assert ocsp.load_der_ocsp_response(own.data).certificate_status is ocsp.OCSPCertStatus.GOOD
     assert x509.load_der_x509_crl(client.get("/crl/other.crl").data).issuer == other_issuer.subject
+
+
+def test_an_unreadable_record_is_503_for_the_crl_and_try_later_for_ocsp(published: Published, tmp_path: Path,
+                                                                       clock: SetClock) -> None:
+    cert = published.enroll()
+    published.backend.store = CertificateStore(tmp_path / "missing" / "certificates.sqlite3")
+    client = create_publication_app(published.config, clock=clock).test_client()
+    answer = client.get(CRL_PATH)
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "30"
+    assert answer.get_data(as_text=True) == "the CRL cannot be made right now; try again later\n"
+    assert post_ocsp(client, ocsp_request(cert, published.issuer)).response_status is ocsp.OCSPResponseStatus.TRY_LATER

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,12 +16,14 @@ from flask import Flask, request
 from est_gateway.backends.local import LocalCABackend
 from est_gateway.backends.local.authority import utcnow
 from est_gateway.config.model import GatewayConfig
-from est_gateway.errors import MethodNotAllowed, UnsupportedMediaType
+from est_gateway.errors import MethodNotAllowed, UnsupportedMediaType, UpstreamUnavailable
 from est_gateway.publication.crl import PublishedCRL
 from est_gateway.publication.ocsp import MALFORMED, OCSP_REQUEST, OCSP_RESPONSE, OCSPResponder
 from est_gateway.publication.responder import CASigner, DelegatedSigner
 from est_gateway.publication.urls import url_path
 from est_gateway.web.responses import Response, add_error_handlers, text_response
+
+log = logging.getLogger(__name__)
 
 CT_CRL = "application/pkix-crl"
 #: largest OCSP request accepted in a POST body (one certificate asked about: ~100 bytes)
@@ -100,7 +104,11 @@ def answer(published: Publication, path: str) -> Response:
     if crl is not None:
         if request.method not in ("GET", "HEAD"):
             raise MethodNotAllowed(["GET", "HEAD"])
-        return Response(crl.current(), 200, content_type=CT_CRL)
+        try:
+            return Response(crl.current(), 200, content_type=CT_CRL)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("CRL of %s: the record cannot be read or the CRL not written: %s", crl.ca_name, exc)
+            raise UpstreamUnavailable("the CRL cannot be made right now; try again later") from None
     found = published.responder_for(path)
     if found is None:
         return text_response(404, NOT_FOUND)

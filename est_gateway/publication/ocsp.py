@@ -72,11 +72,12 @@ class OCSPResponder:
             return unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
         try:
             status, revoked_at, reason = self._status(request.serial_number)
-        except sqlite3.Error:
-            log.warning("OCSP: the local CA's certificate record cannot be read; answered tryLater")
+            cert, key = self.signer.current()
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("OCSP: the local CA's record cannot be read, or its responder certificate not "
+                        "made: %s; answered tryLater", exc)
             return unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER)
         now = self.clock()
-        cert, key = self.signer.current()
         builder = (ocsp.OCSPResponseBuilder()
                    .add_response_by_hash(request.issuer_name_hash, request.issuer_key_hash, request.serial_number,
                                          algorithm, status, now, now + self.validity, revoked_at, reason)
