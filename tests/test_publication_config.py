@@ -66,3 +66,16 @@ def test_published_urls_need_the_listener(tmp_path: Path) -> None:
     assert caught.value.problems == [
         'backends.local.cas.A.crl_url: is published by the plain-HTTP publication listener: set '
         '[publication] listen (e.g. "127.0.0.1:8080")']
+
+
+@pytest.mark.parametrize(("port", "published"), [(8443, 8080), (9443, 9444)])
+def test_local_mode_publishes_beside_est(tmp_path: Path, port: int, published: int) -> None:
+    from est_gateway import localmode
+    from est_gateway.config import load_config
+
+    instance, _ = localmode.prepare(tmp_path / "est-local", port=port)
+    config = load_config(instance.config)
+    assert (config.publication.enabled, config.publication.port) == (True, published)
+    ca = config.backends["local"].options.cas["EST CA"]  # type: ignore[attr-defined]
+    assert (ca.crl_url, ca.ocsp_url) == (f"http://127.0.0.1:{published}/crl/est-ca.crl",
+                                         f"http://127.0.0.1:{published}/ocsp/est-ca")
