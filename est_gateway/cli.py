@@ -96,18 +96,28 @@ def _serve(config: GatewayConfig, *, listener: socket.socket | None = None, bann
 
 
 def _more_listeners(config: GatewayConfig, app: Any) -> list[Any]:
-    """The console's listener when it is enabled: its app shares the EST app's service
-    (backends, failure throttle, metrics), served over TLS with the gateway's certificate."""
-    if not config.console.enabled:
-        return []
-    from est_gateway.console import create_console_app
+    """The listeners beside EST's: the operator console when it is enabled (its app shares
+    the EST app's service: backends, failure throttle, metrics; TLS with the gateway's
+    certificate), and the local CAs' CRLs and OCSP answers in plain HTTP."""
     from est_gateway.server.runner import Listener
-    from est_gateway.web.app import service_of
 
+    more = []
     console = config.console
-    click.echo(f"serving the operator console on {console.url}")
+    if console.enabled:
+        from est_gateway.console import create_console_app
+        from est_gateway.web.app import service_of
+
+        click.echo(f"serving the operator console on {console.url}")
+        more.append(Listener("console", console.host, console.port, True, create_console_app(config, service_of(app))))
+    publication = config.publication
+    if publication.enabled:
+        from est_gateway.publication.app import create_publication_app
+
+        click.echo(f"publishing CRLs and OCSP answers on {publication.url}")
+        more.append(Listener("publication", publication.host, publication.port, False,
+                             create_publication_app(config)))
     sys.stdout.flush()
-    return [Listener("console", console.host, console.port, True, create_console_app(config, service_of(app)))]
+    return more
 
 
 @click.group()
@@ -173,8 +183,11 @@ def local(state_dir: Path, port: int | None) -> None:
         if former is not None:
             click.echo(f"{instance.config}: port {former} changed to {port}")
     config = _load(instance.config)
+    from est_gateway.publication.settings import published_urls
+
     banner = localmode.instructions(instance, port=config.server.port, created=created, aliases=config.aliases,
-                                    console=config.console)
+                                    console=config.console,
+                                    **published_urls(config.backends, config.publication))
     _serve(config, listener=listener, banner=banner)
     os.close(lock)
 

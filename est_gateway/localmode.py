@@ -31,6 +31,8 @@ LOCK_NAME = ".serving.lock"
 USERNAME = "estuser"
 CONSOLE_ADMIN = "admin"
 DEFAULT_PORT = 8443
+#: where CRLs and OCSP answers are published in plain HTTP (with another EST port: that + 1)
+DEFAULT_PUBLICATION_PORT = 8080
 #: the ``listen = "<address>:<port>"`` line the template writes (the first listen line)
 LISTEN_LINE = re.compile(r'^(listen\s*=\s*"[^"]*:)(\d+)(")', re.MULTILINE)
 
@@ -44,6 +46,10 @@ tls_cert = "tls/server.pem"
 tls_key = "tls/server.key"
 workers = 2
 
+# CRLs and OCSP answers of the local CA, in plain HTTP (the URLs below name this address).
+[publication]
+listen = "{bind}:{publication_port}"
+
 [backends.local]
 type = "local"
 state_dir = "local-ca"
@@ -52,6 +58,9 @@ state_dir = "local-ca"
 key_type = "rsa-2048"
 hierarchy = "root+issuing"
 common_name = "est-gateway Local EST CA"
+# Every certificate it issues names both: relying parties can check revocation.
+crl_url = "http://{url_host}:{publication_port}/crl/est-ca.crl"
+ocsp_url = "http://{url_host}:{publication_port}/ocsp/est-ca"
 
 [backends.local.certificate_profiles.default]
 validity_days = 365
@@ -131,8 +140,11 @@ def hold(instance: LocalInstance) -> int:
     return fd
 
 
-def prepare(folder: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> tuple[LocalInstance, bool]:
-    """Create the local instance unless it exists; return it and whether it was created."""
+def prepare(folder: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+            publication_port: int | None = None) -> tuple[LocalInstance, bool]:
+    """Create the local instance unless it exists; return it and whether it was created.
+    CRLs and OCSP are published on ``publication_port`` (default: 8080 beside EST's 8443,
+    else EST's port + 1)."""
     instance = LocalInstance(folder.resolve())
     if instance.config.exists():
         return instance, False
@@ -164,9 +176,14 @@ def prepare(folder: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) 
     authority.write_private(folder / "secrets" / "console.password", (secrets.token_urlsafe(12) + "\n").encode())
     authority.write_private(folder / "secrets" / "console.secret", (secrets.token_hex(32) + "\n").encode())
     bind = "0.0.0.0" if host not in ("127.0.0.1", "localhost") else "127.0.0.1"
-    instance.config.write_text(CONFIG_TEMPLATE.format(host=bind, port=port, username=USERNAME,
-                                                      console_port=port + 1 if port < 65535 else port - 1,
-                                                      admin=CONSOLE_ADMIN),
+    if publication_port is None:
+        publication_port = DEFAULT_PUBLICATION_PORT if port == DEFAULT_PORT else port % 65535 + 1
+    # the console's port (its table is written commented out) is neither EST's nor publication's
+    console_port = port + 1 if port == DEFAULT_PORT else (port + 1) % 65535 + 1
+    url_host = "127.0.0.1" if bind == "127.0.0.1" else (f"[{host}]" if ":" in host else host)
+    instance.config.write_text(CONFIG_TEMPLATE.format(host=bind, port=port, username=USERNAME, bind=bind,
+                                                      publication_port=publication_port, url_host=url_host,
+                                                      console_port=console_port, admin=CONSOLE_ADMIN),
                                encoding="utf-8")
     return instance, True
 
@@ -214,20 +231,25 @@ def describe_labels(aliases: Mapping[str, AliasSettings]) -> str:
 
 
 def instructions(instance: LocalInstance, *, port: int, created: bool,
-                 aliases: Mapping[str, AliasSettings], console: ConsoleSettings | None = None) -> str:
+                 aliases: Mapping[str, AliasSettings], console: ConsoleSettings | None = None,
+                 crl_url: str | None = None, ocsp_url: str | None = None) -> str:
     """The banner: where the instance lives and the line to paste before the walk-through."""
     state = "created" if created else "reused"
     shown = ("off; uncomment [console] in the configuration to serve it "
              f"({CONSOLE_ADMIN}, the password in {instance.folder / 'secrets' / 'console.password'})")
     if console is not None and console.enabled:
         shown = f"{console.url}   ({console.admin_username or 'admin certificates'})"
+    state = "created" if created else "reused"
+    revocation = "".join(f"\n  {name:<15}: {url}   ({use})" for name, url, use in (
+        ("CRL", crl_url, "openssl verify -crl_check -CRLfile"), ("OCSP", ocsp_url, "openssl ocsp -url"))
+        if url)
     return f"""\
 est-gateway local test mode ({state} {instance.folder})
   EST base URL   : https://127.0.0.1:{port}/.well-known/est   (labels: {describe_labels(aliases)})
   trust anchor   : {instance.trust_anchor}   (curl --cacert / EST_OPENSSL_CACERT)
   credentials    : {USERNAME} / {instance.password()}
   configuration  : {instance.config}
-  console        : {shown}
+  console        : {shown}{revocation}
 
 In another shell, paste this line first; the README's walk-through uses only these variables:
 

@@ -21,6 +21,7 @@ from est_gateway.errors import ConfigError
 from est_gateway.keys import KEY_TYPES
 from est_gateway.limits import CURVES, Limits
 from est_gateway.passwords import PasswordHash
+from est_gateway.publication.settings import parse_publication
 
 #: EST operation names; an alias may not be called like one (the path would be ambiguous).
 OPERATIONS = ("cacerts", "simpleenroll", "simplereenroll", "csrattrs", "serverkeygen", "fullcmc")
@@ -54,7 +55,12 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = 
     backends, broken = _backends(root.table("backends", required=True), registry or BackendRegistry())
     aliases = _aliases(root.table("aliases", required=True), backends, broken)
     console = _console(root.table("console"), server)
+    publication = parse_publication(root.table("publication"), server.host, server.port, backends)
     root.check_unknown()
+    if console.enabled and publication.enabled and (console.host, console.port) == (publication.host,
+                                                                                    publication.port):
+        problems.add("console.listen", f"{console.host}:{console.port} is also [publication] listen; "
+                                       "give the console an address of its own")
     if server.tls is False:
         for alias in aliases.values():
             if alias.require_client_cert and not (server.trusted_proxies or server.trusted_unix_socket
@@ -70,7 +76,7 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = 
                              "cannot be served here")
     problems.raise_if_any()
     return GatewayConfig(server=server, backends=backends, aliases=aliases, source=source, limits=limits,
-                         console=console)
+                         console=console, publication=publication)
 
 
 def _limits(sec: Section) -> Limits:

@@ -13,6 +13,7 @@ from cryptography import x509
 from est_gateway.csrattrs import CsrAttrsPolicy
 from est_gateway.limits import Limits
 from est_gateway.passwords import PasswordHash
+from est_gateway.publication.settings import PublicationSettings
 
 if TYPE_CHECKING:
     from est_gateway.backends.base import CABackend
@@ -145,3 +146,5 @@ class GatewayConfig:
     source: Path | None = None
     limits: Limits = field(default_factory=Limits)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    #: where the local CAs publish CRLs and OCSP answers (``[publication]``)
+    publication: PublicationSettings = field(default_factory=PublicationSettings)

@@ -102,7 +102,7 @@ def local_instance(folder: Path, *, extra_config: str = "", port: int | None = N
                    ) -> tuple[localmode.LocalInstance, GatewayProcess]:
     """A local-mode instance folder (as `est-gateway local` creates it), plus extra TOML."""
     port = port or free_port()
-    instance, _ = localmode.prepare(folder, port=port)
+    instance, _ = localmode.prepare(folder, port=port, publication_port=free_port())
     if extra_config:
         with instance.config.open("a", encoding="utf-8") as fh:
             fh.write("\n" + extra_config)
