@@ -90,7 +90,8 @@ def test_the_gateway_own_lines_and_tracebacks_follow_the_format(capsys: pytest.C
 
 def test_log_format_is_validated(tmp_path: Path) -> None:
     instance, _ = localmode.prepare(tmp_path / "state", port=8443)
-    instance.config.write_text(instance.config.read_text().replace("workers = 2\n", 'workers = 2\nlog_format = "xml"\n'))
+    text = instance.config.read_text().replace("workers = 2\n", 'workers = 2\nlog_format = "xml"\n')
+    instance.config.write_text(text)
     with pytest.raises(ConfigError) as raised:
         load_config(instance.config)
     assert [p.split(":")[0] for p in raised.value.problems] == ["server.log_format"]

@@ -115,13 +115,7 @@ def _server(sec: Section) -> ServerSettings:
         if tls:
             sec.error("tls", "a Unix socket serves plain HTTP to a local proxy: set tls = false")
     elif isinstance(listen, str):
-        h, sep, p = listen.rpartition(":")
-        if sep and p.isdigit() and h and not 0 < int(p) < 65536:
-            sec.error("listen", f'port {int(p)} in "{listen}" is out of range (1-65535)')
-        elif not sep or not p.isdigit() or not h:
-            sec.error("listen", f'"{listen}" is not "<address>:<port>" (e.g. "127.0.0.1:8443")')
-        else:
-            host, port = h.strip("[]"), int(p)
+        host, port = sec.address("listen", listen, (d.host, d.port))
     socket_group = sec.str("unix_socket_group", None)
     group_id = None
     if isinstance(socket_group, str) and socket_group:
@@ -371,13 +365,7 @@ def _console(sec: Section, server: ServerSettings) -> ConsoleSettings:
     """``[console]``: checked fully only when enabled (a disabled console reads nothing)."""
     d = ConsoleSettings()
     enabled = sec.bool("enabled", False)
-    listen = sec.str("listen", f"{d.host}:{d.port}")
-    host, port = d.host, d.port
-    h, sep, p = listen.rpartition(":") if isinstance(listen, str) else ("", "", "")
-    if not sep or not p.isdigit() or not 0 < int(p) < 65536 or not h:
-        sec.error("listen", f'"{listen}" is not "<address>:<port>" (e.g. "127.0.0.1:{d.port}")')
-    else:
-        host, port = h.strip("[]"), int(p)
+    host, port = sec.address("listen", sec.str("listen", f"{d.host}:{d.port}"), (d.host, d.port))
     admin_cas = _certificates(sec, "admin_ca")
     username = sec.str("admin_username", None)
     has_password = any(sec.has(f"admin_password_{k}") for k in ("file", "env", "hash"))

@@ -37,13 +37,7 @@ def parse_publication(sec: Section, server_host: str, server_port: int,
     """Read ``[publication]`` and check every local CA's published URLs against it."""
     d = PublicationSettings()
     enabled = sec.has("listen")
-    listen = sec.str("listen", f"{d.host}:{d.port}")
-    host, port = d.host, d.port
-    h, sep, p = listen.rpartition(":") if isinstance(listen, str) else ("", "", "")
-    if not sep or not p.isdigit() or not 0 < int(p) < 65536 or not h:
-        sec.error("listen", f'"{listen}" is not "<address>:<port>" (e.g. "127.0.0.1:{d.port}")')
-    else:
-        host, port = h.strip("[]"), int(p)
+    host, port = sec.address("listen", sec.str("listen", f"{d.host}:{d.port}"), (d.host, d.port))
     if enabled and port == server_port and (host == server_host or "0.0.0.0" in (host, server_host)
                                             or "::" in (host, server_host)):
         sec.error("listen", f"must differ from server.listen ({server_host}:{server_port}): revocation "

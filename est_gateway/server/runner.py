@@ -14,10 +14,10 @@ import gunicorn
 from gunicorn.app.base import BaseApplication
 
 from est_gateway.config.model import GatewayConfig
-from est_gateway.logwriter import LogWriter
-from est_gateway.logwriter import install as install_log_writer
 from est_gateway.listener import bind_address
 from est_gateway.logformat import gunicorn_logger_class
+from est_gateway.logwriter import LogWriter
+from est_gateway.logwriter import install as install_log_writer
 
 log = logging.getLogger(__name__)
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
