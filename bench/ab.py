@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
                 # working folder first on sys.path, before PYTHONPATH, so both are set.
                 os.environ["PYTHONPATH"] = str(source)
                 os.chdir(source)
-                gateways[name] = start_gateway(Path(tmp) / name,
+                # one configuration both checkouts read: without what only the newer has
+                gateways[name] = start_gateway(Path(tmp) / name, publication=False,
                                                extra_config=upstream.config() if upstream else "")
                 check_source(gateways[name].pid, source)
         finally:

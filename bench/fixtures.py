@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,11 +68,13 @@ class Gateway:
 
 
 def start_gateway(folder: Path, *, fill: object = None, extra_config: str = "",
-                  tls_key_type: str = "rsa-2048") -> Gateway:
+                  tls_key_type: str = "rsa-2048", publication: bool = True) -> Gateway:
     """A local-mode gateway with an RSA-2048 CA (label est) and a P-256 CA (label p256),
     plus ``extra_config`` (the upstream alias), serving TLS with a ``tls_key_type`` key.
 
-    ``fill(state_dir)`` runs before the first start, e.g. to pre-load the certificate store."""
+    ``fill(state_dir)`` runs before the first start, e.g. to pre-load the certificate store.
+    ``publication=False``: without local mode's CRL/OCSP listener and URLs (a configuration
+    that checkouts from before they existed read too)."""
     instance, process = local_instance(folder, extra_config=P256_CONFIG + extra_config)
     if tls_key_type != "rsa-2048":
         reissue_tls_certificate(folder, tls_key_type)
@@ -80,6 +83,10 @@ def start_gateway(folder: Path, *, fill: object = None, extra_config: str = "",
     instance.config.write_text(text.replace("allow_same_key_renewal = true\n",
                                             "allow_same_key_renewal = true\nsupersede_on_renewal = false\n", 1),
                                encoding="utf-8")
+    if not publication:
+        text = instance.config.read_text(encoding="utf-8")
+        text = re.sub(r'^\[publication\]\nlisten = .*\n|^(crl|ocsp)_url = .*\n', "", text, flags=re.MULTILINE)
+        instance.config.write_text(text, encoding="utf-8")
     if callable(fill):
         fill(folder / "local-ca")
     process.start(timeout=60)
