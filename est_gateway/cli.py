@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -19,6 +19,9 @@ from est_gateway.backends.local.store import REVOCATION_REASONS, PendingRecord, 
 from est_gateway.config import GatewayConfig, load_config
 from est_gateway.errors import ConfigError
 from est_gateway.passwords import PasswordHash
+
+if TYPE_CHECKING:
+    from est_gateway.server.runner import Served
 
 CONFIG_ENV = "EST_GATEWAY_CONFIG"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,7 +52,6 @@ def _serve(config: GatewayConfig, *, banner: str | None = None) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     from est_gateway import audit
     from est_gateway.server.runner import GatewayServer
-    from est_gateway.web.app import create_app
 
     logging.basicConfig(level=config.server.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -65,13 +67,37 @@ def _serve(config: GatewayConfig, *, banner: str | None = None) -> None:
     sys.stdout.flush()
     try:
         try:
-            app = create_app(config)
+            served = _served(config)
         except ConfigError as exc:   # checks that need the started CAs (client CA names)
             click.echo(f"{config.source}: {exc.render()}", err=True)
             sys.exit(2)
-        GatewayServer(config, app).run()
+        rebuild = functools.partial(_rebuild, config.source) if config.source is not None else None
+        GatewayServer(config, served.app, more=served.more, rebuild=rebuild).run()
     finally:
         metrics_folder.remove(metrics_dir)
+
+
+def _served(config: GatewayConfig) -> Served:
+    """What the workers serve for a started configuration: the EST app and every other
+    listener with its app (built here, so that a reload builds them anew too)."""
+    from est_gateway.server.runner import Served
+    from est_gateway.web.app import create_app
+
+    return Served(config, create_app(config))
+
+
+def _rebuild(path: Path) -> Served:
+    """On SIGHUP, in the arbiter: the configuration and every secret file read again, the
+    new backends started as serve starts them (raises ConfigError, listing the problems)."""
+    from est_gateway.server.runner import close_backends
+
+    config = load_config(path)
+    try:
+        _start(config)
+        return _served(config)
+    except BaseException:
+        close_backends(config)
+        raise
 
 
 @click.group()
@@ -85,6 +111,31 @@ def main() -> None:
 def serve(config_path: Path) -> None:
     """Serve EST with the given configuration."""
     _serve(_load(config_path))
+
+
+@main.command("reload")
+@config_option
+def reload_command(config_path: Path) -> None:
+    """Make the running gateway read its configuration and secrets again (SIGHUP).
+
+    The configuration is checked here first: one with problems is not sent. New worker
+    processes serve the new one; the old ones finish their requests. The gateway's log
+    says whether it took it (a new listen address needs a restart).
+    """
+    import signal
+
+    from est_gateway.server.control import NoGateway, signal_arbiter
+
+    config = _load(config_path)
+    pid_file = config.server.pid_file
+    if pid_file is None:
+        raise click.ClickException(f"{config_path}: the gateway writes no pid file (its folder is not writable): "
+                                   "set server.pid_file, or send SIGHUP to its main process yourself")
+    try:
+        pid = signal_arbiter(pid_file, signal.SIGHUP)
+    except NoGateway as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"sent SIGHUP to est-gateway (pid {pid}): its log says whether it took {config_path}")
 
 
 @main.command("check-config")
