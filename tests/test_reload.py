@@ -9,10 +9,12 @@ from __future__ import annotations
 import base64
 import http.client
 import os
+import re
 import signal
 import ssl
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -148,13 +150,22 @@ def _reload_command(config: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
+def _procedure() -> tuple[str, str]:
+    """docs/operations.md's rotation: its shell step, and the keys it adds to the label."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = text.split("## Rotating a label's password", 1)[1].split("\n## ", 1)[0]
+    shell, toml = re.findall(r"```(?:sh|toml)\n(.*?)```", section, re.DOTALL)[:2]
+    keys = "".join(line.strip() + "\n" for line in toml.splitlines() if line.strip().startswith("previous_"))
+    # The example's end date is near: the test's window must not end while it runs.
+    return textwrap.dedent(shell), re.sub(r"\d{4}-\d\d-\d\dT", "2999-01-01T", keys)
+
+
 def _rotate_under_load(tmp_path: Path, *, window: bool) -> list[Result]:
     """A fleet enrolls with the old password; the password file gets the new one (with a
-    window: the old one moves to the previous password); the gateway reloads, the fleet's
-    even half switches to the new password. The results, by phase: 0 before the reload,
-    1 while old workers may still serve, 2 once only new workers serve."""
-    previous = 'previous_password_file = "secrets/est.password.previous"\n' \
-               "previous_password_until = 2999-01-01T00:00:00Z\n" if window else ""
+    window: docs/operations.md's procedure, the old one kept as the previous password);
+    the gateway reloads, the fleet's even half switches to the new password. The results,
+    by phase: 0 before the reload, 1 while old workers may still serve, 2 once only new
+    workers serve."""
     instance, process = _gateway(tmp_path)
     old = instance.password()
     password_file = instance.folder / "secrets" / "est.password"
@@ -165,14 +176,16 @@ def _rotate_under_load(tmp_path: Path, *, window: bool) -> list[Result]:
             fleet.wait_for(lambda rs: len(rs) >= 2 * CLIENTS, "enrollments before the reload")
             fleet.phase = 1
             if window:
-                _write_secret(password_file.with_name("est.password.previous"), old)
+                shell, keys = _procedure()
+                subprocess.run(["bash", "-euc", shell.replace("cd /etc/est-gateway", f"cd {instance.folder}")],
+                               env={**os.environ, "NEW_PASSWORD": NEW_PASSWORD}, check=True, timeout=30)
                 instance.config.write_text(instance.config.read_text(encoding="utf-8")
-                                           .replace(CURRENT, CURRENT + previous), encoding="utf-8")
-            _write_secret(password_file, NEW_PASSWORD)
-            if window:    # the operator's command, which checks the configuration first
+                                           .replace(CURRENT, CURRENT + keys), encoding="utf-8")
+                # the operator's command, which checks the configuration first
                 done = _reload_command(instance.config)
                 assert done.returncode == 0 and "sent SIGHUP to est-gateway" in done.stdout, done
             else:
+                _write_secret(password_file, NEW_PASSWORD)
                 assert process.proc is not None
                 process.proc.send_signal(signal.SIGHUP)
             fleet.switched = True
