@@ -6,17 +6,29 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 
 from est_gateway.backends.local.store import CertificateStore
-from tests.test_loop_writes import Served, eventually, read_answers, request, served  # noqa: F401 (fixture)
+from tests.test_loop_writes import Served, eventually, read_answers, request
 
 
-def test_a_stopping_worker_answers_a_request_still_arriving(served: Callable[..., Served]) -> None:
+def test_a_stopping_worker_answers_a_request_still_arriving() -> None:
     """Only an idle keep-alive connection is closed at the stop: one whose request is
     half sent when the stop comes gets its answer (then the connection closes)."""
-    it = served()
+    it = Served()
+    it.runner.start()
+    try:
+        _stop_with_a_request_arriving(it)
+    finally:
+        it.running = False
+        it.runner.join(20)
+        for thread in it.threads:
+            thread.join(20)
+        it.loop.close_wakeup()
+        it.listener.close()
+
+
+def _stop_with_a_request_arriving(it: Served) -> None:
     with it.connect() as arriving, it.connect() as idle:
         idle.sendall(request("/first"))
         assert read_answers(idle, 1) == [b"/first"]          # now idle, kept alive
