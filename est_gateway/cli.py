@@ -55,7 +55,9 @@ def _serve(config: GatewayConfig, *, banner: str | None = None) -> None:
 
     logging.basicConfig(level=config.server.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    audit.configure()
+    console = config.console
+    audit.configure(file=audit.AuditFile(console.audit_file, console.audit_file_max_bytes)
+                    if console.audit_file else None)
     _start(config)
     if banner:
         click.echo(banner)
@@ -83,7 +85,8 @@ def _served(config: GatewayConfig) -> Served:
     from est_gateway.server.runner import Served
     from est_gateway.web.app import create_app
 
-    return Served(config, create_app(config))
+    app = create_app(config)
+    return Served(config, app, tuple(_more_listeners(config, app)))
 
 
 def _rebuild(path: Path) -> Served:
@@ -98,6 +101,21 @@ def _rebuild(path: Path) -> Served:
     except BaseException:
         close_backends(config)
         raise
+
+
+def _more_listeners(config: GatewayConfig, app: Any) -> list[Any]:
+    """The console's listener when it is enabled: its app shares the EST app's service
+    (backends, failure throttle, metrics), served over TLS with the gateway's certificate."""
+    if not config.console.enabled:
+        return []
+    from est_gateway.console import create_console_app
+    from est_gateway.server.runner import Listener
+    from est_gateway.web.app import service_of
+
+    console = config.console
+    click.echo(f"serving the operator console on {console.url}")
+    sys.stdout.flush()
+    return [Listener("console", console.host, console.port, True, create_console_app(config, service_of(app)))]
 
 
 @click.group()
@@ -165,7 +183,8 @@ def local(state_dir: Path, port: int | None) -> None:
         if former is not None:
             click.echo(f"{instance.config}: port {former} changed to {port}")
     config = _load(instance.config)
-    _serve(config, banner=localmode.instructions(instance, port=config.server.port, created=created))
+    _serve(config, banner=localmode.instructions(instance, port=config.server.port, created=created,
+                                                 console=config.console))
 
 
 @main.command("hash-password")

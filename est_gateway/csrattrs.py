@@ -16,6 +16,7 @@ from cryptography import x509
 
 from est_gateway.errors import BadRequest
 from est_gateway.keys import key_type_of
+from est_gateway.wire import csr_extensions
 
 # Names an operator may use instead of dotted OIDs.
 OID_NAMES = {
@@ -106,10 +107,7 @@ class CsrAttrsPolicy:
         present = {attr.oid.dotted_string for attr in csr.attributes}
         missing += [_name(o) for o in self.attributes if o not in present]
         if self.extension_requests:
-            try:
-                exts = {e.oid.dotted_string for e in csr.extensions}
-            except (ValueError, x509.DuplicateExtension):
-                raise BadRequest("CSR extension request is malformed") from None
+            exts = {e.oid.dotted_string for e in csr_extensions(csr)}
             missing += [f"extension {_name(o)}" for o in self.extension_requests if o not in exts]
         if self.key_type and key_type_of(csr.public_key()) != self.key_type:
             missing.append(f"a {self.key_type} key")

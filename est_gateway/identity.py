@@ -30,6 +30,7 @@ from cryptography.x509.verification import (
 
 from est_gateway.config.model import ServerSettings
 from est_gateway.limits import Limits
+from est_gateway.wire import extension_refusal
 
 log = logging.getLogger(__name__)
 
@@ -241,14 +242,15 @@ def verify_client_certificate(presented: PresentedCertificate, anchors: Sequence
         raise UntrustedCertificate("client certificate is not yet valid")
     if now > leaf.not_valid_after_utc:
         raise UntrustedCertificate("client certificate has expired")
+    refusal = extension_refusal(leaf)
+    if refusal is not None:
+        raise UntrustedCertificate(f"client certificate has {refusal}")
     try:
         ekus = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         if ExtendedKeyUsageOID.CLIENT_AUTH not in ekus and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in ekus:
             raise UntrustedCertificate("client certificate lacks the clientAuth extended key usage")
     except x509.ExtensionNotFound:
         pass
-    except ValueError:
-        raise UntrustedCertificate("client certificate has malformed extensions") from None
     if keys is not None:
         for cert in (leaf, *presented.intermediates):
             try:

@@ -35,11 +35,8 @@ def generate(csr: x509.CertificateSigningRequest, key_type: str
     """A new key and a CSR for it with the client's subject and extension request."""
     key = new_key(key_type)
     builder = x509.CertificateSigningRequestBuilder().subject_name(csr.subject)
-    try:
-        for ext in csr.extensions:
-            builder = builder.add_extension(ext.value, critical=ext.critical)
-    except (ValueError, x509.DuplicateExtension):
-        raise BadRequest("CSR extension request is malformed") from None
+    for ext in wire.csr_extensions(csr):
+        builder = builder.add_extension(ext.value, critical=ext.critical)
     return key, builder.sign(key, signature_hash(key))
 
 

@@ -19,6 +19,7 @@ import idna
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from est_gateway import names
 from est_gateway.errors import BadRequest, TooManyRequests
 from est_gateway.wire import requested_sans
 
@@ -89,6 +90,7 @@ class Limits:
         for attr in subject:
             if len(str(attr.value)) > self.max_value_length:
                 raise BadRequest(f"a subject value is longer than {self.max_value_length} characters")
+        names.check_subject(subject)
         sans = requested_sans(csr)
         if len(sans) > self.max_sans:
             raise BadRequest(f"CSR asks for {len(sans)} subjectAltNames; at most {self.max_sans} are accepted")
@@ -97,6 +99,8 @@ class Limits:
                 raise BadRequest(f"a subjectAltName is longer than {self.max_value_length} characters")
             if isinstance(name, x509.DNSName):
                 check_dns_name(name.value)
+            else:
+                names.check_general_name(name)
         return subject
 
 
@@ -109,7 +113,7 @@ def check_dns_name(value: str) -> None:
     as a valid A-label (RFC 5891, IDNA 2008); a wildcard only as a whole leftmost label
     above at least two labels ("*.example.com"). Whether a wildcard may be issued is the
     certificate profile's decision. Refused with 400."""
-    shown = value.encode("unicode_escape").decode("ascii")[:80]
+    shown = names.shown(value)
     labels = value.split(".")
     if len(value) > 253 or not value.isascii() or not all(labels):
         raise BadRequest(f'dNSName "{shown}" is not a valid DNS name (ASCII labels; IDNs as xn-- A-labels)')
@@ -150,8 +154,12 @@ class FailureThrottle:
 
     Concurrency: once a key has failed, every attempt in flight counts against the limit
     (:meth:`begin` reserves, :meth:`end` settles), so concurrent guesses from it cannot
-    overshoot; a key with no failure yet is never refused, so at most the limit plus the
-    number of requests in flight at once (worker threads) fail before the first 429.
+    overshoot. A costly check (a password not verified recently) is counted before it runs,
+    whether or not the key has failed yet (:meth:`reserve`): of any number of guesses sent
+    at once from a fresh key, at most ``limit`` are checked, the rest get 429 at once.
+    Attempts that need no costly check (a remembered password, a client certificate) from a
+    key with no failure are never refused, so at most the limit plus the requests in flight
+    at once (worker threads) fail before the first 429, and none of those costs a hash.
 
     Until some key has failed within the last window, :meth:`begin` looks nothing up (no
     lock, no hash): timed as a block in a running gateway, that lookup took ~20 µs of the
@@ -194,7 +202,7 @@ class FailureThrottle:
             _, _, start, last, failures, pending = self._ENTRY.unpack_from(self._table, slot)
             elapsed = now - start
             if elapsed > self.WINDOW_S:
-                start, failures, pending = now, 0, 0
+                start, failures = now, 0    # the attempts in flight stay counted
             elif failures >= self.limit:
                 raise TooManyRequests("too many failed authentication attempts; try again later",
                                       retry_after=int(self.WINDOW_S - elapsed) + 1)
@@ -203,6 +211,32 @@ class FailureThrottle:
                                       "try again later", retry_after=1)
             self._ENTRY.pack_into(self._table, slot, key, index, start, last, failures, pending + 1)
         return Attempt(key, index, reserved=True)
+
+    def reserve(self, attempt: Attempt | None) -> Attempt | None:
+        """Count ``attempt`` against its key before a costly check runs, atomically across
+        threads and processes: 429 when the key's failures and the checks in flight already
+        reach the limit. Returns the attempt to settle with :meth:`end` (one reserved)."""
+        if attempt is None or attempt.reserved or self._table is None:
+            return attempt
+        now = self._now()
+        with self._lock:
+            slot = self._find(attempt.key, attempt.scope)
+            if slot is None:
+                slot = self._free_or_oldest(attempt.key, attempt.scope, now)
+                start, last, failures, pending = now, now, 0, 0
+            else:
+                _, _, start, last, failures, pending = self._ENTRY.unpack_from(self._table, slot)
+            elapsed = now - start
+            if elapsed > self.WINDOW_S:
+                start, failures, elapsed = now, 0, 0.0
+            if failures >= self.limit:
+                raise TooManyRequests("too many failed authentication attempts; try again later",
+                                      retry_after=int(self.WINDOW_S - elapsed) + 1)
+            if failures + pending >= self.limit:
+                raise TooManyRequests("too many authentication attempts at once; try again later",
+                                      retry_after=1)
+            self._ENTRY.pack_into(self._table, slot, attempt.key, attempt.scope, start, last, failures, pending + 1)
+        return attempt._replace(reserved=True)
 
     def end(self, attempt: Attempt | None, *, failed: bool) -> None:
         """Settle an attempt: release its reservation and count it if it ``failed``."""

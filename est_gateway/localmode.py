@@ -20,9 +20,11 @@ from cryptography import x509
 
 from est_gateway.backends.local import authority
 from est_gateway.backends.local.authority import utcnow
+from est_gateway.config.model import ConsoleSettings
 
 CONFIG_NAME = "gateway.toml"
 USERNAME = "estuser"
+CONSOLE_ADMIN = "admin"
 DEFAULT_PORT = 8443
 #: the ``listen = "<address>:<port>"`` line the template writes (the first listen line)
 LISTEN_LINE = re.compile(r'^(listen\s*=\s*"[^"]*:)(\d+)(")', re.MULTILINE)
@@ -67,6 +69,16 @@ ca = "EST CA"
 username = "{username}"
 password_file = "secrets/est.password"
 allow_same_key_renewal = false
+
+# The operator console (docs/operations.md, "Operator console"): uncomment to serve it on
+# https://127.0.0.1:{console_port}/ (admin, the password in secrets/console.password).
+# [console]
+# enabled = true
+# listen = "127.0.0.1:{console_port}"
+# admin_username = "{admin}"
+# admin_password_file = "secrets/console.password"
+# secret_file = "secrets/console.secret"
+# audit_file = "audit.jsonl"
 """
 
 
@@ -121,8 +133,13 @@ def prepare(folder: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) 
     authority.write_private(folder / "tls" / "server.key", authority.key_pem(tls_key))
     authority.write_public(folder / "tls" / "server.pem", authority.cert_pem(server))
     authority.write_private(instance.password_file, (secrets.token_urlsafe(12) + "\n").encode())
+    # ready for the commented [console] table: its admin password and cookie-signing secret
+    authority.write_private(folder / "secrets" / "console.password", (secrets.token_urlsafe(12) + "\n").encode())
+    authority.write_private(folder / "secrets" / "console.secret", (secrets.token_hex(32) + "\n").encode())
     bind = "0.0.0.0" if host not in ("127.0.0.1", "localhost") else "127.0.0.1"
-    instance.config.write_text(CONFIG_TEMPLATE.format(host=bind, port=port, username=USERNAME),
+    instance.config.write_text(CONFIG_TEMPLATE.format(host=bind, port=port, username=USERNAME,
+                                                      console_port=port + 1 if port < 65535 else port - 1,
+                                                      admin=CONSOLE_ADMIN),
                                encoding="utf-8")
     return instance, True
 
@@ -156,15 +173,21 @@ def shell_exports(instance: LocalInstance, *, port: int) -> str:
     return line
 
 
-def instructions(instance: LocalInstance, *, port: int, created: bool) -> str:
+def instructions(instance: LocalInstance, *, port: int, created: bool,
+                 console: ConsoleSettings | None = None) -> str:
     """The banner: where the instance lives and the line to paste before the walk-through."""
     state = "created" if created else "reused"
+    shown = ("off; uncomment [console] in the configuration to serve it "
+             f"({CONSOLE_ADMIN}, the password in {instance.folder / 'secrets' / 'console.password'})")
+    if console is not None and console.enabled:
+        shown = f"{console.url}   ({console.admin_username or 'admin certificates'})"
     return f"""\
 est-gateway local test mode ({state} {instance.folder})
   EST base URL   : https://127.0.0.1:{port}/.well-known/est   (labels: est = default, newkey = renewal needs a new key)
   trust anchor   : {instance.trust_anchor}   (curl --cacert / EST_OPENSSL_CACERT)
   credentials    : {USERNAME} / {instance.password()}
   configuration  : {instance.config}
+  console        : {shown}
 
 In another shell, paste this line first; the README's walk-through uses only these variables:
 

@@ -33,6 +33,14 @@ OPERATIONS = frozenset({"cacerts", "csrattrs", "simpleenroll", "simplereenroll",
 CALLS = frozenset({"ca_certs", "enroll", "reenroll", "supersede", "revocation_status"})
 
 Family = TypeVar("Family", Counter, Histogram)
+#: log and audit records the process's log writer dropped (est_gateway.logwriter)
+LOG_DROPS = ("est_log_records_dropped", "Log and audit records dropped because the log output did not keep up")
+
+
+def log_drop_counter(registry: CollectorRegistry | None = None) -> Counter:
+    """The drop count of a process's log writer (with PROMETHEUS_MULTIPROC_DIR set, every
+    process's count reaches /metrics whatever registry holds it)."""
+    return Counter(*LOG_DROPS, registry=registry)
 
 
 class Children(Generic[Family]):
@@ -74,6 +82,7 @@ class Metrics:
                                        ["backend", "call", "status"], registry=r)
         self.pending = Counter("est_pending_answers", "Enrollments answered 202 (waiting for approval)",
                                ["alias", "operation"], registry=r)
+        self.log_records_dropped = log_drop_counter(r)
         # The children a request or a backend call counts on, cached per label values.
         self._requests = Children(self.requests, lambda v: (self._alias(v[0]), _known(v[1], OPERATIONS),
                                                             _status(v[2])))

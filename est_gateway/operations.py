@@ -19,8 +19,7 @@ from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from est_gateway import channel_binding, keygen, keywrap, wire
 from est_gateway.audit import AuditEvent
@@ -56,6 +55,7 @@ from est_gateway.identity import (
 from est_gateway.limits import FailureThrottle, Limits
 from est_gateway.metrics import Metrics
 from est_gateway.passwords import PasswordChecker
+from est_gateway.renewals import Claim, RenewalClaims
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=EnrollRequest[Any])
@@ -65,6 +65,8 @@ T = TypeVar("T")
 UNKNOWN_USER = "<unknown>"
 #: CA chains whose certs-only PKCS#7 is kept (one per label is the usual need)
 CHAIN_PKCS7_ENTRIES = 64
+#: password checks running or waiting per worker process (half of its 8 request threads)
+MAX_PASSWORD_CHECKS = 4
 #: The alias that is also served without a label, at /.well-known/est/<operation>.
 DEFAULT_ALIAS = "est"
 
@@ -112,10 +114,20 @@ class ESTService:
         # scrypt takes 16 MiB per run: as many runs at once as this process's share of the
         # cores keeps them CPU-bound without letting each worker's peak memory grow by 32 MiB.
         share = max(1, (os.cpu_count() or 1) // max(1, config.server.workers))
-        self.passwords = PasswordChecker(config.limits.password_cache_s, max_hashing=share)
+        # Checks waiting for a hash hold a request thread each: at most half of a worker's
+        # threads (est_gateway.server.worker) go to them, the rest stay free for the others.
+        self.passwords = PasswordChecker(config.limits.password_cache_s, max_hashing=share,
+                                         max_checks=min(2 * share, MAX_PASSWORD_CHECKS))
         #: certs-only PKCS#7 of the CA chains answered lately, by the chain itself (a backend
         #: that learns a new chain gets a new entry, never the old answer)
         self._chain_pkcs7: dict[tuple[x509.Certificate, ...], bytes] = {}
+        #: the CA names of those chains, as loosely as a relying party might match them
+        self._ca_names: dict[tuple[x509.Certificate, ...], frozenset[tuple[tuple[str, str], ...]]] = {}
+        #: one renewal of a certificate at a time, where the CA's record cannot make it so
+        #: (shared memory, made before the workers fork)
+        self.renewal_claims = RenewalClaims() if any(
+            a.supersede_on_renewal and not getattr(config.backends.get(a.backend), "supersedes_in_record", True)
+            for a in config.aliases.values()) else None
 
     # -- lookup --------------------------------------------------------------------------
 
@@ -151,6 +163,7 @@ class ESTService:
         requester = self._authenticate_enroll(alias, caller)
         csr, subject = parse_csr_body(body, self.config.limits)
         caller.audit.csr_subject = subject_text = subject.rfc4514_string()
+        self._check_not_a_ca_name(alias, subject)
         alias.csrattrs.check(csr)
         self._check_binding(alias, csr, caller, requester.certificate)
         request = self._request(EnrollRequest, "simpleenroll", alias, csr, requester, caller, csr)
@@ -162,15 +175,41 @@ class ESTService:
         current, issued_on = self._current_certificate(alias, caller)
         csr, subject = parse_csr_body(body, self.config.limits)
         caller.audit.csr_subject = subject_text = subject.rfc4514_string()
+        self._check_not_a_ca_name(alias, subject)
         check_renewal_matches(csr, current, allow_same_key=alias.allow_same_key_renewal)
+        if not alias.allow_same_key_renewal:
+            # K1 → K2 → K1 must not pass: every key the record links to this certificate
+            earlier = self._call(alias, "lineage_keys", lambda b: b.lineage_keys(current, alias.target))
+            if wire.spki(csr.public_key()) in earlier:
+                raise Forbidden("this EST label does not allow renewal with a key this certificate or "
+                                "one before it had; generate a new key")
         if issued_on is not None and issued_on not in (alias.name, *alias.accept_renewals_from):
             raise Forbidden(f'client certificate was issued on EST label "{issued_on}"; renew it there')
         alias.csrattrs.check(csr)
         self._check_binding(alias, csr, caller, current)
         requester = Requester(certificate=current, address=caller.address)
         request = self._request(ReenrollRequest, "simplereenroll", alias, csr, requester, caller, csr,
-                                current=current)
+                                current=current, supersede=alias.supersede_on_renewal)
         _made_already(request, subject, subject_text)
+        if self.renewal_claims is None or not alias.supersede_on_renewal or self.backend(alias).supersedes_in_record:
+            return self._renew(alias, request, current)
+        fingerprint = current.fingerprint(hashes.SHA256())
+        found = self.renewal_claims.claim(fingerprint)
+        if found is Claim.IN_FLIGHT:
+            raise Forbidden("a renewal of this client certificate is in progress; renew with its successor")
+        if found is Claim.RENEWED:
+            raise Forbidden("client certificate was already renewed; renew with its newest successor")
+        renewed = False
+        try:
+            result = self._renew(alias, request, current)
+            renewed = isinstance(result, Issued)
+            return result
+        finally:
+            self.renewal_claims.release(fingerprint, renewed=renewed)
+
+    def _renew(self, alias: AliasSettings, request: ReenrollRequest[Any], current: x509.Certificate
+               ) -> Issued | Pending:
+        """The backend's renewal, then, on a label that supersedes, the supersede."""
         result = self._call(alias, "reenroll", lambda b: b.reenroll(request))
         if isinstance(result, Issued) and alias.supersede_on_renewal:
             try:
@@ -189,6 +228,7 @@ class ESTService:
         requester = self._authenticate_enroll(alias, caller)
         client_csr, subject = parse_csr_body(body, self.config.limits)
         caller.audit.csr_subject = subject.rfc4514_string()
+        self._check_not_a_ca_name(alias, subject)
         self._check_binding(alias, client_csr, caller, requester.certificate)
         encrypt_to = keywrap.recipient(client_csr, requester.certificate)
         if encrypt_to is not None and self.key_signer is None:
@@ -198,7 +238,7 @@ class ESTService:
         result = self._call(alias, "enroll", lambda b: b.enroll(request))
         if isinstance(result, Pending):
             return result
-        if _spki(result.certificate.public_key()) != _spki(key.public_key()):
+        if wire.spki(result.certificate.public_key()) != wire.spki(key.public_key()):
             # A repeat of a request that was already answered: the key went with that answer.
             raise Forbidden("this serverkeygen request was already answered; send a new CSR")
         if encrypt_to is not None and self.key_signer is not None:
@@ -206,6 +246,25 @@ class ESTService:
             return ServerGeneratedKey((keywrap.CT_SERVER_GENERATED_KEY, wrapped), result.certificate,
                                       result.approval_reference)
         return ServerGeneratedKey(keygen.plain_key_part(key), result.certificate, result.approval_reference)
+
+    def _check_not_a_ca_name(self, alias: AliasSettings, subject: x509.Name) -> None:
+        """400 for a subject named like a CA of the label (even in case or spacing): a
+        certificate with its CA's name as subject would pass for the CA itself."""
+        if len(subject) == 0:
+            return
+        try:
+            chain = tuple(self._ca_chain(alias))
+        except ESTError:
+            # a chain not known yet (an upstream CA that offers no download: learnt from the
+            # first enrollment) or not reachable now: nothing to compare with
+            return
+        known = self._ca_names.get(chain)
+        if known is None:
+            if len(self._ca_names) >= CHAIN_PKCS7_ENTRIES:
+                self._ca_names.clear()
+            known = self._ca_names[chain] = frozenset(_loose_name(c.subject) for c in chain)
+        if _loose_name(subject) in known:
+            raise BadRequest("CSR subject is the name of a CA of this EST label; a certificate needs a name of its own")
 
     def _call(self, alias: AliasSettings, call: str, fn: Callable[[CABackend[Any]], T]) -> T:
         """Every backend call, timed and its failures counted for /metrics."""
@@ -279,8 +338,14 @@ class ESTService:
         """simpleenroll/serverkeygen authentication; failures count towards the throttle."""
         attempt = self.throttle.begin(caller.address, alias.name)
         failed = False
+
+        def reserve() -> None:
+            # counted before the hash runs, so concurrent guesses never pass the limit
+            nonlocal attempt
+            attempt = self.throttle.reserve(attempt)
+
         try:
-            return self._check_enroll_credentials(alias, caller)
+            return self._check_enroll_credentials(alias, caller, reserve)
         except Unauthorized:
             # libest's first request carries no credentials by design: that is no failure.
             failed = caller.credentials is not None or caller.certificate is not None
@@ -288,7 +353,8 @@ class ESTService:
         finally:
             self.throttle.end(attempt, failed=failed)
 
-    def _check_enroll_credentials(self, alias: AliasSettings, caller: Caller) -> Requester:
+    def _check_enroll_credentials(self, alias: AliasSettings, caller: Caller,
+                                  before_hashing: Callable[[], None]) -> Requester:
         realm = alias.realm if alias.password is not None else None
         cert = None
         if caller.certificate is not None and not alias.require_client_cert:
@@ -320,13 +386,15 @@ class ESTService:
                 else UNKNOWN_USER
             caller.audit.username = shown
             # Always run the hash, so a wrong username costs the same time as a wrong password.
-            password_ok = self.passwords.verify(alias.name, alias.password, creds.password)
+            password_ok = self.passwords.verify(alias.name, alias.password, creds.password,
+                                                address=caller.address, before_hashing=before_hashing)
             if not password_ok and alias.accepts_previous_password(self.clock()):
                 # A rotation's window: checked (and remembered) apart from the current
                 # one, and only while the window lasts, so the memory never outlives it.
                 assert alias.previous_password is not None
                 password_ok = self.passwords.verify(f"{alias.name} previous", alias.previous_password,
-                                                    creds.password)
+                                                    creds.password, address=caller.address,
+                                                    before_hashing=before_hashing)
             if not (password_ok and shown != UNKNOWN_USER):
                 log.info("rejected credentials for user %s on alias %s", shown, alias.name)
                 raise Unauthorized("invalid username or password", realm=realm)
@@ -413,7 +481,7 @@ def check_renewal_matches(csr: x509.CertificateSigningRequest, current: x509.Cer
     requested = [_san_key(n) for n in wire.requested_sans(csr)]
     if len(requested) != len(set(requested)) or set(requested) != {_san_key(n) for n in wire.certificate_sans(current)}:
         raise Forbidden("re-enrollment must keep the subjectAltName of the current certificate exactly")
-    if not allow_same_key and _spki(csr.public_key()) == _spki(current.public_key()):
+    if not allow_same_key and wire.spki(csr.public_key()) == wire.spki(current.public_key()):
         raise Forbidden("this EST label does not allow renewal with the same key; generate a new key")
 
 
@@ -439,7 +507,3 @@ def _san_key(name: x509.GeneralName) -> tuple[str, object]:
     elif isinstance(name, x509.OtherName):
         value = (name.type_id.dotted_string, name.value)
     return type(name).__name__, value
-
-
-def _spki(key: CertificatePublicKeyTypes) -> bytes:
-    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)

@@ -16,11 +16,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from est_gateway.errors import ESTError, TooManyRequests
+from est_gateway.limits import address_key
+
 SCHEME = "scrypt"
 DEFAULT_LOG_N = 14
 DEFAULT_R = 8
 DEFAULT_P = 1
 _DKLEN = 32
+#: how long a worker remembers a refused password (an HMAC of it), and how many at most
+REFUSED_S = 60.0
+REFUSED_ENTRIES = 4096
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,13 @@ def _scrypt(password: str, salt: bytes, log_n: int, r: int, p: int) -> bytes:
                           maxmem=256 * n * r + (1 << 20), dklen=_DKLEN)
 
 
+class ChecksBusy(ESTError):
+    """Every password check this worker admits is taken (503 + Retry-After, at once)."""
+
+    status = 503
+    default_detail = "too many password checks at once; try again shortly"
+
+
 class PasswordChecker:
     """Verifies alias passwords; remembers a recent success for ``ttl_s`` seconds.
 
@@ -85,36 +98,70 @@ class PasswordChecker:
     last verified password under a random key of its own, compared in constant time.
     At most ``max_hashing`` scrypt computations run at once per process, bounding the
     memory they take. ``ttl_s = 0`` turns the memory off.
+
+    Checks waiting for a hash hold a request thread each, so their number is bounded: at
+    most ``max_checks`` hashes running or waiting per process, at most ``max_per_address``
+    of them for one client address (IPv6: its /64). Beyond either, a check is refused at
+    once (503, or 429 for the address) instead of queueing: a flood of wrong passwords
+    leaves the other request threads to requests that need no hash. A password refused
+    lately (kept as an HMAC for :data:`REFUSED_S`) is refused again without a hash, so a
+    flood repeating one guess costs one hash, and no request waits behind it.
     """
 
-    def __init__(self, ttl_s: float, *, max_hashing: int = 2,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ttl_s: float, *, max_hashing: int = 2, max_checks: int | None = None,
+                 max_per_address: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s = ttl_s
         self._clock = clock
         self._key = os.urandom(32)
         self._recent: dict[str, tuple[bytes, float]] = {}
         self._hashing = threading.BoundedSemaphore(max_hashing)
+        self.max_checks = max_checks if max_checks is not None else 2 * max_hashing
+        self.max_per_address = max_per_address if max_per_address is not None else max(1, self.max_checks // 2)
         #: verifications running, by (scope, HMAC of the password): the same password
         #: presented again meanwhile waits for that result instead of hashing it again
         self._flights: dict[tuple[str, bytes], _Flight] = {}
+        #: verifications running or waiting for a hash, by client address key
+        self._by_address: dict[bytes, int] = {}
+        #: passwords refused lately, by (scope, HMAC of the password): until when
+        self._refused: dict[tuple[str, bytes], float] = {}
         self._flights_lock = threading.Lock()
 
-    def verify(self, scope: str, stored: PasswordHash, password: str) -> bool:
+    def verify(self, scope: str, stored: PasswordHash, password: str, *, address: str | None = None,
+               before_hashing: Callable[[], None] | None = None) -> bool:
+        """Whether ``password`` is the one ``stored`` hashes. ``before_hashing`` runs, and may
+        refuse (raise), only when this call is to start a hash of its own."""
         tag = hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).digest()
         if self._remembered(scope, tag):
             return True
-        return self._verify_slowly(scope, stored, password, tag)
+        refused_until = self._refused.get((scope, tag))
+        if refused_until is not None and refused_until > self._clock():
+            return False
+        return self._verify_slowly(scope, stored, password, tag, address, before_hashing)
 
-    def _verify_slowly(self, scope: str, stored: PasswordHash, password: str, tag: bytes) -> bool:
+    def _admit(self, who: bytes) -> None:
+        """Take a place among the checks of this process (under ``_flights_lock``)."""
+        if self._by_address.get(who, 0) >= self.max_per_address:
+            raise TooManyRequests("too many password checks from your address at once; try again later",
+                                  retry_after=1)
+        if len(self._flights) >= self.max_checks:
+            raise ChecksBusy(retry_after=1)
+
+    def _verify_slowly(self, scope: str, stored: PasswordHash, password: str, tag: bytes,
+                       address: str | None, before_hashing: Callable[[], None] | None) -> bool:
         """One scrypt per password at a time: when the memory expires under load, every
         request presenting the password at once would otherwise hash it, each with its
         16 MiB, as many at once as ``max_hashing`` lets them."""
         key = (scope, tag)
+        who = address_key(address) if address else b""
         while True:
             with self._flights_lock:
                 flight = self._flights.get(key)
                 if flight is None:
+                    self._admit(who)
+                    if before_hashing is not None:
+                        before_hashing()
                     flight = self._flights[key] = _Flight()
+                    self._by_address[who] = self._by_address.get(who, 0) + 1
                     break                       # this thread verifies
             flight.done.wait()
             if flight.ok is not None:
@@ -130,11 +177,18 @@ class PasswordChecker:
                 ok = stored.verify(password)
                 if ok and self.ttl_s > 0:
                     self._recent[scope] = (tag, self._clock() + self.ttl_s)
+                elif not ok:
+                    if len(self._refused) >= REFUSED_ENTRIES:
+                        self._refused.clear()     # bounded memory; a guess repeated is hashed again
+                    self._refused[key] = self._clock() + REFUSED_S
             flight.ok = ok
             return ok
         finally:
             with self._flights_lock:
                 del self._flights[key]
+                left = self._by_address.pop(who) - 1
+                if left:
+                    self._by_address[who] = left
             flight.done.set()
 
     def _remembered(self, scope: str, tag: bytes) -> bool:

@@ -6,9 +6,10 @@ import base64
 import binascii
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, pkcs7
 
-from est_gateway.errors import BadRequest
+from est_gateway.errors import BadRequest, Forbidden
 
 # Content types, byte for byte: libest compares them by prefix with exactly one space.
 CT_PKCS10 = "application/pkcs10"
@@ -72,22 +73,46 @@ def verify_csr_signature(csr: x509.CertificateSigningRequest) -> None:
         raise ValueError("CSR signature does not verify")
 
 
+def extension_refusal(item: x509.Certificate | x509.CertificateSigningRequest) -> str | None:
+    """Why ``item``'s extensions cannot be read, or None. cryptography parses them all on
+    first access and raises ValueError, DuplicateExtension, or, for a GeneralName type it
+    does not support (x400Address, ediPartyName) anywhere in them, UnsupportedGeneralNameType,
+    which is no ValueError: every reader of client-sent extensions asks here first."""
+    try:
+        _ = item.extensions   # parsed (and kept) on first access
+    except x509.UnsupportedGeneralNameType:
+        return "a name of an unsupported type (x400Address or ediPartyName)"
+    except x509.DuplicateExtension:
+        return "a duplicate extension"
+    except ValueError:
+        return "a malformed extension"
+    return None
+
+
+def csr_extensions(csr: x509.CertificateSigningRequest) -> x509.Extensions:
+    """A CSR's requested extensions (400 with the reason when they cannot be read)."""
+    refusal = extension_refusal(csr)
+    if refusal is not None:
+        raise BadRequest(f"CSR extension request is malformed: {refusal}")
+    return csr.extensions
+
+
 def requested_sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
     """The subjectAltNames a CSR's extension request asks for (400 when it is malformed)."""
-    try:
-        extensions = csr.extensions
-    except (ValueError, x509.DuplicateExtension):
-        raise BadRequest("CSR extension request is malformed") from None
     # a search rather than get_extension_for_class, whose miss (most devices ask for no
     # SAN) costs an exception; parsing refuses a duplicate, so the first is the only one
-    for extension in extensions:
+    for extension in csr_extensions(csr):
         if isinstance(extension.value, x509.SubjectAlternativeName):
             return list(extension.value)
     return []
 
 
 def certificate_sans(cert: x509.Certificate) -> list[x509.GeneralName]:
-    """The subjectAltNames of a certificate, in its order."""
+    """The subjectAltNames of a certificate, in its order (403 when they cannot be read:
+    only a client certificate can have such extensions)."""
+    refusal = extension_refusal(cert)
+    if refusal is not None:
+        raise Forbidden(f"client certificate has {refusal}")
     try:
         return list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
     except x509.ExtensionNotFound:
@@ -103,3 +128,8 @@ def read_certs_only(der: bytes) -> list[x509.Certificate]:
     """The certificates of a certs-only PKCS#7 (a SET: order carries no meaning)."""
     return pkcs7.load_der_pkcs7_certificates(der)
 
+
+
+def spki(key: CertificatePublicKeyTypes) -> bytes:
+    """A public key as DER SubjectPublicKeyInfo (how keys are compared)."""
+    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)

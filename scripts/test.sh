@@ -13,6 +13,9 @@ missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v cfssl >/dev/null || missing+=(golang-cfssl)
+# the operator console's browser test: Debian's headless chromium and its WebDriver
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 [ -x /usr/sbin/apache2 ] || install_apache
 # Debian's mod_wsgi (built for /usr/bin/python3): tests/test_mod_wsgi.py runs the app in Apache.

@@ -66,7 +66,7 @@ def test_two_pipelined_requests_in_one_write_are_both_parsed_in_order() -> None:
 def test_requests_pipelined_behind_a_complete_one_wait_unparsed_until_taken() -> None:
     """A client that pipelines thousands of requests in one write makes the reader parse at
     most one slice ahead of the request the loop is answering."""
-    get = b"GET /p HTTP/1.1\r\n\r\n"
+    get = b"GET /p HTTP/1.1\r\n" + HOST + b"\r\n"
     count = 4000
     r = reader(get * count)
     assert 1 <= len(r.ready) <= PARSE_SLICE // len(get) + 1
@@ -185,7 +185,7 @@ def test_a_head_just_under_the_total_bound_is_accepted() -> None:
     limits = Limits(max_fields=100, max_field_bytes=1024, max_body=1000)
     fields = b"".join(b"X-F%02d: " % i + b"v" * 600 + b"\r\n" for i in range(90))   # ~55 KiB
     r = RequestReader(limits)
-    data = b"GET / HTTP/1.1\r\n" + fields + b"\r\n"
+    data = b"GET / HTTP/1.1\r\n" + HOST + fields + b"\r\n"
     for i in range(0, len(data), 1000):
         r.feed(data[i:i + 1000])
     assert isinstance(only(r), Request)

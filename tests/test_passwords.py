@@ -56,12 +56,14 @@ def test_a_verified_password_is_remembered_until_it_expires() -> None:
     assert CountingHash.calls == 3                        # expired: hashed again
 
 
-def test_failures_are_never_remembered_and_scopes_are_separate() -> None:
+def test_a_refused_password_is_refused_again_without_a_hash_and_scopes_are_separate() -> None:
     stored = _hash("right")
     checker = PasswordChecker(60)
     for _ in range(3):
         assert not checker.verify("est", stored, "wrong")
-    assert CountingHash.calls == 3
+    assert CountingHash.calls == 1                         # a repeated guess costs one hash
+    assert not checker.verify("est", stored, "wrong-2")
+    assert CountingHash.calls == 2
     assert checker.verify("est", stored, "right")
     other = _hash("other")
     assert not checker.verify("newkey", other, "right")   # remembered for "est" only

@@ -104,6 +104,10 @@ class ReenrollRequest(EnrollRequest[TargetT]):
     ``current``, never from the CSR."""
 
     current: x509.Certificate | None = None
+    #: the alias supersedes a renewed certificate: a backend whose record can, records the
+    #: renewal and marks ``current`` superseded in one step, refusing (403) when ``current``
+    #: was renewed already, so that concurrent renewals of one certificate issue once
+    supersede: bool = False
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,10 @@ class CABackend(abc.ABC, Generic[TargetT]):
 
     #: the ``type`` name it is registered under (set by the registry)
     type_name: str = ""
+    #: :meth:`reenroll` with ``request.supersede`` records the renewal and supersedes the
+    #: current certificate in one step of the CA's record (refusing a certificate renewed
+    #: meanwhile); when False the core lets one renewal of a certificate run at a time
+    supersedes_in_record: bool = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -226,6 +234,13 @@ class CABackend(abc.ABC, Generic[TargetT]):
         ``supersede_on_renewal``: make it unable to renew again (the local CA marks its
         record; an upstream CA may revoke it with reason superseded where its adapter
         offers that). The default does nothing: the CA keeps no such state."""
+
+    def lineage_keys(self, certificate: x509.Certificate, target: TargetT) -> list[bytes]:
+        """The SubjectPublicKeyInfo (DER) of every certificate on record in ``certificate``'s
+        renewal lineage (its predecessors and their other renewals), for an alias that
+        refuses renewal with a key used before. Default: none known (the core compares
+        the current certificate's key only)."""
+        return []
 
     def health(self) -> None:
         """Raise an ``ESTError`` if the CA cannot be reached right now."""

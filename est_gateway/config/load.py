@@ -17,7 +17,7 @@ from cryptography import x509
 from est_gateway import csrattrs as csrattrs_mod
 from est_gateway.backends.base import AnyBackend
 from est_gateway.backends.registry import BackendRegistry
-from est_gateway.config.model import AliasSettings, GatewayConfig, ServerSettings
+from est_gateway.config.model import AliasSettings, ConsoleSettings, GatewayConfig, ServerSettings
 from est_gateway.config.reader import Problems, Section
 from est_gateway.csrattrs import CsrAttrsPolicy
 from est_gateway.errors import ConfigError
@@ -56,6 +56,7 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = 
     limits = _limits(root.table("limits"))
     backends, broken = _backends(root.table("backends", required=True), registry or BackendRegistry())
     aliases = _aliases(root.table("aliases", required=True), backends, broken)
+    console = _console(root.table("console"), server)
     root.check_unknown()
     if server.tls is False:
         for alias in aliases.values():
@@ -74,7 +75,8 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = 
     if source is not None and not (isinstance(server_table, dict) and "pid_file" in server_table):
         server = dataclasses.replace(server, pid_file=default_pid_file(Path(source)))
     problems.raise_if_any()
-    return GatewayConfig(server=server, backends=backends, aliases=aliases, source=source, limits=limits)
+    return GatewayConfig(server=server, backends=backends, aliases=aliases, source=source, limits=limits,
+                         console=console)
 
 
 def default_pid_file(source: Path) -> Path | None:
@@ -189,6 +191,9 @@ def _server(sec: Section) -> ServerSettings:
         trusted_proxies=tuple(proxies), trusted_unix_socket=trust_unix,
         client_cert_header=header, client_chain_header_prefix=chain_prefix, client_cert_source=source,
         log_level=sec.str("log_level", d.log_level, choices=("debug", "info", "warning", "error")),
+        max_buffered_request_bytes=sec.int("max_buffered_request_bytes", d.max_buffered_request_bytes,
+                                           minimum=1024 * 1024, maximum=1 << 40),
+        log_queue_records=sec.int("log_queue_records", d.log_queue_records, minimum=16, maximum=1_000_000),
         pid_file=pid_file,
     )
     sec.check_unknown()
@@ -429,3 +434,57 @@ def _instant(sec: Section, name: str) -> dt.datetime | None:
         sec.error(name, f"has no offset: write it in UTC with a Z ({UNTIL_EXAMPLE}) or with +hh:mm")
         return None
     return value.astimezone(dt.UTC)
+
+
+#: shortest cookie-signing secret accepted (characters of the file, e.g. 32 random bytes in hex)
+MIN_CONSOLE_SECRET = 32
+
+
+def _console(sec: Section, server: ServerSettings) -> ConsoleSettings:
+    """``[console]``: checked fully only when enabled (a disabled console reads nothing)."""
+    d = ConsoleSettings()
+    enabled = sec.bool("enabled", False)
+    listen = sec.str("listen", f"{d.host}:{d.port}")
+    host, port = d.host, d.port
+    h, sep, p = listen.rpartition(":") if isinstance(listen, str) else ("", "", "")
+    if not sep or not p.isdigit() or not 0 < int(p) < 65536 or not h:
+        sec.error("listen", f'"{listen}" is not "<address>:<port>" (e.g. "127.0.0.1:{d.port}")')
+    else:
+        host, port = h.strip("[]"), int(p)
+    admin_cas = _certificates(sec, "admin_ca")
+    username = sec.str("admin_username", None)
+    has_password = any(sec.has(f"admin_password_{k}") for k in ("file", "env", "hash"))
+    password, _ = _password(sec, "admin_password")
+    secret = sec.secret("secret", required=enabled)
+    audit_file = sec.path_value("audit_file", None)
+    settings = ConsoleSettings(
+        enabled=bool(enabled), host=host, port=port, admin_cas=admin_cas, admin_username=username,
+        admin_password=password,
+        session_idle_timeout_s=sec.number("session_idle_timeout_s", d.session_idle_timeout_s),
+        secret=(secret or "").encode("utf-8"), audit_file=audit_file,
+        audit_file_max_bytes=sec.int("audit_file_max_bytes", d.audit_file_max_bytes,
+                                     minimum=64 * 1024, maximum=1024 * 1024 * 1024),
+    )
+    sec.check_unknown()
+    if audit_file is not None and not audit_file.parent.is_dir():
+        sec.error("audit_file", f"folder {audit_file.parent} does not exist")
+    if not enabled:
+        return settings
+    if username is not None and not has_password:
+        sec.error("admin_password_file", "is required when admin_username is set (or admin_password_hash)")
+    if username is None and has_password:
+        sec.error("admin_username", "is required when an admin password is configured")
+    if username is None and not sec.has("admin_ca"):
+        sec.error("admin_username", "the console needs admin_username with a password, or admin_ca "
+                                    "(client certificates of admins), or both")
+    if secret is not None and len(secret) < MIN_CONSOLE_SECRET:
+        sec.error("secret_file", f"the cookie-signing secret must be at least {MIN_CONSOLE_SECRET} "
+                                 "characters (e.g. openssl rand -hex 32)")
+    if not server.tls or server.tls_cert is None:
+        sec.error("enabled", "the console is served over HTTPS with the gateway's TLS certificate; "
+                             "it needs server.tls = true with tls_cert and tls_key")
+    if server.unix_socket is None and port == server.port and (
+            host == server.host or "0.0.0.0" in (host, server.host) or "::" in (host, server.host)):
+        sec.error("listen", f"must differ from server.listen ({server.host}:{server.port}): the console "
+                            "is never served where EST is")
+    return settings

@@ -62,6 +62,10 @@ class ServerSettings:
     #: client_cert_header) or "mod_ssl" (SSL_CLIENT_CERT[_CHAIN_n] of Apache running the app)
     client_cert_source: str = "header"
     log_level: str = "info"
+    #: bytes of unfinished requests a worker's connections hold together; more → 503
+    max_buffered_request_bytes: int = 32 * 1024 * 1024
+    #: log and audit records a worker holds while its log output is slow; more are dropped
+    log_queue_records: int = 4096
     #: where the arbiter writes its pid (``est-gateway reload`` reads it); None: nowhere
     pid_file: Path | None = None
 
@@ -115,6 +119,30 @@ class AliasSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """The operator console (``[console]``): off unless enabled, on its own listen address."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8444
+    #: CAs whose client certificates authenticate admins (read at start-up)
+    admin_cas: tuple[x509.Certificate, ...] = ()
+    admin_username: str | None = None
+    admin_password: PasswordHash | None = None
+    session_idle_timeout_s: float = 900.0
+    #: signs the session cookies; shared by every worker (read from ``secret_file``)
+    secret: bytes = field(default=b"", repr=False)
+    #: where every worker appends the audit lines, so that the console can read them back
+    audit_file: Path | None = None
+    audit_file_max_bytes: int = 8 * 1024 * 1024
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}/"
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole validated configuration; backends are built but not started."""
 
@@ -123,3 +151,4 @@ class GatewayConfig:
     aliases: Mapping[str, AliasSettings]
     source: Path | None = None
     limits: Limits = field(default_factory=Limits)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)

@@ -48,7 +48,7 @@ from OpenSSL import SSL
 
 from est_gateway.config.model import IPNetwork, ServerSettings
 from est_gateway.server.connection import Connection, PlainSocket
-from est_gateway.server.http11 import CONTINUE, Limits, Refusal, Request, RequestReader, error_answer
+from est_gateway.server.http11 import CONTINUE, BufferBudget, Limits, Refusal, Request, RequestReader, error_answer
 from est_gateway.server.tls import ClientChainLimits, TLSSocket
 
 HANDSHAKE, REQUEST, IDLE, SERVING, WRITING, HELD, CLOSING, CLOSED = (
@@ -133,6 +133,8 @@ class ConnectionLoop:
         self.selector = selectors.DefaultSelector()
         self.count = 0
         self.per_address: Counter[str] = Counter()
+        #: the bytes of unfinished requests all connections hold together
+        self.buffered = BufferBudget(settings.max_buffered_request_bytes)
         self.waiting: dict[int, Client] = {}         # id(client) → client, while the loop owns it
         #: requests handed to the pool and not answered yet
         self.serving = 0
@@ -329,7 +331,7 @@ class ConnectionLoop:
                     client.phase, client.deadline = REQUEST, time.monotonic() + self.settings.request_timeout_s
                 reader = client.reader
                 if reader is None:
-                    reader = client.reader = RequestReader(self.limits)
+                    reader = client.reader = RequestReader(self.limits, self.buffered)
                 reader.feed(data)
                 if self._next_request(client):
                     return
@@ -467,6 +469,8 @@ class ConnectionLoop:
         client.phase = CLOSED
         self.unsent -= client.counted
         client.counted = 0
+        if client.reader is not None:
+            client.reader.close()
         client.conn.close()
         self.count -= 1
         if client.key is not None:

@@ -14,6 +14,8 @@ from gunicorn.app.base import BaseApplication
 
 from est_gateway.config.model import GatewayConfig
 from est_gateway.errors import ConfigError
+from est_gateway.logwriter import LogWriter
+from est_gateway.logwriter import install as install_log_writer
 
 log = logging.getLogger(__name__)
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -82,6 +84,24 @@ def _post_fork(server: object, worker: Any) -> None:
         worker.alive = False
 
     signal.signal(signal.SIGTERM, stop_when_booted)
+
+
+def _start_log_writer(config: GatewayConfig, worker: Any) -> None:
+    """In a booted worker: its log and audit records go through a writer thread of its own,
+    so a log output that stops reading never stops the loop or a request."""
+    from est_gateway.metrics import log_drop_counter
+
+    worker.log_writer = LogWriter(config.server.log_queue_records, on_drop=log_drop_counter().inc)
+    worker.log_writer.start()
+    install_log_writer(worker.log_writer)
+
+
+def _worker_exit(config: GatewayConfig, worker: Any) -> None:
+    """As a worker exits: release the backends, then write the log records still queued."""
+    close_backends(config)
+    writer: LogWriter | None = getattr(worker, "log_writer", None)
+    if writer is not None:
+        writer.stop()
 
 
 def close_backends(config: GatewayConfig) -> None:
@@ -192,8 +212,9 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             "control_socket_disable": True,
             "child_exit": _child_exit,
             "post_fork": _post_fork,
+            "post_worker_init": lambda worker: _start_log_writer(self.gateway_config, worker),
             # est_gateway.plugin's lifecycle: close() in each worker as it exits and in the arbiter
-            "worker_exit": lambda _server, _worker: close_backends(self.gateway_config),
+            "worker_exit": lambda _server, worker: _worker_exit(self.gateway_config, worker),
             "on_exit": lambda _server: close_backends(self.gateway_config),
             "when_ready": self._when_ready,
             # est-gateway reload finds the arbiter here; gunicorn removes it at exit

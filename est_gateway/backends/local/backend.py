@@ -37,6 +37,7 @@ from est_gateway.backends.local.options import (
     parse_options,
 )
 from est_gateway.backends.local.store import (
+    AlreadyRenewed,
     CertificateStore,
     DuplicateSerial,
     RecordNames,
@@ -44,8 +45,8 @@ from est_gateway.backends.local.store import (
     serial_hex,
 )
 from est_gateway.config.reader import Section
-from est_gateway.errors import BadRequest, ESTError, Rejected, UpstreamUnavailable
-from est_gateway.wire import certificate_sans, requested_sans
+from est_gateway.errors import BadRequest, ESTError, Forbidden, Rejected, UpstreamUnavailable
+from est_gateway.wire import certificate_sans, requested_sans, spki
 
 log = logging.getLogger(__name__)
 _SAN_KIND: dict[type, str] = {x509.DNSName: "dns", x509.IPAddress: "ip", x509.RFC822Name: "email",
@@ -68,6 +69,8 @@ class LoadedCA:
 
 class LocalCABackend(CABackend[LocalTarget]):
     """Issues from CAs it creates on first start; records before it returns."""
+
+    supersedes_in_record = True  # CertificateStore.add(renews=..., supersede=True)
 
     def __init__(self, name: str, options: LocalOptions, *, clock: Clock = utcnow) -> None:
         super().__init__(name)
@@ -218,6 +221,11 @@ class LocalCABackend(CABackend[LocalTarget]):
     def supersede(self, certificate: x509.Certificate, target: LocalTarget) -> None:
         self.store.supersede(serial_hex(certificate.serial_number))
 
+    def lineage_keys(self, certificate: x509.Certificate, target: LocalTarget) -> list[bytes]:
+        """The keys of every certificate the record links to ``certificate`` by renewal."""
+        return [spki(x509.load_der_x509_certificate(der).public_key())
+                for der in self.store.lineage(serial_hex(certificate.serial_number))]
+
     def issue(self, request: EnrollRequest[LocalTarget], *,
               public_key: CertificatePublicKeyTypes | None = None) -> Issued:
         """Sign the CSR by the alias's profiles and commit the record before returning."""
@@ -227,11 +235,13 @@ class LocalCABackend(CABackend[LocalTarget]):
         csr = request.csr
         subject, sans = self._check_profiles(request)
         subject_text = request.subject_text
+        renews, supersede = None, False
         if isinstance(request, ReenrollRequest) and request.current is not None:
             # RFC 7030 §4.2.2: the renewal carries the current certificate's names exactly
             # (the core has checked the CSR asks for the same).
             subject, sans = request.current.subject, certificate_sans(request.current)
             subject_text = subject.rfc4514_string()
+            renews, supersede = serial_hex(request.current.serial_number), request.supersede
         now = self.clock()
         not_after = min(now + dt.timedelta(days=cert_profile.validity_days), ca.not_after)
         # the names of every attempt's certificate, for its record
@@ -247,9 +257,12 @@ class LocalCABackend(CABackend[LocalTarget]):
                 self.store.add(cert, ca=target.ca, alias=request.alias,
                                certificate_profile=target.certificate_profile,
                                requester=request.requester.describe(),
-                               request_id=request.request_id, issued_at=now, names=names)
+                               request_id=request.request_id, issued_at=now, names=names,
+                               renews=renews, supersede=supersede)
             except DuplicateSerial:
                 continue
+            except AlreadyRenewed:
+                raise Forbidden("client certificate was already renewed; renew with its newest successor") from None
             except sqlite3.Error:
                 log.exception("could not record a certificate; it was not issued")
                 raise UpstreamUnavailable("the local CA cannot write its certificate record; "

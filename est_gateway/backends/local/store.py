@@ -43,11 +43,13 @@ CREATE TABLE IF NOT EXISTS certificates (
     status            TEXT NOT NULL DEFAULT 'valid',  -- valid, superseded (renewed), revoked
     revoked_at        TEXT,
     revocation_reason TEXT,
-    der               BLOB NOT NULL
+    der               BLOB NOT NULL,
+    renews            TEXT                       -- serial of the certificate this one renewed
 );
 -- No query looks certificates up by subject: an index on it only cost every insert
 -- another B-tree page to write and fsync (older records have one: it is dropped).
 DROP INDEX IF EXISTS certificates_subject;
+CREATE INDEX IF NOT EXISTS certificates_renews ON certificates (renews) WHERE renews IS NOT NULL;
 CREATE TABLE IF NOT EXISTS pending (
     id          TEXT PRIMARY KEY,
     retry_key   TEXT NOT NULL UNIQUE,              -- same CSR + same identity + same operation
@@ -91,6 +93,11 @@ class Record:
 
 class DuplicateSerial(Exception):
     """The serial is already on record (retry with a new one)."""
+
+
+class AlreadyRenewed(Exception):
+    """The certificate a renewal was to supersede is no longer valid on record (renewed or
+    revoked meanwhile): nothing was recorded."""
 
 
 class CertificateStore:
@@ -183,13 +190,21 @@ class CertificateStore:
             if part.exists() and part.stat().st_mode & 0o077:
                 part.chmod(0o600)
         with self._writing() as conn:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(certificates)")}
+            if columns and "renews" not in columns:    # a record made before renewals were linked
+                conn.execute("ALTER TABLE certificates ADD COLUMN renews TEXT")
             conn.executescript(_SCHEMA)
 
     def add(self, cert: x509.Certificate, *, ca: str, alias: str, certificate_profile: str,
-            requester: str, request_id: str, issued_at: dt.datetime, names: RecordNames | None = None) -> None:
+            requester: str, request_id: str, issued_at: dt.datetime, names: RecordNames | None = None,
+            renews: str | None = None, supersede: bool = False) -> None:
         """Commit a new record; raises :class:`DuplicateSerial` if the serial exists.
         ``names`` are the certificate's, as :meth:`RecordNames.of` gives them, when the
         caller that built the certificate knows them (it spares parsing it again).
+        ``renews`` is the serial of the certificate this one renews (its lineage); with
+        ``supersede`` that record is marked superseded in the same transaction, only if it
+        is still valid, else nothing is recorded and :class:`AlreadyRenewed` is raised: of
+        concurrent renewals of one certificate, exactly one is recorded.
 
         Group commit: the rows of threads that arrive while another thread commits wait
         for the write lock together, and the first of them to get it commits them all in
@@ -200,9 +215,9 @@ class CertificateStore:
             serial_hex(cert.serial_number), issuer, subject, json.dumps(sans),
             cert.not_valid_before_utc.isoformat(), cert.not_valid_after_utc.isoformat(),
             ca, alias, certificate_profile, requester, request_id, issued_at.isoformat(),
-            cert.public_bytes(Encoding.DER),
+            cert.public_bytes(Encoding.DER), renews and normalise_serial(renews),
         )
-        mine = _QueuedRow(row)
+        mine = _QueuedRow(row, supersede=supersede and renews is not None)
         with self._queue_lock:
             self._queued.append(mine)
         def commit() -> None:
@@ -231,12 +246,17 @@ class CertificateStore:
                 try:
                     conn.execute(
                         "INSERT INTO certificates (serial, issuer, subject, sans, not_before, not_after,"
-                        " ca, alias, certificate_profile, requester, request_id, issued_at, der)"
-                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", item.row)
+                        " ca, alias, certificate_profile, requester, request_id, issued_at, der, renews)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", item.row)
                 except sqlite3.IntegrityError as exc:
                     if exc.sqlite_errorname != "SQLITE_CONSTRAINT_PRIMARYKEY":
                         raise            # not a taken serial: the record cannot be written
                     item.error = DuplicateSerial(item.row[0])
+                    continue
+                if item.supersede and not _superseded(conn, item.row[-1]):
+                    # renewed (or revoked) by another request meanwhile, maybe in this batch
+                    conn.execute("DELETE FROM certificates WHERE serial = ?", (item.row[0],))
+                    item.error = AlreadyRenewed(item.row[-1])
             conn.execute("COMMIT")
             committed = True
         except sqlite3.Error as exc:
@@ -268,6 +288,32 @@ class CertificateStore:
         with self._connect() as conn:
             return [_record(r) for r in conn.execute(query, (*args, limit))]
 
+    def search(self, *, text: str = "", alias: str | None = None, status: str | None = None,
+               offset: int = 0, limit: int = 50) -> tuple[list[Record], int]:
+        """Records, newest first, whose subject or a subjectAltName contains ``text`` or whose
+        serial starts with it; with the total that match (for pages of ``limit``)."""
+        where, args = [], []
+        if text:
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            try:
+                prefix = normalise_serial(text) + "%"
+            except ValueError:
+                prefix = like[1:]      # no serial matches: it is hex
+            where.append("(subject LIKE ? ESCAPE '\\' OR sans LIKE ? ESCAPE '\\' OR serial LIKE ? ESCAPE '\\')")
+            args += [like, like, prefix]
+        if alias:
+            where.append("alias = ?")
+            args.append(alias)
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._connect() as conn:
+            total = int(_one(conn.execute(f"SELECT COUNT(*) FROM certificates{clause}", args))[0])
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM certificates{clause} ORDER BY issued_at DESC"
+                                " LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
+        return [_record(r) for r in rows], total
+
     def ping(self) -> None:
         """Raise ``sqlite3.Error`` unless the record can be read."""
         with self._connect() as conn:
@@ -277,11 +323,25 @@ class CertificateStore:
         with self._connect() as conn:
             return int(_one(conn.execute("SELECT COUNT(*) FROM certificates"))[0])
 
+    def lineage(self, serial: str) -> list[bytes]:
+        """The DER of every certificate on record in ``serial``'s renewal lineage: its
+        predecessors back to the first enrollment and every renewal of any of them."""
+        query = """
+            WITH RECURSIVE up(serial, renews) AS (
+                SELECT serial, renews FROM certificates WHERE serial = ?
+                UNION SELECT c.serial, c.renews FROM certificates c JOIN up ON c.serial = up.renews),
+            down(serial) AS (
+                SELECT serial FROM up WHERE renews IS NULL
+                    OR renews NOT IN (SELECT serial FROM certificates)
+                UNION SELECT c.serial FROM certificates c JOIN down ON c.renews = down.serial)
+            SELECT der FROM certificates WHERE serial IN (SELECT serial FROM up UNION SELECT serial FROM down)"""
+        with self._connect() as conn:
+            return [bytes(row[0]) for row in conn.execute(query, (normalise_serial(serial),)).fetchall()]
+
     def supersede(self, serial: str) -> None:
         """Mark a valid record superseded (renewed): it can no longer renew."""
         with self._writing() as conn:
-            conn.execute("UPDATE certificates SET status='superseded' WHERE serial=? AND status='valid'",
-                         (normalise_serial(serial),))
+            _superseded(conn, normalise_serial(serial))
 
     def revoke(self, serial: str, reason: str, at: dt.datetime) -> Record:
         """Mark a record revoked; raises ``LookupError`` (unknown) or ``ValueError`` (already)."""
@@ -381,6 +441,7 @@ class _QueuedRow:
     """One certificate row waiting for a group commit, and what became of it."""
 
     row: tuple[Any, ...]
+    supersede: bool = False
     done: bool = False
     error: Exception | None = None
 
@@ -407,6 +468,13 @@ class PendingRecord:
 
 _COLUMNS = ("serial, issuer, subject, sans, not_before, not_after, ca, alias, certificate_profile,"
             " requester, request_id, issued_at, status, revoked_at, revocation_reason, der")
+
+
+def _superseded(conn: sqlite3.Connection, serial: str) -> bool:
+    """Mark a valid record superseded; False when it is not (or no longer) valid."""
+    cursor = conn.execute("UPDATE certificates SET status='superseded' WHERE serial=? AND status='valid'",
+                          (serial,))
+    return cursor.rowcount == 1
 
 
 def _one(cursor: sqlite3.Cursor) -> Any:
