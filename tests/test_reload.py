@@ -78,14 +78,18 @@ class Fleet:
         while not self.stop.is_set():
             which = "new" if self.switched and client % 2 == 0 else "old"
             sent = self.phase
-            status, error = self._enroll(NEW_PASSWORD if which == "new" else self.old, f"fleet-{client}-{n}")
+            status, error = self._enroll(NEW_PASSWORD if which == "new" else self.old, f"fleet-{client}-{n}",
+                                         client)
             with self.lock:
                 self.results.append(Result(client, which, sent, self.phase, status, error))
             n += 1
 
-    def _enroll(self, password: str, cn: str) -> tuple[int | None, str]:
+    def _enroll(self, password: str, cn: str, client: int = 0) -> tuple[int | None, str]:
         token = base64.b64encode(f"{localmode.USERNAME}:{password}".encode()).decode()
-        conn = TLSConnection("127.0.0.1", self.port, context=self.context, timeout=60)
+        # Each device from an address of its own, as a fleet's are: the gateway bounds the
+        # password checks one address may have running at once.
+        conn = TLSConnection("127.0.0.1", self.port, context=self.context, timeout=60,
+                             source_address=(f"127.0.0.{10 + client}", 0))
         response = None
         try:
             conn.request("POST", "/.well-known/est/simpleenroll", body=csr_b64(make_csr(p256_key(), cn=cn)),
@@ -114,8 +118,8 @@ def _gateway(tmp_path: Path, *, previous: str = "") -> tuple[localmode.LocalInst
     """A local-mode gateway on the real password file; ``previous`` goes after its password."""
     instance, process = local_instance(tmp_path / "est-local")
     text = instance.config.read_text(encoding="utf-8").replace(CURRENT, CURRENT + previous)
-    # Devices left with the old password all come from 127.0.0.1 here, so without this the
-    # failure throttle would refuse that address, the devices with the new password included.
+    # A device that gets the new password before the gateway does fails until the reload,
+    # as often as it tries: the failure throttle would then refuse its address for a while.
     instance.config.write_text(text + "\n[limits]\nauth_failures_per_minute = 0\n", encoding="utf-8")
     return instance, process
 
