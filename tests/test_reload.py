@@ -280,6 +280,23 @@ def test_reload_checks_the_configuration_before_it_signals(tmp_path: Path) -> No
     assert not (instance.folder / "gateway.pid").exists()     # removed at exit
 
 
+def test_a_stale_pid_file_does_not_keep_the_gateway_from_starting(tmp_path: Path) -> None:
+    """A pid file left by a killed gateway may name a process that reused the pid."""
+    instance, process = local_instance(tmp_path / "est-local")
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (instance.folder / "gateway.pid").write_text(f"{other.pid}\n")
+        process.start()
+        assert process.proc is not None
+        assert (instance.folder / "gateway.pid").read_text().strip() == str(process.proc.pid)
+        assert other.poll() is None
+    finally:
+        process.stop()
+        other.kill()
+        other.wait(10)
+    assert "removed the stale pid file" in process.output()
+
+
 def test_reload_does_not_signal_a_process_a_stale_pid_file_names(tmp_path: Path) -> None:
     instance, _ = local_instance(tmp_path / "est-local")
     runner = CliRunner()

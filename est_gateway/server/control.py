@@ -49,3 +49,16 @@ def signal_arbiter(pid_file: Path, signum: int) -> int:
     except PermissionError:
         raise NoGateway(f"not allowed to signal process {pid}: run this as the gateway's user") from None
     return pid
+
+
+def remove_stale_pid_file(pid_file: Path) -> bool:
+    """Before the arbiter writes its own: remove a pid file that names no running gateway
+    (one left by a gateway that was killed, maybe naming a process that reused its pid),
+    which gunicorn would take for a gateway still running. True when one was removed."""
+    try:
+        arbiter_pid(pid_file)
+    except NoGateway:
+        if pid_file.exists():
+            pid_file.unlink()
+            return True
+    return False

@@ -229,6 +229,15 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
         self._listening_line = TrueListeningLine(urls)
         errors.addFilter(self._listening_line)
 
+    def run(self) -> None:
+        pid_file = self.gateway_config.server.pid_file
+        if pid_file is not None:
+            from est_gateway.server.control import remove_stale_pid_file
+
+            if remove_stale_pid_file(pid_file):
+                log.info("removed the stale pid file %s (it named no running gateway)", pid_file)
+        super().run()
+
     def _when_ready(self, server: object) -> None:
         """Bound and listening: hand the Unix socket to the proxy's group."""
         settings = self.gateway_config.server
