@@ -158,8 +158,8 @@ class AuditLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         super().emit(record)
         if self.file is not None:
-            try:
-                self.file.append(self.format(record))
+            try:   # the bare JSON line, whatever format stderr's lines are in
+                self.file.append(record.getMessage())
             except Exception:
                 self.handleError(record)
 

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import logging
+import json
 import os
+import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from est_gateway.backends.local import LocalCABackend
 from est_gateway.backends.local.authority import utcnow
 from est_gateway.backends.local.store import REVOCATION_REASONS, PendingRecord, Record
-from est_gateway.config import GatewayConfig, load_config
+from est_gateway.config import GatewayConfig, ServerSettings, load_config
 from est_gateway.errors import ConfigError
 from est_gateway.passwords import PasswordHash
 
 if TYPE_CHECKING:
+    from est_gateway.localmode import LocalInstance
     from est_gateway.server.runner import Served
 
 CONFIG_ENV = "EST_GATEWAY_CONFIG"
@@ -43,79 +46,101 @@ def _start(config: GatewayConfig) -> None:
         backend.start()
 
 
-def _serve(config: GatewayConfig, *, banner: str | None = None) -> None:
+def _fail(config: GatewayConfig, problems: list[str]) -> NoReturn:
+    """Start-up problems, one line each, as check-config and serve both report them."""
+    for problem in problems:
+        click.echo(f"{config.source}: {problem}", err=True)
+    sys.exit(2)
+
+
+def _serve(config: GatewayConfig, *, listener: socket.socket | None = None, banner: str | None = None) -> None:
+    """Bind, start the backends, run the start-up checks; only then say it is serving."""
+    if listener is None:
+        listener = _bind(config.server, f"[server] listen in {config.source}")
     # Before prometheus_client is first imported: every worker process writes its samples
     # to this folder and /metrics aggregates them (est_gateway.metrics).
     from est_gateway import metrics_folder
 
     metrics_dir = metrics_folder.fresh()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    from est_gateway import audit
+    from est_gateway import audit, logformat, startup
+    from est_gateway.listener import StartupError
     from est_gateway.server.runner import GatewayServer
+    from est_gateway.web.app import create_app
 
-    logging.basicConfig(level=config.server.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console = config.console
     audit.configure(file=audit.AuditFile(console.audit_file, console.audit_file_max_bytes)
                     if console.audit_file else None)
-    _start(config)
-    if banner:
-        click.echo(banner)
-    for name, backend in config.backends.items():
-        for key, value in backend.describe_state().items():
-            click.echo(f"backend {name}: {key}: {value}")
-    server = config.server
-    click.echo(f"serving EST on {server.url} ({server.workers} worker processes); Ctrl-C or SIGTERM stops")
-    sys.stdout.flush()
+    logformat.install(config.server.log_format, config.server.log_level)
     try:
+        _start(config)
+        problems = startup.startup_problems(config)
+        if problems:
+            _fail(config, problems)
+        app = create_app(config)
+        if banner:
+            click.echo(banner)
+        for name, backend in config.backends.items():
+            for key, value in backend.describe_state().items():
+                click.echo(f"backend {name}: {key}: {value}")
+        server = config.server
+        click.echo(f"serving EST on {server.url} ({server.workers} worker processes); Ctrl-C or SIGTERM stops")
+        sys.stdout.flush()
         try:
-            served = _served(config)
-        except ConfigError as exc:   # checks that need the started CAs (client CA names)
-            click.echo(f"{config.source}: {exc.render()}", err=True)
-            sys.exit(2)
-        rebuild = functools.partial(_rebuild, config.source) if config.source is not None else None
-        GatewayServer(config, served.app, more=served.more, rebuild=rebuild).run()
+            rebuild = functools.partial(_rebuild, config.source) if config.source is not None else None
+            gateway = GatewayServer(config, app, listener=listener, more=_more_listeners(config, app),
+                                    rebuild=rebuild)
+        except StartupError as exc:     # another of its listeners' addresses
+            raise click.ClickException(str(exc)) from None
+        gateway.run()
     finally:
         metrics_folder.remove(metrics_dir)
 
 
-def _served(config: GatewayConfig) -> Served:
-    """What the workers serve for a started configuration: the EST app and every other
-    listener with its app (built here, so that a reload builds them anew too)."""
-    from est_gateway.server.runner import Served
-    from est_gateway.web.app import create_app
-
-    app = create_app(config)
-    return Served(config, app, tuple(_more_listeners(config, app)))
-
-
 def _rebuild(path: Path) -> Served:
     """On SIGHUP, in the arbiter: the configuration and every secret file read again, the
-    new backends started as serve starts them (raises ConfigError, listing the problems)."""
-    from est_gateway.server.runner import close_backends
+    new backends started and checked as serve starts them, the EST app and the other
+    listeners' apps built anew (raises ConfigError, listing the problems)."""
+    from est_gateway import startup
+    from est_gateway.server.runner import Served, close_backends
+    from est_gateway.web.app import create_app
 
     config = load_config(path)
     try:
         _start(config)
-        return _served(config)
+        problems = startup.startup_problems(config)
+        if problems:
+            raise ConfigError(problems)
+        app = create_app(config)
+        return Served(config, app, tuple(_more_listeners(config, app)))
     except BaseException:
         close_backends(config)
         raise
 
 
 def _more_listeners(config: GatewayConfig, app: Any) -> list[Any]:
-    """The console's listener when it is enabled: its app shares the EST app's service
-    (backends, failure throttle, metrics), served over TLS with the gateway's certificate."""
-    if not config.console.enabled:
-        return []
-    from est_gateway.console import create_console_app
+    """The listeners beside EST's: the operator console when it is enabled (its app shares
+    the EST app's service: backends, failure throttle, metrics; TLS with the gateway's
+    certificate), and the local CAs' CRLs and OCSP answers in plain HTTP."""
     from est_gateway.server.runner import Listener
-    from est_gateway.web.app import service_of
 
+    more = []
     console = config.console
-    click.echo(f"serving the operator console on {console.url}")
+    if console.enabled:
+        from est_gateway.console import create_console_app
+        from est_gateway.web.app import service_of
+
+        click.echo(f"serving the operator console on {console.url}")
+        more.append(Listener("console", console.host, console.port, True, create_console_app(config, service_of(app))))
+    publication = config.publication
+    if publication.enabled:
+        from est_gateway.publication.app import create_publication_app
+
+        click.echo(f"publishing CRLs and OCSP answers on {publication.url}")
+        more.append(Listener("publication", publication.host, publication.port, False,
+                             create_publication_app(config)))
     sys.stdout.flush()
-    return [Listener("console", console.host, console.port, True, create_console_app(config, service_of(app)))]
+    return more
 
 
 @click.group()
@@ -159,8 +184,21 @@ def reload_command(config_path: Path) -> None:
 @main.command("check-config")
 @config_option
 def check_config(config_path: Path) -> None:
-    """Validate a configuration and exit (0 when it would start)."""
+    """Run every start-up check serve runs, without serving; exit 0 when it would start.
+
+    Backends whose first start would create something (a new local CA) are not started:
+    the checks that need them run when serve creates them.
+    """
+    from est_gateway import startup
+
     config = _load(config_path)
+    with startup.started(config) as skipped:
+        problems = startup.startup_problems(config)
+    if problems:
+        _fail(config, problems)
+    for name in skipped:
+        click.echo(f"{config_path}: backend {name}: not started (its first start creates its state); "
+                   "its trusted client CAs are compared with its CAs when serve starts it")
     click.echo(f"{config_path}: OK ({len(config.aliases)} alias(es), {len(config.backends)} backend(s))")
 
 
@@ -174,7 +212,17 @@ def local(state_dir: Path, port: int | None) -> None:
     """Local test mode: create (first time) or reuse a self-contained instance and serve it."""
     from est_gateway import localmode
 
-    instance, created = localmode.prepare(state_dir, port=port or localmode.DEFAULT_PORT)
+    instance = localmode.LocalInstance(state_dir.resolve())
+    existing = instance.config.exists()
+    # A running instance keeps its folder and configuration untouched: lock first.
+    lock = _hold(instance) if existing else None
+    server = _load(instance.config).server if existing else ServerSettings(port=localmode.DEFAULT_PORT)
+    if port is not None:
+        server = dataclasses.replace(server, port=port)
+    listener = _bind(server, "--port")      # before anything is created or rewritten
+    instance, created = localmode.prepare(state_dir, port=server.port)
+    if lock is None:
+        lock = _hold(instance)
     if port is not None and not created:
         try:
             former = localmode.set_port(instance, port)
@@ -183,8 +231,33 @@ def local(state_dir: Path, port: int | None) -> None:
         if former is not None:
             click.echo(f"{instance.config}: port {former} changed to {port}")
     config = _load(instance.config)
-    _serve(config, banner=localmode.instructions(instance, port=config.server.port, created=created,
-                                                 console=config.console))
+    from est_gateway.publication.settings import published_urls
+
+    banner = localmode.instructions(instance, port=config.server.port, created=created, aliases=config.aliases,
+                                    console=config.console,
+                                    **published_urls(config.backends, config.publication))
+    _serve(config, listener=listener, banner=banner)
+    os.close(lock)
+
+
+def _bind(server: ServerSettings, change_port: str) -> socket.socket | None:
+    from est_gateway import listener
+
+    try:
+        return listener.bind(server, change_port=change_port)
+    except listener.StartupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _hold(instance: LocalInstance) -> int:
+    from est_gateway import localmode
+
+    try:
+        return localmode.hold(instance)
+    except localmode.InstanceBusy as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot lock {instance.folder}: {exc.strerror or exc}") from None
 
 
 @main.command("hash-password")
@@ -243,10 +316,17 @@ def _local_backend(config_path: Path | None, backend_name: str | None) -> LocalC
         raise click.UsageError(f"Missing option '--config' (or ${CONFIG_ENV}).")
     config = _load(config_path)
     locals_ = {n: b for n, b in config.backends.items() if isinstance(b, LocalCABackend)}
+    if not locals_:
+        others = ", ".join(sorted(config.backends))
+        raise click.UsageError(f'{config_path} has no local backend (type = "local"), only: {others}; '
+                               "local-ca works on the built-in CA's record")
     if backend_name is None and len(locals_) == 1:
         backend_name = next(iter(locals_))
+    if backend_name is None:
+        raise click.UsageError(f"choose a local backend with --backend: {', '.join(sorted(locals_))}")
     if backend_name not in locals_:
-        raise click.UsageError(f"choose a local backend with --backend: {', '.join(sorted(locals_)) or 'none'}")
+        raise click.UsageError(f'unknown local backend "{backend_name}" in {config_path}; '
+                               f"known: {', '.join(sorted(locals_))}")
     backend = locals_[backend_name]
     backend.start()
     return backend
@@ -263,18 +343,39 @@ def local_ca(ctx: click.Context, config_path: Path | None, backend_name: str | N
     ctx.obj = _CAChoice(config_path, backend_name)
 
 
+#: widths of local-ca list's columns (a status fits: "superseded" is the longest)
+LIST_COLUMNS = (("SERIAL", 40), ("STATUS", 10), ("NOT AFTER", 19), ("LABEL", 12), ("SUBJECT", 30), ("SANS", 0))
+#: serials named when a prefix is ambiguous
+SHOWN_MATCHES = 5
+#: what local-ca list --json shows of a record (everything but the DER)
+LIST_FIELDS = tuple(f.name for f in dataclasses.fields(Record) if f.name != "der")
+
+
 @local_ca.command("list")
 @click.option("--status", type=click.Choice(["valid", "superseded", "revoked"]), default=None,
               help="Only certificates with this status (default: all; superseded: renewed).")
 @click.option("--limit", type=int, default=100, show_default=True, help="Most records shown.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per record, one per line (every field but the certificate).")
 @_with_backend
-def ca_list(backend: LocalCABackend, status: str | None, limit: int) -> None:
+def ca_list(backend: LocalCABackend, status: str | None, limit: int, as_json: bool) -> None:
     """List issued certificates, newest first."""
     records = backend.store.records(limit=limit, status=status)
-    click.echo(f"{'SERIAL':<42} {'STATUS':<8} {'NOT AFTER':<20} SUBJECT")
+    if as_json:
+        for r in records:
+            click.echo(json.dumps({name: getattr(r, name) for name in LIST_FIELDS}, ensure_ascii=False))
+        return
+    click.echo(_row(name for name, _ in LIST_COLUMNS))
     for r in records:
-        click.echo(f"{r.serial:<42} {r.status:<8} {r.not_after[:19]:<20} {r.subject}")
+        click.echo(_row((r.serial, r.status, r.not_after[:19], r.alias, r.subject, ",".join(r.sans) or "-")))
     click.echo(f"({len(records)} shown, {backend.store.count()} on record)")
+
+
+def _row(values: Iterable[str]) -> str:
+    """One line of local-ca list: padded columns; a value longer than its column pushes the
+    next one right rather than being cut (a serial is never shortened)."""
+    cells = [value.ljust(width) if width else value for value, (_, width) in zip(values, LIST_COLUMNS, strict=True)]
+    return " ".join(cells).rstrip()
 
 
 @local_ca.command("show")
@@ -282,7 +383,7 @@ def ca_list(backend: LocalCABackend, status: str | None, limit: int) -> None:
 @click.option("--pem", is_flag=True, help="Print the certificate in PEM too.")
 @_with_backend
 def ca_show(backend: LocalCABackend, serial: str, pem: bool) -> None:
-    """Show one record by serial number (hex)."""
+    """Show one record by serial number (hex), or by a prefix of it that only one serial has."""
     record = _record(backend, serial)
     for key in ("serial", "status", "subject", "sans", "issuer", "not_before", "not_after",
                 "ca", "alias", "certificate_profile", "requester", "request_id", "issued_at",
@@ -352,13 +453,19 @@ def _message(exc: Exception) -> str:
 
 
 def _record(backend: LocalCABackend, serial: str) -> Record:
+    """The record with this serial, else the only one whose serial starts with it."""
     try:
         record = backend.store.get(serial)
+        found = [record] if record is not None else backend.store.with_serial_prefix(serial, limit=SHOWN_MATCHES + 1)
     except ValueError as exc:
         raise click.ClickException(_message(exc)) from None
-    if record is None:
+    if not found:
         raise click.ClickException(f"no certificate with serial {serial} on record")
-    return record
+    if len(found) > 1:
+        listed = ", ".join(r.serial for r in found[:SHOWN_MATCHES])
+        more = ", ..." if len(found) > SHOWN_MATCHES else ""
+        raise click.ClickException(f"serial prefix {serial} is ambiguous: {listed}{more}; give more digits")
+    return found[0]
 
 
 if __name__ == "__main__":  # pragma: no cover

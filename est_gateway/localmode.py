@@ -8,11 +8,14 @@ start finds the folder and reuses everything (CAs, password, records).
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import ipaddress
+import os
 import re
 import secrets
 import shlex
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +23,16 @@ from cryptography import x509
 
 from est_gateway.backends.local import authority
 from est_gateway.backends.local.authority import utcnow
-from est_gateway.config.model import ConsoleSettings
+from est_gateway.config.model import AliasSettings, ConsoleSettings
 
 CONFIG_NAME = "gateway.toml"
+#: held (flock) by the process serving the folder, and naming it
+LOCK_NAME = ".serving.lock"
 USERNAME = "estuser"
 CONSOLE_ADMIN = "admin"
 DEFAULT_PORT = 8443
+#: where CRLs and OCSP answers are published in plain HTTP (with another EST port: that + 1)
+DEFAULT_PUBLICATION_PORT = 8080
 #: the ``listen = "<address>:<port>"`` line the template writes (the first listen line)
 LISTEN_LINE = re.compile(r'^(listen\s*=\s*"[^"]*:)(\d+)(")', re.MULTILINE)
 
@@ -39,6 +46,10 @@ tls_cert = "tls/server.pem"
 tls_key = "tls/server.key"
 workers = 2
 
+# CRLs and OCSP answers of the local CA, in plain HTTP (the URLs below name this address).
+[publication]
+listen = "{bind}:{publication_port}"
+
 [backends.local]
 type = "local"
 state_dir = "local-ca"
@@ -47,6 +58,9 @@ state_dir = "local-ca"
 key_type = "rsa-2048"
 hierarchy = "root+issuing"
 common_name = "est-gateway Local EST CA"
+# Every certificate it issues names both: relying parties can check revocation.
+crl_url = "http://{url_host}:{publication_port}/crl/est-ca.crl"
+ocsp_url = "http://{url_host}:{publication_port}/ocsp/est-ca"
 
 [backends.local.certificate_profiles.default]
 validity_days = 365
@@ -104,8 +118,33 @@ class LocalInstance:
         return self.password_file.read_text(encoding="utf-8").strip()
 
 
-def prepare(folder: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> tuple[LocalInstance, bool]:
-    """Create the local instance unless it exists; return it and whether it was created."""
+class InstanceBusy(Exception):
+    """Another process serves this local instance."""
+
+
+def hold(instance: LocalInstance) -> int:
+    """Lock the instance's folder for as long as this process (and its workers) lives;
+    raise :class:`InstanceBusy` naming the process that holds it. The descriptor is
+    returned so the lock is never dropped by garbage collection."""
+    fd = os.open(instance.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise InstanceBusy(f"{instance.folder} is already being served by est-gateway (pid {holder}); "
+                           "its configuration is left as it is. Stop that one first, or start "
+                           "another instance with --state-dir <another folder>") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+    return fd
+
+
+def prepare(folder: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+            publication_port: int | None = None) -> tuple[LocalInstance, bool]:
+    """Create the local instance unless it exists; return it and whether it was created.
+    CRLs and OCSP are published on ``publication_port`` (default: 8080 beside EST's 8443,
+    else EST's port + 1)."""
     instance = LocalInstance(folder.resolve())
     if instance.config.exists():
         return instance, False
@@ -137,9 +176,14 @@ def prepare(folder: Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) 
     authority.write_private(folder / "secrets" / "console.password", (secrets.token_urlsafe(12) + "\n").encode())
     authority.write_private(folder / "secrets" / "console.secret", (secrets.token_hex(32) + "\n").encode())
     bind = "0.0.0.0" if host not in ("127.0.0.1", "localhost") else "127.0.0.1"
-    instance.config.write_text(CONFIG_TEMPLATE.format(host=bind, port=port, username=USERNAME,
-                                                      console_port=port + 1 if port < 65535 else port - 1,
-                                                      admin=CONSOLE_ADMIN),
+    if publication_port is None:
+        publication_port = DEFAULT_PUBLICATION_PORT if port == DEFAULT_PORT else port % 65535 + 1
+    # the console's port (its table is written commented out) is neither EST's nor publication's
+    console_port = port + 1 if port == DEFAULT_PORT else (port + 1) % 65535 + 1
+    url_host = "127.0.0.1" if bind == "127.0.0.1" else (f"[{host}]" if ":" in host else host)
+    instance.config.write_text(CONFIG_TEMPLATE.format(host=bind, port=port, username=USERNAME, bind=bind,
+                                                      publication_port=publication_port, url_host=url_host,
+                                                      console_port=console_port, admin=CONSOLE_ADMIN),
                                encoding="utf-8")
     return instance, True
 
@@ -173,21 +217,39 @@ def shell_exports(instance: LocalInstance, *, port: int) -> str:
     return line
 
 
+def describe_labels(aliases: Mapping[str, AliasSettings]) -> str:
+    """The configured labels, each with what sets it apart, for the banner."""
+    described = []
+    for name, alias in aliases.items():
+        notes = ["default"] if name == "est" else []
+        if not alias.allow_same_key_renewal:
+            notes.append("renewal needs a new key")
+        if alias.require_client_cert:
+            notes.append("client certificate required")
+        described.append(f"{name} = {', '.join(notes)}" if notes else name)
+    return ", ".join(described) or "none"
+
+
 def instructions(instance: LocalInstance, *, port: int, created: bool,
-                 console: ConsoleSettings | None = None) -> str:
+                 aliases: Mapping[str, AliasSettings], console: ConsoleSettings | None = None,
+                 crl_url: str | None = None, ocsp_url: str | None = None) -> str:
     """The banner: where the instance lives and the line to paste before the walk-through."""
     state = "created" if created else "reused"
     shown = ("off; uncomment [console] in the configuration to serve it "
              f"({CONSOLE_ADMIN}, the password in {instance.folder / 'secrets' / 'console.password'})")
     if console is not None and console.enabled:
         shown = f"{console.url}   ({console.admin_username or 'admin certificates'})"
+    state = "created" if created else "reused"
+    revocation = "".join(f"\n  {name:<15}: {url}   ({use})" for name, url, use in (
+        ("CRL", crl_url, "openssl verify -crl_check -CRLfile"), ("OCSP", ocsp_url, "openssl ocsp -url"))
+        if url)
     return f"""\
 est-gateway local test mode ({state} {instance.folder})
-  EST base URL   : https://127.0.0.1:{port}/.well-known/est   (labels: est = default, newkey = renewal needs a new key)
+  EST base URL   : https://127.0.0.1:{port}/.well-known/est   (labels: {describe_labels(aliases)})
   trust anchor   : {instance.trust_anchor}   (curl --cacert / EST_OPENSSL_CACERT)
   credentials    : {USERNAME} / {instance.password()}
   configuration  : {instance.config}
-  console        : {shown}
+  console        : {shown}{revocation}
 
 In another shell, paste this line first; the README's walk-through uses only these variables:
 

@@ -254,6 +254,8 @@ class ESTService:
             return
         try:
             chain = tuple(self._ca_chain(alias))
+        except UpstreamTimeout:
+            raise   # a CA that hangs would make the enrollment wait for it once more
         except ESTError:
             # a chain not known yet (an upstream CA that offers no download: learnt from the
             # first enrollment) or not reachable now: nothing to compare with

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian machine, then run it all.
-# Installs missing system packages (curl, openssl, apache2, libapache2-mod-wsgi-py3, golang-cfssl) with apt-get: needs root or sudo.
+# Installs missing system packages (curl, openssl, apache2, libapache2-mod-wsgi-py3, golang-cfssl,
+# sqlite3, systemd) with apt-get: needs root or sudo.
 # Usage: scripts/test.sh [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,11 @@ command -v cfssl >/dev/null || missing+=(golang-cfssl)
 # the operator console's browser test: Debian's headless chromium and its WebDriver
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v sqlite3 >/dev/null || missing+=(sqlite3)     # docs/cfssl.md's certificate database
+# systemd-analyze verify checks contrib/systemd/. Installing Debian's systemd package where
+# systemd is not running (a container) starts nothing and does not make it the init system
+# (that is systemd-sysv, not pulled in without recommends).
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 [ -x /usr/sbin/apache2 ] || install_apache
 # Debian's mod_wsgi (built for /usr/bin/python3): tests/test_mod_wsgi.py runs the app in Apache.

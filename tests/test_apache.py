@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import grp
-import json
 import re
 import shutil
 import sqlite3
@@ -31,6 +30,7 @@ from tests.conftest import Gateway
 from tests.support import openssl, pki
 from tests.support.apache import ApacheProcess, missing_apache, proxy_gateway_config
 from tests.support.gateway import CurlResult, GatewayProcess, children_of, free_port, local_instance
+from tests.support.logs import audit_events
 
 pytestmark = pytest.mark.e2e
 
@@ -223,12 +223,7 @@ def test_header_straight_to_the_gateway_counts_only_from_the_proxy(
 
 def _enrollments_served(gateway: GatewayProcess) -> int:
     """Successful enrollments in the gateway's JSON audit log."""
-    served = 0
-    for line in gateway.output().splitlines():
-        if line.startswith("{") and '"request_id"' in line:
-            event = json.loads(line)
-            served += event["operation"] == "simpleenroll" and event["status"] == 200
-    return served
+    return sum(e["operation"] == "simpleenroll" and e["status"] == 200 for e in audit_events(gateway.output()))
 
 
 def test_balancer_two_instances_share_one_local_ca(site: Site, tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -326,6 +321,6 @@ def test_apache_to_the_gateway_over_a_unix_socket(site: Site, tmp_path_factory: 
         apache.stop()
         gateway.stop()
         shutil.rmtree(folder, ignore_errors=True)
-    audit = [json.loads(line) for line in gateway.output().splitlines() if line.startswith("{")]
+    audit = audit_events(gateway.output())
     assert [e["operation"] for e in audit if e["status"] == 200] == ["simpleenroll", "simplereenroll"]
     assert audit[-1]["client_address"] == "127.0.0.1"   # from X-Forwarded-For, believed over the socket

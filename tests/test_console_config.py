@@ -109,10 +109,17 @@ def test_local_modes_commented_console_loads_once_uncommented(tmp_path: Path) ->
     instance.config.write_text(text[:start] + block + "\n")
     console = load_config(instance.config).console
     password = (instance.folder / "secrets" / "console.password").read_text().strip()
-    assert console.enabled and (console.host, console.port) == ("127.0.0.1", 9444)
+    assert console.enabled and (console.host, console.port) == ("127.0.0.1", 9445)   # 9444: publication
     assert console.admin_username == localmode.CONSOLE_ADMIN and console.admin_password is not None
     assert console.admin_password.verify(password) and len(console.secret) == 64
     assert console.audit_file == instance.folder / "audit.jsonl"
+
+
+def test_the_console_and_the_publication_need_addresses_of_their_own(folder: Path) -> None:
+    problems = _problems(folder, 'enabled = true\nlisten = "127.0.0.1:9444"\nadmin_username = "admin"\n'
+                                 'admin_password_file = "admin.password"\nsecret_file = "console.secret"\n'
+                                 '[publication]\nlisten = "127.0.0.1:9444"\n')
+    assert any(p.startswith("console.listen: 127.0.0.1:9444 is also [publication] listen") for p in problems), problems
 
 
 def test_local_modes_banner_says_where_the_console_is(tmp_path: Path) -> None:
@@ -120,8 +127,8 @@ def test_local_modes_banner_says_where_the_console_is(tmp_path: Path) -> None:
     from est_gateway.config.model import ConsoleSettings
 
     instance, _ = localmode.prepare(tmp_path / "est-local", port=9443)
-    off = localmode.instructions(instance, port=9443, created=True)
+    off = localmode.instructions(instance, port=9443, created=True, aliases={})
     assert "console        : off; uncomment [console]" in off and "console.password" in off
-    on = localmode.instructions(instance, port=9443, created=True,
+    on = localmode.instructions(instance, port=9443, created=True, aliases={},
                                 console=ConsoleSettings(enabled=True, port=9444, admin_username="admin"))
     assert "console        : https://127.0.0.1:9444/   (admin)" in on

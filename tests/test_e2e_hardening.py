@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import socket
 import ssl
 import subprocess
@@ -12,17 +11,14 @@ from pathlib import Path
 from tests.conftest import Gateway
 from tests.support import openssl
 from tests.support.gateway import curl, local_instance
+from tests.support.logs import audit_events
 
 PKCS10 = "Content-Type: application/pkcs10"
 CANARY = "Canary-Secret-7f3a9"     # a password a client tries; must never be logged
 
 
 def _audit_lines(gateway: Gateway) -> list[dict[str, object]]:
-    lines = []
-    for line in gateway.process.output().splitlines():
-        if line.startswith("{") and '"request_id"' in line:
-            lines.append(json.loads(line))
-    return lines
+    return audit_events(gateway.process.output())
 
 
 def test_audit_line_per_request_with_identity_and_serial(gateway: Gateway) -> None:

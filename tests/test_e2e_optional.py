@@ -7,7 +7,6 @@ import base64
 import datetime as dt
 import email.parser
 import email.policy
-import json
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from est_gateway.backends.local import authority
 from tests.conftest import Gateway, local_ca_cli
 from tests.support import estclient, openssl
 from tests.support.gateway import GatewayProcess, curl, local_instance
+from tests.support.logs import audit_events
 from tests.support.pki import csr_b64, make_csr, p256_key, rsa_key, write_pem
 
 PKCS10 = "Content-Type: application/pkcs10"
@@ -187,8 +187,7 @@ def _pending_id(config: Path, subject: str) -> str:
 
 def _audit_of(gateway: Gateway, csr_subject: str) -> list[dict[str, object]]:
     """The gateway's audit lines (JSON on stderr) for one device's CSR subject, in order."""
-    lines = [json.loads(line) for line in gateway.process.output().splitlines()
-             if line.startswith("{") and '"request_id"' in line]
+    lines = audit_events(gateway.process.output())
     return [line for line in lines if line["csr_subject"] == csr_subject]
 
 

@@ -179,7 +179,9 @@ def test_a_worker_holds_at_most_max_connections(tmp_path: Path) -> None:
 def test_the_operator_sees_where_and_how_the_gateway_serves(
         gateway: tuple[localmode.LocalInstance, GatewayProcess]) -> None:
     _, process = gateway
-    log = process.output()
+    end = time.monotonic() + GENEROUS      # gunicorn logs the line just after it listens
+    while "Listening at:" not in (log := process.output()) and time.monotonic() < end:
+        time.sleep(0.1)
     assert f"Listening at: https://127.0.0.1:{process.port}/.well-known/est" in log, log
     assert "Listening at: http://" not in log, log
 

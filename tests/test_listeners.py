@@ -4,7 +4,6 @@ or plain HTTP as the listener says, in the same worker processes as EST."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ import pytest
 
 from est_gateway import localmode
 from est_gateway.server.runner import Listener
-from tests.support.gateway import curl, free_port
+from tests.support.gateway import curl, free_port, listening
 
 #: a gateway whose EST listener is the local CA's, plus a TLS and a plain listener, each
 #: with an application that names itself
@@ -52,7 +51,7 @@ def gateway(tmp_path: Path):  # type: ignore[no-untyped-def]
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
-        while not _listening(plain):
+        while not listening(plain):
             assert proc.poll() is None, (tmp_path / "gateway.log").read_text()
             assert time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()
             time.sleep(0.2)
@@ -65,14 +64,6 @@ def gateway(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def gateway_log(instance: localmode.LocalInstance) -> str:
     return (instance.folder.parent / "gateway.log").read_text()
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def test_each_listener_reaches_its_own_application(gateway) -> None:  # type: ignore[no-untyped-def]

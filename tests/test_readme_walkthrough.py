@@ -9,6 +9,9 @@ import re
 import subprocess
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from tests.support.gateway import GatewayProcess, free_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -67,3 +70,7 @@ def test_the_readme_walkthrough_runs_against_a_fresh_instance(tmp_path: Path) ->
     assert re.search(r"^content-type: application/pkcs8", out, re.IGNORECASE | re.MULTILINE)
     assert re.search(r"^content-type: application/pkcs7-mime", out, re.IGNORECASE | re.MULTILINE)
     assert "-----BEGIN CERTIFICATE-----" in (reader / "dev2.pem").read_text()
+    # ... split into the key and the certificate as the README shows: a matching pair
+    key = serialization.load_pem_private_key((reader / "keygen.key").read_bytes(), password=None)
+    cert = x509.load_pem_x509_certificate((reader / "keygen.pem").read_bytes())
+    assert key.public_key() == cert.public_key()

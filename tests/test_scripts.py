@@ -73,3 +73,51 @@ def test_mod_wsgi_is_installed_under_the_same_policy(tmp_path: Path) -> None:
     assert calls[install].split()[-1] == "libapache2-mod-wsgi-py3" and "apache2" not in calls[install].split()
     assert calls[install + 1] == "policy-rc.d 101"
     assert not policy.exists()
+
+
+# -- scripts/local.sh: says what it does, reinstalls only when a pyproject.toml changed --------
+
+def _checkout(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the checkout's scripts and pyproject files, with a .venv whose python and
+    est-gateway are stand-ins recording their calls (a test installs nothing)."""
+    repo = VENV_SH.parents[1]
+    checkout = tmp_path / "checkout"
+    (checkout / "scripts").mkdir(parents=True)
+    for script in ("local.sh", "venv.sh"):
+        (checkout / "scripts" / script).write_text((repo / "scripts" / script).read_text())
+    for pyproject in [repo / "pyproject.toml", *repo.glob("plugins/*/pyproject.toml")]:
+        target = checkout / pyproject.relative_to(repo)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(pyproject.read_text())
+    calls = tmp_path / "calls"
+    (checkout / ".venv" / "bin").mkdir(parents=True)
+    for name in ("python", "est-gateway"):
+        stand_in = checkout / ".venv" / "bin" / name
+        stand_in.write_text(f'#!/bin/sh\necho "{name} $*" >> "{calls}"\n')
+        stand_in.chmod(0o755)
+    return checkout, calls
+
+
+def _local_sh(checkout: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(checkout / "scripts" / "local.sh"), "--port", "9443"],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_local_sh_says_what_it_installs_then_skips_it_until_a_pyproject_changes(tmp_path: Path) -> None:
+    checkout, calls = _checkout(tmp_path)
+    first = _local_sh(checkout)
+    assert first.returncode == 0, first.stderr
+    assert "local.sh: installing est-gateway and its plugins into .venv with pip" in first.stderr
+    assert "local.sh: starting: est-gateway local --port 9443" in first.stderr
+    installs = [c for c in calls.read_text().splitlines() if c.startswith("python -m pip install")]
+    assert len(installs) == 1 and calls.read_text().splitlines()[-1] == "est-gateway local --port 9443"
+
+    second = _local_sh(checkout)
+    assert "no pyproject.toml changed since: not reinstalling" in second.stderr
+    assert len([c for c in calls.read_text().splitlines() if c.startswith("python -m pip")]) == 1
+
+    plugin = next(checkout.glob("plugins/*/pyproject.toml"))
+    plugin.write_text(plugin.read_text() + "\n# a changed dependency\n")
+    third = _local_sh(checkout)
+    assert "installing est-gateway" in third.stderr
+    assert len([c for c in calls.read_text().splitlines() if c.startswith("python -m pip")]) == 2

@@ -147,5 +147,8 @@ def test_the_record_keeps_no_index_that_no_query_uses(tmp_path: Path, ca: CA) ->
         indexes = dict(conn.execute(
             "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'certificates'"))
     store.close()
-    assert set(indexes) == {"sqlite_autoindex_certificates_1", "certificates_renews"}
+    # ... and the partial ones of renewals and of revoked certificates (CRLs), which an
+    # insert of a first certificate (always 'valid', renewing nothing) never writes to
+    assert set(indexes) == {"sqlite_autoindex_certificates_1", "certificates_renews", "certificates_revoked"}
     assert indexes["certificates_renews"].endswith("WHERE renews IS NOT NULL")
+    assert indexes["certificates_revoked"].endswith("WHERE status = 'revoked'")

@@ -10,7 +10,6 @@ import base64
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from est_gateway.errors import ConfigError
 from est_gateway.hosting import load_application
 from tests.support import pki
 from tests.support.apache import proxy_gateway_config
-from tests.support.gateway import curl, free_port, local_instance
+from tests.support.gateway import curl, free_port, listening, local_instance
 
 RENEW_REFUSED = b"simplereenroll needs the certificate being renewed as TLS client certificate\n"
 
@@ -159,7 +158,7 @@ def gunicorn(request: pytest.FixtureRequest, instance: localmode.LocalInstance, 
     server = Gunicorn(f"http://127.0.0.1:{port}/.well-known/est", log, proc.pid, loader)
     try:
         deadline = time.monotonic() + 60
-        while len(server.pids(BOOTED)) < 2 or len(server.pids(LOADED)) < loads or not _listening(port):
+        while len(server.pids(BOOTED)) < 2 or len(server.pids(LOADED)) < loads or not listening(port):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         yield server
@@ -170,14 +169,6 @@ def gunicorn(request: pytest.FixtureRequest, instance: localmode.LocalInstance, 
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.mark.e2e

@@ -209,6 +209,12 @@ class CABackend(abc.ABC, Generic[TargetT]):
     def start(self) -> None:
         """Prepare for service (create a local CA, load files). Called once, before forking."""
 
+    def start_changes_state(self) -> bool:
+        """Whether :meth:`start` would create or change anything (a CA, a record, a file).
+        ``check-config`` starts only backends that would not, to run serve's start-up
+        checks on them. Default: no (:meth:`start` loads and checks only)."""
+        return False
+
     def close(self) -> None:
         """Release resources at shutdown; called in each worker process and in the arbiter.
         Must not raise nor block; may be called without :meth:`start` having run."""

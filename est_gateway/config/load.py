@@ -17,13 +17,14 @@ from cryptography import x509
 from est_gateway import csrattrs as csrattrs_mod
 from est_gateway.backends.base import AnyBackend
 from est_gateway.backends.registry import BackendRegistry
-from est_gateway.config.model import AliasSettings, ConsoleSettings, GatewayConfig, ServerSettings
+from est_gateway.config.model import LOG_FORMATS, AliasSettings, ConsoleSettings, GatewayConfig, ServerSettings
 from est_gateway.config.reader import Problems, Section
 from est_gateway.csrattrs import CsrAttrsPolicy
 from est_gateway.errors import ConfigError
 from est_gateway.keys import KEY_TYPES
 from est_gateway.limits import CURVES, Limits
 from est_gateway.passwords import PasswordHash
+from est_gateway.publication.settings import parse_publication
 
 #: EST operation names; an alias may not be called like one (the path would be ambiguous).
 OPERATIONS = ("cacerts", "simpleenroll", "simplereenroll", "csrattrs", "serverkeygen", "fullcmc")
@@ -57,7 +58,12 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = 
     backends, broken = _backends(root.table("backends", required=True), registry or BackendRegistry())
     aliases = _aliases(root.table("aliases", required=True), backends, broken)
     console = _console(root.table("console"), server)
+    publication = parse_publication(root.table("publication"), server.host, server.port, backends)
     root.check_unknown()
+    if console.enabled and publication.enabled and (console.host, console.port) == (publication.host,
+                                                                                    publication.port):
+        problems.add("console.listen", f"{console.host}:{console.port} is also [publication] listen; "
+                                       "give the console an address of its own")
     if server.tls is False:
         for alias in aliases.values():
             if alias.require_client_cert and not (server.trusted_proxies or server.trusted_unix_socket
@@ -76,7 +82,7 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = 
         server = dataclasses.replace(server, pid_file=default_pid_file(Path(source)))
     problems.raise_if_any()
     return GatewayConfig(server=server, backends=backends, aliases=aliases, source=source, limits=limits,
-                         console=console)
+                         console=console, publication=publication)
 
 
 def default_pid_file(source: Path) -> Path | None:
@@ -122,11 +128,7 @@ def _server(sec: Section) -> ServerSettings:
         if tls:
             sec.error("tls", "a Unix socket serves plain HTTP to a local proxy: set tls = false")
     elif isinstance(listen, str):
-        h, sep, p = listen.rpartition(":")
-        if not sep or not p.isdigit() or not 0 < int(p) < 65536 or not h:
-            sec.error("listen", f'"{listen}" is not "<address>:<port>" (e.g. "127.0.0.1:8443")')
-        else:
-            host, port = h.strip("[]"), int(p)
+        host, port = sec.address("listen", listen, (d.host, d.port))
     socket_group = sec.str("unix_socket_group", None)
     group_id = None
     if isinstance(socket_group, str) and socket_group:
@@ -194,6 +196,7 @@ def _server(sec: Section) -> ServerSettings:
         max_buffered_request_bytes=sec.int("max_buffered_request_bytes", d.max_buffered_request_bytes,
                                            minimum=1024 * 1024, maximum=1 << 40),
         log_queue_records=sec.int("log_queue_records", d.log_queue_records, minimum=16, maximum=1_000_000),
+        log_format=sec.str("log_format", d.log_format, choices=LOG_FORMATS),
         pid_file=pid_file,
     )
     sec.check_unknown()
@@ -444,13 +447,7 @@ def _console(sec: Section, server: ServerSettings) -> ConsoleSettings:
     """``[console]``: checked fully only when enabled (a disabled console reads nothing)."""
     d = ConsoleSettings()
     enabled = sec.bool("enabled", False)
-    listen = sec.str("listen", f"{d.host}:{d.port}")
-    host, port = d.host, d.port
-    h, sep, p = listen.rpartition(":") if isinstance(listen, str) else ("", "", "")
-    if not sep or not p.isdigit() or not 0 < int(p) < 65536 or not h:
-        sec.error("listen", f'"{listen}" is not "<address>:<port>" (e.g. "127.0.0.1:{d.port}")')
-    else:
-        host, port = h.strip("[]"), int(p)
+    host, port = sec.address("listen", sec.str("listen", f"{d.host}:{d.port}"), (d.host, d.port))
     admin_cas = _certificates(sec, "admin_ca")
     username = sec.str("admin_username", None)
     has_password = any(sec.has(f"admin_password_{k}") for k in ("file", "env", "hash"))

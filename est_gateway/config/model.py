@@ -14,11 +14,14 @@ from cryptography import x509
 from est_gateway.csrattrs import CsrAttrsPolicy
 from est_gateway.limits import Limits
 from est_gateway.passwords import PasswordHash
+from est_gateway.publication.settings import PublicationSettings
 
 if TYPE_CHECKING:
     from est_gateway.backends.base import CABackend
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: values of [server] log_format (est_gateway.logformat)
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class ServerSettings:
     max_buffered_request_bytes: int = 32 * 1024 * 1024
     #: log and audit records a worker holds while its log output is slow; more are dropped
     log_queue_records: int = 4096
+    #: every stderr line (the gateway's, gunicorn's, the audit's): "text" or "json"
+    log_format: str = "text"
     #: where the arbiter writes its pid (``est-gateway reload`` reads it); None: nowhere
     pid_file: Path | None = None
 
@@ -152,3 +157,5 @@ class GatewayConfig:
     source: Path | None = None
     limits: Limits = field(default_factory=Limits)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    #: where the local CAs publish CRLs and OCSP answers (``[publication]``)
+    publication: PublicationSettings = field(default_factory=PublicationSettings)

@@ -100,6 +100,19 @@ class Section:
             return fallback
         return value
 
+    def address(self, name: builtins.str, listen: builtins.str,
+                default: tuple[builtins.str, int]) -> tuple[builtins.str, int]:
+        """``listen``, the value of ``name``, as host and port ("<address>:<port>", an IPv6
+        address in brackets); ``default`` after a problem, which is recorded."""
+        h, sep, p = listen.rpartition(":")
+        if sep and p.isdigit() and h and not 0 < int(p) < 65536:
+            self.error(name, f'port {int(p)} in "{listen}" is out of range (1-65535)')
+        elif not sep or not p.isdigit() or not h:
+            self.error(name, f'"{listen}" is not "<address>:<port>" (e.g. "127.0.0.1:{default[1]}")')
+        else:
+            return h.strip("[]"), int(p)
+        return default
+
     @overload
     def str(self, name: builtins.str, default: builtins.str | _Required = REQUIRED, *,
             choices: tuple[builtins.str, ...] = ()) -> builtins.str: ...

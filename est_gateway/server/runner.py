@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,8 @@ from gunicorn.app.base import BaseApplication
 
 from est_gateway.config.model import GatewayConfig
 from est_gateway.errors import ConfigError
+from est_gateway.listener import bind_address
+from est_gateway.logformat import gunicorn_logger_class
 from est_gateway.logwriter import LogWriter
 from est_gateway.logwriter import install as install_log_writer
 
@@ -145,11 +148,21 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
     again) in new workers, while the old ones finish their requests."""
 
     def __init__(self, config: GatewayConfig, app: WSGIApp, *, threads: int = 8,
-                 more: Sequence[Listener] = (), rebuild: Rebuild | None = None) -> None:
+                 more: Sequence[Listener] = (), listener: socket.socket | None = None,
+                 rebuild: Rebuild | None = None) -> None:
         self.served = Served(config, app, tuple(more))
         self.threads = threads
         self.rebuild = rebuild
         self._listening_line: TrueListeningLine | None = None
+        #: a socket bound before start-up (est_gateway.listener.bind): gunicorn serves on it
+        #: and never retries a busy port; detached once, as gunicorn closes the descriptor.
+        #: Given one descriptor, gunicorn binds no address: the other listeners come bound too.
+        #: A reload keeps them: a new address needs a restart.
+        self.listen_fds: tuple[int, ...] = ()
+        if listener is not None:
+            self.listen_fds = (listener.detach(), *(
+                bind_address(more.host, more.port, change_port=f"the {more.name} address").detach()
+                for more in self.more))
         super().__init__()
 
     # The worker reads these three (the gateway's settings, the EST app, the listeners).
@@ -195,8 +208,11 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         server = self.gateway_config.server
+        binds = self.served.addresses()
+        if self.listen_fds:
+            binds = [f"fd://{fd}" for fd in self.listen_fds]
         settings = {
-            "bind": self.served.addresses(),
+            "bind": binds,
             # A Unix socket is created srw-rw----: its owner and group reach the gateway.
             "umask": 0o117 if server.unix_socket else 0,
             "workers": server.workers,
@@ -207,6 +223,8 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             "loglevel": server.log_level,
             "accesslog": None,
             "errorlog": "-",
+            # gunicorn's lines in the format of the gateway's own (est_gateway.logformat)
+            "logger_class": gunicorn_logger_class(server.log_format),
             "proc_name": "est-gateway",
             # No control socket in $HOME: two instances would fight over it.
             "control_socket_disable": True,

@@ -74,7 +74,8 @@ class ESTWorker(Worker):  # type: ignore[misc]
         for listener in self.app.more:
             wanted = parse_address(listener.bind)
             for sock in self.sockets:
-                if sock.cfg_addr == wanted:
+                # a bound descriptor's address is its getsockname(): an IPv6 one has 4 fields
+                if isinstance(sock.cfg_addr, tuple) and tuple(sock.cfg_addr[:2]) == wanted:
                     apps[sock.getsockname()] = listener.app
                     if not listener.tls:
                         plain.add(sock.fileno())

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from est_gateway import localmode
+from tests.support.gateway import free_port
 
 APACHE_BIN = Path("/usr/sbin/apache2")
 MODULES_DIR = Path("/usr/lib/apache2/modules")
@@ -210,7 +211,9 @@ def proxy_gateway_config(instance: localmode.LocalInstance, name: str, port: int
     assert sep, f"no [backends.*] table in {instance.config}"
     proxies = ", ".join(f'"{p}"' for p in trusted_proxies)
     server = (f'[server]\nlisten = "127.0.0.1:{port}"\ntls = false\nworkers = {workers}\n'
-              f"trusted_proxies = [{proxies}]\n{server_extra}")
+              f"trusted_proxies = [{proxies}]\n{server_extra}"
+              # the shared CA names its CRL and OCSP URLs: this gateway publishes them too
+              f'\n[publication]\nlisten = "127.0.0.1:{free_port()}"\n')
     path = instance.folder / f"{name}.toml"
     path.write_text(server + sep + rest, encoding="utf-8")
     return path

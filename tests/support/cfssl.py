@@ -28,18 +28,8 @@ from tests.support.httpd import BackgroundServer, QuietHandler
 CLIENT_PROFILE = "est-client"
 #: a profile whose name CFSSL knows but which signs without authentication
 UNAUTHENTICATED_PROFILE = "noauth"
-#: CFSSL's certdb/sqlite migration (goose "Up" of 001_CreateCertificates.sql)
-SCHEMA = """
-CREATE TABLE certificates (
-  serial_number blob NOT NULL, authority_key_identifier blob NOT NULL, ca_label blob,
-  status blob NOT NULL, reason int, expiry timestamp, revoked_at timestamp, pem blob NOT NULL,
-  PRIMARY KEY(serial_number, authority_key_identifier));
-CREATE TABLE ocsp_responses (
-  serial_number blob NOT NULL, authority_key_identifier blob NOT NULL, body blob NOT NULL,
-  expiry timestamp, PRIMARY KEY(serial_number, authority_key_identifier),
-  FOREIGN KEY(serial_number, authority_key_identifier)
-    REFERENCES certificates(serial_number, authority_key_identifier));
-"""
+#: CFSSL's certdb/sqlite migration, as docs/cfssl.md ships it
+SCHEMA = (Path(__file__).resolve().parents[2] / "contrib" / "cfssl" / "certdb-sqlite.sql").read_text(encoding="utf-8")
 
 
 def cfssl(*args: str, cwd: Path, stdin: bytes | None = None) -> bytes:

@@ -30,6 +30,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port`` now."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 @dataclass(eq=False)
 class GatewayProcess:
     """A running ``est-gateway serve`` (or ``local``) subprocess."""
@@ -102,7 +111,7 @@ def local_instance(folder: Path, *, extra_config: str = "", port: int | None = N
                    ) -> tuple[localmode.LocalInstance, GatewayProcess]:
     """A local-mode instance folder (as `est-gateway local` creates it), plus extra TOML."""
     port = port or free_port()
-    instance, _ = localmode.prepare(folder, port=port)
+    instance, _ = localmode.prepare(folder, port=port, publication_port=free_port())
     if extra_config:
         with instance.config.open("a", encoding="utf-8") as fh:
             fh.write("\n" + extra_config)

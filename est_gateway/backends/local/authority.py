@@ -5,14 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from est_gateway.keys import KEY_TYPES as KEY_TYPES  # re-exported for callers of this module
 from est_gateway.keys import PrivateKey as PrivateKey
@@ -94,18 +94,22 @@ class LeafSigner:
     #: usage combinations kept (a configuration has a few profiles; past it, built per call)
     USAGES_KEPT = 64
 
-    def __init__(self, issuer: x509.Certificate, issuer_key: PrivateKey) -> None:
+    def __init__(self, issuer: x509.Certificate, issuer_key: PrivateKey, *,
+                 publication: Sequence[x509.Extension[x509.ExtensionType]] = ()) -> None:
         self.issuer_name = issuer.subject
         self._key = issuer_key
         self._hash = signature_hash(issuer_key)
         self._aki = _encoded(x509.Extension(ExtensionOID.AUTHORITY_KEY_IDENTIFIER, False, _aki(issuer)))
+        #: where relying parties check revocation (:func:`publication_extensions`), in every leaf
+        self._publication = [_encoded(e) for e in publication]
         self._usages: dict[tuple[tuple[str, ...], tuple[str, ...], bool], list[x509.Extension[x509.ExtensionType]]] = {}
 
     def build(self, *, subject: x509.Name, public_key: CertificatePublicKeyTypes,
               sans: Iterable[x509.GeneralName], not_before: dt.datetime, not_after: dt.datetime,
               key_usage: Iterable[str], extended_key_usage: Iterable[str], serial: int) -> x509.Certificate:
         """An end-entity certificate with, in this order: BasicConstraints (critical), SKI,
-        AKI, KeyUsage (critical), ExtendedKeyUsage, and the SANs (critical without a subject).
+        AKI, KeyUsage (critical), ExtendedKeyUsage, the SANs (critical without a subject),
+        and the CA's CRL distribution point and OCSP responder when it publishes them.
 
         The builder is made in one step, not through its setters, each of which copies it
         (a dozen copies a certificate); what those setters check of our own values is
@@ -125,6 +129,7 @@ class LeafSigner:
         if sans:
             extensions.append(x509.Extension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, len(subject) == 0,
                                              x509.SubjectAlternativeName(sans)))
+        extensions += self._publication
         builder = x509.CertificateBuilder(issuer_name=self.issuer_name, subject_name=subject,
                                           public_key=public_key, serial_number=serial,
                                           not_valid_before=start, not_valid_after=end, extensions=extensions)
@@ -151,6 +156,22 @@ class LeafSigner:
         return extensions
 
 
+def publication_extensions(crl_url: str | None, ocsp_url: str | None) -> list[x509.Extension[x509.ExtensionType]]:
+    """CRL Distribution Points and Authority Information Access (OCSP) naming the CA's
+    published URLs (RFC 5280 §4.2.1.13, §4.2.2.1), each only when its URL is given."""
+    extensions: list[x509.Extension[x509.ExtensionType]] = []
+    if crl_url:
+        point = x509.DistributionPoint(full_name=[x509.UniformResourceIdentifier(crl_url)],
+                                       relative_name=None, reasons=None, crl_issuer=None)
+        extensions.append(x509.Extension(ExtensionOID.CRL_DISTRIBUTION_POINTS, False,
+                                         x509.CRLDistributionPoints([point])))
+    if ocsp_url:
+        access = x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))
+        extensions.append(x509.Extension(ExtensionOID.AUTHORITY_INFORMATION_ACCESS, False,
+                                         x509.AuthorityInformationAccess([access])))
+    return extensions
+
+
 def _encoded(extension: x509.Extension[x509.ExtensionType]) -> x509.Extension[x509.ExtensionType]:
     """``extension`` with its value DER-encoded once, by cryptography itself: the
     certificate builder copies those bytes instead of reading every field of the value
@@ -170,6 +191,11 @@ _EARLIEST = dt.datetime(1950, 1, 1)
 def _naive_utc(moment: dt.datetime) -> dt.datetime:
     """A time as CertificateBuilder keeps it: naive UTC (a naive time is taken as UTC)."""
     return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
+
+
+def authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """The AKI of what ``issuer`` signs: its SKI (or the hash of its key without one)."""
+    return _aki(issuer)
 
 
 def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:

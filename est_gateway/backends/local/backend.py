@@ -57,12 +57,15 @@ _FIELD_BY_OID = {oid: short for short, oid in SUBJECT_FIELDS.items()}
 class LoadedCA:
     """A CA ready to sign: its key and its chain (issuing CA first, root last)."""
 
-    def __init__(self, name: str, key: PrivateKey, chain: list[x509.Certificate]) -> None:
+    def __init__(self, name: str, key: PrivateKey, chain: list[x509.Certificate],
+                 settings: CASettings | None = None) -> None:
         self.name, self.key, self.chain = name, key, chain
         self.certificate = chain[0]
         #: no certificate it signs outlives it
         self.not_after = self.certificate.not_valid_after_utc
-        self.signer = authority.LeafSigner(self.certificate, key)
+        published = settings or CASettings()
+        self.signer = authority.LeafSigner(self.certificate, key, publication=authority.publication_extensions(
+            published.crl_url, published.ocsp_url))
         #: the issuer of every certificate it signs, as its record names it
         self.issuer_text = self.certificate.subject.rfc4514_string()
 
@@ -108,6 +111,13 @@ class LocalCABackend(CABackend[LocalTarget]):
             for ca_name, settings in self.options.cas.items():
                 self._cas[ca_name] = self._load_or_create(ca_name, settings)
 
+    def start_changes_state(self) -> bool:
+        """A first start creates the record and the CAs; later starts only load them."""
+        files = [self.store.path, self.options.state_dir / ".init.lock"]
+        for ca_name in self.options.cas:
+            files += [self._ca_dir(ca_name) / "signing.key", self._ca_dir(ca_name) / "chain.pem"]
+        return not all(path.exists() for path in files)
+
     def close(self) -> None:
         self.store.close()
 
@@ -120,7 +130,7 @@ class LocalCABackend(CABackend[LocalTarget]):
         key_path, chain_path = folder / "signing.key", folder / "chain.pem"
         if key_path.exists() and chain_path.exists():
             return LoadedCA(ca_name, authority.load_key(key_path),
-                            x509.load_pem_x509_certificates(chain_path.read_bytes()))
+                            x509.load_pem_x509_certificates(chain_path.read_bytes()), settings)
         now = self.clock()
         root_key = authority.new_key(settings.key_type)
         root_name = authority.name(settings.common_name if settings.hierarchy == "root"
@@ -137,7 +147,15 @@ class LocalCABackend(CABackend[LocalTarget]):
             chain = [issuing, root]
         authority.write_private(key_path, authority.key_pem(signing_key))
         authority.write_public(chain_path, authority.cert_pem(*chain))
-        return LoadedCA(ca_name, signing_key, chain)
+        return LoadedCA(ca_name, signing_key, chain, settings)
+
+    def loaded_ca(self, ca_name: str) -> LoadedCA:
+        """A started CA, its key and chain (what its CRL and OCSP answers are signed with)."""
+        return self._ca(ca_name)
+
+    def ca_folder(self, ca_name: str) -> Path:
+        """The folder of a CA's keys and chain (and of what it publishes)."""
+        return self._ca_dir(ca_name)
 
     def _ca(self, ca_name: str) -> LoadedCA:
         try:

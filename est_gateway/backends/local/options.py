@@ -9,6 +9,7 @@ from cryptography.x509.oid import NameOID
 
 from est_gateway.backends.local.authority import EXTENDED_KEY_USAGES, KEY_TYPES, KEY_USAGES
 from est_gateway.config.reader import Section
+from est_gateway.publication.urls import read_url
 
 SUBJECT_FIELDS = {
     "CN": NameOID.COMMON_NAME, "O": NameOID.ORGANIZATION_NAME,
@@ -18,6 +19,8 @@ SUBJECT_FIELDS = {
     "emailAddress": NameOID.EMAIL_ADDRESS, "DC": NameOID.DOMAIN_COMPONENT,
 }
 SAN_TYPES = ("dns", "ip", "email", "uri")
+#: who signs the OCSP answers of a CA: a delegated responder certificate it issues, or itself
+OCSP_SIGNERS = ("responder", "ca")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,11 @@ class CASettings:
     common_name: str = ""
     organization: str | None = None
     validity_days: int = 3650
+    #: where its CRL is published, written into every certificate it issues (None: no CRL)
+    crl_url: str | None = None
+    #: where its OCSP responder answers, written into every certificate it issues (None: none)
+    ocsp_url: str | None = None
+    ocsp_signer: str = "responder"
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,9 @@ def _ca(name: str, sec: Section) -> CASettings:
         common_name=sec.str("common_name", name),
         organization=sec.str("organization", None),
         validity_days=sec.int("validity_days", d.validity_days, minimum=30, maximum=36500),
+        crl_url=read_url(sec, "crl_url"),
+        ocsp_url=read_url(sec, "ocsp_url"),
+        ocsp_signer=sec.str("ocsp_signer", d.ocsp_signer, choices=OCSP_SIGNERS),
     )
     sec.check_unknown()
     return ca

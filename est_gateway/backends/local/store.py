@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS certificates (
 -- another B-tree page to write and fsync (older records have one: it is dropped).
 DROP INDEX IF EXISTS certificates_subject;
 CREATE INDEX IF NOT EXISTS certificates_renews ON certificates (renews) WHERE renews IS NOT NULL;
+-- The CRL lists a CA's revoked certificates: a partial index holds only those, so that an
+-- insert (always status 'valid') writes no page of it.
+CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates (ca) WHERE status = 'revoked';
 CREATE TABLE IF NOT EXISTS pending (
     id          TEXT PRIMARY KEY,
     retry_key   TEXT NOT NULL UNIQUE,              -- same CSR + same identity + same operation
@@ -314,6 +317,16 @@ class CertificateStore:
                                 " LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
         return [_record(r) for r in rows], total
 
+    def with_serial_prefix(self, prefix: str, *, limit: int) -> list[Record]:
+        """Records whose serial starts with ``prefix`` (hex, as :func:`normalise_serial`
+        reads it, leading zeros kept), at most ``limit``: for ``local-ca show``."""
+        cleaned = prefix.strip().lower().removeprefix("0x").replace(":", "")
+        normalise_serial(cleaned)     # a ValueError for what is not hexadecimal
+        with self._connect() as conn:
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM certificates WHERE substr(serial, 1, ?) = ? "
+                                "ORDER BY serial LIMIT ?", (len(cleaned), cleaned, limit))
+            return [_record(r) for r in rows]
+
     def ping(self) -> None:
         """Raise ``sqlite3.Error`` unless the record can be read."""
         with self._connect() as conn:
@@ -366,6 +379,21 @@ class CertificateStore:
         assert record is not None
         return record
 
+    def revocations(self, ca: str) -> list[RevokedEntry]:
+        """Every revoked certificate of CA ``ca`` (a CA's revocations only grow: a
+        revoked record stays revoked, and no record is ever deleted)."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT serial, revoked_at, revocation_reason FROM certificates"
+                                " WHERE ca = ? AND status = 'revoked' ORDER BY serial", (ca,)).fetchall()
+        return [RevokedEntry(int(serial, 16), dt.datetime.fromisoformat(at), reason or "unspecified")
+                for serial, at, reason in rows]
+
+    def revoked_count(self, ca: str) -> int:
+        """How many certificates of CA ``ca`` are revoked: since revocations only grow, an
+        unchanged count means an unchanged list (what a CRL built from it holds)."""
+        with self._connect() as conn:
+            return int(_one(conn.execute("SELECT COUNT(*) FROM certificates WHERE ca = ? AND status = 'revoked'",
+                                         (ca,)))[0])
 
     # -- approval queue (approval = "manual") ----------------------------------------------
 
@@ -422,6 +450,14 @@ class CertificateStore:
                 conn.execute("UPDATE pending SET status='approved' WHERE id=? AND status='issuing'", (record_id,))
             else:
                 conn.execute("UPDATE pending SET status='issued', serial=? WHERE id=?", (serial, record_id))
+
+
+class RevokedEntry(NamedTuple):
+    """One revoked certificate, as a CRL lists it."""
+
+    serial: int
+    revoked_at: dt.datetime
+    reason: str
 
 
 class RecordNames(NamedTuple):
