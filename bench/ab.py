@@ -8,6 +8,9 @@ see the same machine. It prints the median server CPU per request of each and th
 ratio, and the p99/p50 of each run.
 
     .venv/bin/python -m bench.ab --before ../before --scenarios enroll-p256,cacerts --rounds 6
+
+``enroll-upstream`` runs both gateways' EJBCA REST alias against one stand-in EJBCA (in
+this process, as in ``python -m bench``).
 """
 
 from __future__ import annotations
@@ -22,28 +25,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import upstream as upstream_ca  # noqa: E402
 from bench.fixtures import csr_pool, scenario_target, start_gateway  # noqa: E402
 from bench.load import run_load  # noqa: E402
 from bench.procstat import ProcessTree, children  # noqa: E402
 
 #: scenarios that need no client identities nor an upstream
 SCENARIOS = ("enroll-rsa", "enroll-p256", "cacerts")
+#: what this tool compares: those, and enrollment through the EJBCA REST adapter
+AB_SCENARIOS = (*SCENARIOS, "enroll-upstream")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--before", type=Path, required=True, help="another checkout of est-gateway")
     parser.add_argument("--after", type=Path, default=ROOT, help="the checkout after (default: this one)")
-    parser.add_argument("--scenarios", default="enroll-p256,cacerts", help=f"subset of {','.join(SCENARIOS)}")
+    parser.add_argument("--scenarios", default="enroll-p256,cacerts", help=f"subset of {','.join(AB_SCENARIOS)}")
     parser.add_argument("--mode", choices=("keepalive", "new"), default="keepalive")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--duration", type=float, default=2.5, help="measured seconds per run")
     args = parser.parse_args(argv)
     args.scenarios = args.scenarios.split(",")
-    unknown = set(args.scenarios) - set(SCENARIOS)
+    unknown = set(args.scenarios) - set(AB_SCENARIOS)
     if unknown:
-        parser.error(f"unknown scenario {', '.join(sorted(unknown))}; use {', '.join(SCENARIOS)}")
+        parser.error(f"unknown scenario {', '.join(sorted(unknown))}; use {', '.join(AB_SCENARIOS)}")
     for checkout in (args.before, args.after):
         if not (checkout / "est_gateway" / "__init__.py").is_file():
             parser.error(f"{checkout} is not a checkout of est-gateway")
@@ -66,6 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     cpu: dict[tuple[str, str], list[float]] = {}
     ratio: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="est-bench-ab-") as tmp:
+        upstream = None
+        if "enroll-upstream" in args.scenarios:
+            pools["upstream"] = csr_pool("rsa-2048", args.clients, "ab-upstream")
+            upstream = upstream_ca.start(Path(tmp) / "upstream-pki")
         gateways = {}
         saved, here = os.environ.get("PYTHONPATH"), Path.cwd()
         try:
@@ -74,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
                 # working folder first on sys.path, before PYTHONPATH, so both are set.
                 os.environ["PYTHONPATH"] = str(source)
                 os.chdir(source)
-                gateways[name] = start_gateway(Path(tmp) / name)
+                gateways[name] = start_gateway(Path(tmp) / name,
+                                               extra_config=upstream.config() if upstream else "")
                 check_source(gateways[name].pid, source)
         finally:
             os.chdir(here)
@@ -98,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             for gw in gateways.values():
                 gw.stop()
+            if upstream is not None:
+                upstream.stop()
     print(f"server CPU ms per request, {args.mode}, {args.clients} clients, {args.rounds} alternating runs each")
     for scenario in args.scenarios:
         before, after = cpu[scenario, "before"], cpu[scenario, "after"]

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: bash, after a doc's set-up: serve the gateway of $GW/{config} on {port}, enroll a device, renew it
 #: with the same key; device.pem is the renewed certificate (never asked about before)
 ENROLL_AND_RENEW = """
-sed -i 's|^listen = .*|listen = "127.0.0.1:{port}"|' "$GW/{config}"
+sed -i '0,/^listen = /s|^listen = .*|listen = "127.0.0.1:{port}"|' "$GW/{config}"   # [server]'s, the first
 est-gateway serve --config "$GW/{config}" > gateway.log 2>&1 &
 EST=https://127.0.0.1:{port}/.well-known/est TA="$GW/trust-anchor.pem" PW=$(cat "$GW/secrets/est.password")
 for i in $(seq 150); do curl -s -o /dev/null --cacert "$TA" $EST/cacerts && break; sleep 0.2; done
