@@ -24,6 +24,7 @@ from est_gateway.passwords import PasswordHash
 
 if TYPE_CHECKING:
     from est_gateway.localmode import LocalInstance
+    from est_gateway.server.runner import Served
 
 CONFIG_ENV = "EST_GATEWAY_CONFIG"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -86,13 +87,35 @@ def _serve(config: GatewayConfig, *, listener: socket.socket | None = None, bann
         click.echo(f"serving EST on {server.url} ({server.workers} worker processes); Ctrl-C or SIGTERM stops")
         sys.stdout.flush()
         try:
-            gateway = GatewayServer(config, app, listener=listener,
-                                    more=_more_listeners(config, app))
+            rebuild = functools.partial(_rebuild, config.source) if config.source is not None else None
+            gateway = GatewayServer(config, app, listener=listener, more=_more_listeners(config, app),
+                                    rebuild=rebuild)
         except StartupError as exc:     # another of its listeners' addresses
             raise click.ClickException(str(exc)) from None
         gateway.run()
     finally:
         metrics_folder.remove(metrics_dir)
+
+
+def _rebuild(path: Path) -> Served:
+    """On SIGHUP, in the arbiter: the configuration and every secret file read again, the
+    new backends started and checked as serve starts them, the EST app and the other
+    listeners' apps built anew (raises ConfigError, listing the problems)."""
+    from est_gateway import startup
+    from est_gateway.server.runner import Served, close_backends
+    from est_gateway.web.app import create_app
+
+    config = load_config(path)
+    try:
+        _start(config)
+        problems = startup.startup_problems(config)
+        if problems:
+            raise ConfigError(problems)
+        app = create_app(config)
+        return Served(config, app, tuple(_more_listeners(config, app)))
+    except BaseException:
+        close_backends(config)
+        raise
 
 
 def _more_listeners(config: GatewayConfig, app: Any) -> list[Any]:
@@ -131,6 +154,31 @@ def main() -> None:
 def serve(config_path: Path) -> None:
     """Serve EST with the given configuration."""
     _serve(_load(config_path))
+
+
+@main.command("reload")
+@config_option
+def reload_command(config_path: Path) -> None:
+    """Make the running gateway read its configuration and secrets again (SIGHUP).
+
+    The configuration is checked here first: one with problems is not sent. New worker
+    processes serve the new one; the old ones finish their requests. The gateway's log
+    says whether it took it (a new listen address needs a restart).
+    """
+    import signal
+
+    from est_gateway.server.control import NoGateway, signal_arbiter
+
+    config = _load(config_path)
+    pid_file = config.server.pid_file
+    if pid_file is None:
+        raise click.ClickException(f"{config_path}: the gateway writes no pid file (its folder is not writable): "
+                                   "set server.pid_file, or send SIGHUP to its main process yourself")
+    try:
+        pid = signal_arbiter(pid_file, signal.SIGHUP)
+    except NoGateway as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"sent SIGHUP to est-gateway (pid {pid}): its log says whether it took {config_path}")
 
 
 @main.command("check-config")

@@ -390,6 +390,13 @@ class ESTService:
             # Always run the hash, so a wrong username costs the same time as a wrong password.
             password_ok = self.passwords.verify(alias.name, alias.password, creds.password,
                                                 address=caller.address, before_hashing=before_hashing)
+            if not password_ok and alias.accepts_previous_password(self.clock()):
+                # A rotation's window: checked (and remembered) apart from the current
+                # one, and only while the window lasts, so the memory never outlives it.
+                assert alias.previous_password is not None
+                password_ok = self.passwords.verify(f"{alias.name} previous", alias.previous_password,
+                                                    creds.password, address=caller.address,
+                                                    before_hashing=before_hashing)
             if not (password_ok and shown != UNKNOWN_USER):
                 log.info("rejected credentials for user %s on alias %s", shown, alias.name)
                 raise Unauthorized("invalid username or password", realm=realm)

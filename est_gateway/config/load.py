@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import grp
 import ipaddress
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -74,9 +77,19 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, source: Path | None = 
                              "channel binding can only be checked where TLS terminates; this gateway "
                              "serves plain HTTP behind a proxy (server.tls = false), so this alias "
                              "cannot be served here")
+    server_table = data.get("server")
+    if source is not None and not (isinstance(server_table, dict) and "pid_file" in server_table):
+        server = dataclasses.replace(server, pid_file=default_pid_file(Path(source)))
     problems.raise_if_any()
     return GatewayConfig(server=server, backends=backends, aliases=aliases, source=source, limits=limits,
                          console=console, publication=publication)
+
+
+def default_pid_file(source: Path) -> Path | None:
+    """Without ``server.pid_file``: ``<configuration's name>.pid`` beside it, when its
+    folder is writable (a local-mode folder); otherwise none."""
+    folder = source.resolve().parent
+    return folder / f"{source.stem}.pid" if os.access(folder, os.W_OK) else None
 
 
 def _limits(sec: Section) -> Limits:
@@ -153,6 +166,10 @@ def _server(sec: Section) -> ServerSettings:
                   "(SSLOptions +ExportCertData) when Apache runs the gateway under mod_wsgi, where "
                   "Apache terminates TLS; set tls = false there (this gateway terminates TLS itself "
                   "and reads certificates from its own TLS session)")
+    # false: no pid file (est-gateway reload cannot find this gateway then)
+    pid_file = None if sec.raw("pid_file") is False else sec.path_value("pid_file", None)
+    if pid_file is not None and not os.access(pid_file.parent, os.W_OK):
+        sec.error("pid_file", f"folder {pid_file.parent} does not exist or this user cannot write to it")
     settings = ServerSettings(
         host=host, port=port, unix_socket=unix_socket, unix_socket_group=group_id,
         tls=bool(tls), tls_cert=cert, tls_key=key,
@@ -180,6 +197,7 @@ def _server(sec: Section) -> ServerSettings:
                                            minimum=1024 * 1024, maximum=1 << 40),
         log_queue_records=sec.int("log_queue_records", d.log_queue_records, minimum=16, maximum=1_000_000),
         log_format=sec.str("log_format", d.log_format, choices=LOG_FORMATS),
+        pid_file=pid_file,
     )
     sec.check_unknown()
     return settings
@@ -274,7 +292,8 @@ def _alias(name: str, sec: Section, backends: dict[str, AnyBackend],
     require_cert = sec.bool("require_client_cert", False)
     username = sec.str("username", None)
     has_password = any(sec.has(k) for k in ("password_file", "password_env", "password_hash"))
-    password = _password(sec)
+    password, plain = _password(sec)
+    previous, until = _previous_password(sec, password, plain)
     if username is not None and not has_password:
         sec.error("password_file", "is required when username is set (or password_env, password_hash)")
     if username is None and has_password:
@@ -304,6 +323,7 @@ def _alias(name: str, sec: Section, backends: dict[str, AnyBackend],
         trusted_client_cas=cas, csrattrs=csrattrs, challenge_password=challenge,
         serverkeygen=keygen, serverkeygen_key_type=keygen_type,
         accept_renewals_from=renew_from, supersede_on_renewal=supersede,
+        previous_password=previous, previous_password_until=until,
     )
 
 
@@ -339,22 +359,84 @@ def _csrattrs(sec: Section) -> CsrAttrsPolicy:
     return policy
 
 
-def _password(sec: Section, name: str = "password") -> PasswordHash | None:
+def _password(sec: Section, name: str = "password") -> tuple[PasswordHash | None, str | None]:
+    """The hash of ``<name>_hash``, ``<name>_file`` or ``<name>_env``, and the plain text
+    when it came from a file or the environment (for comparisons at load only)."""
     hash_key = f"{name}_hash"
     if sec.has(hash_key):
         if sec.has(f"{name}_file") or sec.has(f"{name}_env"):
             sec.error(hash_key, f"give only one of {hash_key}, {name}_file, {name}_env")
-            return None
+            return None, None
         text = sec.str(hash_key)
         if not isinstance(text, str):
-            return None
+            return None, None
         try:
-            return PasswordHash.parse(text)
+            return PasswordHash.parse(text), None
         except ValueError as exc:
             sec.error(hash_key, str(exc))
-            return None
+            return None, None
     secret = sec.secret(name, required=False)
-    return PasswordHash.create(secret) if secret is not None else None
+    return (PasswordHash.create(secret), secret) if secret is not None else (None, None)
+
+
+PREVIOUS_KEYS = ("previous_password_file", "previous_password_env", "previous_password_hash")
+UNTIL_EXAMPLE = "2027-01-31T00:00:00Z"
+
+
+def _previous_password(sec: Section, current: PasswordHash | None,
+                       current_plain: str | None) -> tuple[PasswordHash | None, dt.datetime | None]:
+    """A rotation's previous password and the instant it stops working."""
+    has_previous = any(sec.has(key) for key in PREVIOUS_KEYS)
+    has_until = sec.has("previous_password_until")
+    if not has_previous and not has_until:
+        return None, None
+    previous, plain = _password(sec, "previous_password")
+    until = _instant(sec, "previous_password_until") if has_until else None
+    if not has_previous:
+        sec.error("previous_password_until", "applies only with a previous password "
+                                             f"({', '.join(PREVIOUS_KEYS)})")
+    elif not has_until:
+        sec.error("previous_password_until", "is required with a previous password: the instant it stops "
+                                             f"working, e.g. previous_password_until = {UNTIL_EXAMPLE}")
+    elif not any(sec.has(key) for key in ("password_file", "password_env", "password_hash")):
+        sec.error(next(key for key in PREVIOUS_KEYS if sec.has(key)),
+                  "a previous password needs a current one (password_file, password_env or password_hash)")
+    elif current is not None and previous is not None and _same_password(current, current_plain, previous, plain):
+        sec.error(next(key for key in PREVIOUS_KEYS if sec.has(key)),
+                  "is the same password as the current one: write the new password to password_file "
+                  "(or password_env, password_hash) and keep the old one here")
+    return previous, until
+
+
+def _same_password(current: PasswordHash, current_plain: str | None,
+                   previous: PasswordHash, previous_plain: str | None) -> bool:
+    """Whether a rotation's two passwords are one (one scrypt, only when a previous one is set)."""
+    if current_plain is not None and previous_plain is not None:
+        return current_plain == previous_plain
+    if previous_plain is not None:
+        return current.verify(previous_plain)
+    if current_plain is not None:
+        return previous.verify(current_plain)
+    return current.render() == previous.render()
+
+
+def _instant(sec: Section, name: str) -> dt.datetime | None:
+    """A TOML date-time with its offset (or such a string), in UTC."""
+    value = sec.raw(name)
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            sec.error(name, f'"{value}" is not a date and time like {UNTIL_EXAMPLE}')
+            return None
+    if not isinstance(value, dt.datetime):
+        what = "a date without a time" if isinstance(value, dt.date) else f"a {type(value).__name__}"
+        sec.error(name, f"must be a date and time with its offset, like {UNTIL_EXAMPLE}, not {what}")
+        return None
+    if value.tzinfo is None:
+        sec.error(name, f"has no offset: write it in UTC with a Z ({UNTIL_EXAMPLE}) or with +hh:mm")
+        return None
+    return value.astimezone(dt.UTC)
 
 
 #: shortest cookie-signing secret accepted (characters of the file, e.g. 32 random bytes in hex)
@@ -369,7 +451,7 @@ def _console(sec: Section, server: ServerSettings) -> ConsoleSettings:
     admin_cas = _certificates(sec, "admin_ca")
     username = sec.str("admin_username", None)
     has_password = any(sec.has(f"admin_password_{k}") for k in ("file", "env", "hash"))
-    password = _password(sec, "admin_password")
+    password, _ = _password(sec, "admin_password")
     secret = sec.secret("secret", required=enabled)
     audit_file = sec.path_value("audit_file", None)
     settings = ConsoleSettings(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -70,6 +71,8 @@ class ServerSettings:
     log_queue_records: int = 4096
     #: every stderr line (the gateway's, gunicorn's, the audit's): "text" or "json"
     log_format: str = "text"
+    #: where the arbiter writes its pid (``est-gateway reload`` reads it); None: nowhere
+    pid_file: Path | None = None
 
     @property
     def url(self) -> str:
@@ -106,6 +109,14 @@ class AliasSettings:
     accept_renewals_from: tuple[str, ...] = ()
     #: after a successful renewal the renewed certificate can no longer renew
     supersede_on_renewal: bool = True
+    #: during a rotation: the password devices used until now, accepted before ``previous_password_until``
+    previous_password: PasswordHash | None = None
+    previous_password_until: dt.datetime | None = None
+
+    def accepts_previous_password(self, now: dt.datetime) -> bool:
+        """The previous password still authenticates at ``now`` (its window has not ended)."""
+        return (self.previous_password is not None and self.previous_password_until is not None
+                and now < self.previous_password_until)
 
     @property
     def realm(self) -> str:

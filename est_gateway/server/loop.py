@@ -222,17 +222,22 @@ class ConnectionLoop:
         os.close(self._wake_w)
 
     def _stop_serving(self) -> None:
-        """Told to stop: accept no more, close every connection but those whose answer is
-        being made or written."""
+        """Told to stop (shutdown, or a reload's new workers took over): accept no more and
+        close the idle keep-alive connections. The others were accepted for a request, so
+        they are served within their deadlines (a reload must not drop them); one that has
+        sent no request byte yet gets at most ``handshake_timeout_s`` more to begin."""
         self._stopping = True
         self._pause_accepting(math.inf)
-        self.held.clear()
+        begin_by = time.monotonic() + self.settings.handshake_timeout_s
         for client in list(self.waiting.values()):
-            if client.phase != WRITING:
+            if client.phase == IDLE:
                 self._close(client)
+            elif client.phase == REQUEST and client.reader is None:
+                client.deadline = min(client.deadline, begin_by)
 
     def _writing(self) -> bool:
-        return any(client.phase == WRITING for client in self.waiting.values())
+        """Some connection is still owed an answer (or is sending its request)."""
+        return any(client.phase in (HANDSHAKE, REQUEST, HELD, WRITING) for client in self.waiting.values())
 
     # -- accepting ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import gunicorn
 from gunicorn.app.base import BaseApplication
 
 from est_gateway.config.model import GatewayConfig
+from est_gateway.errors import ConfigError
 from est_gateway.listener import bind_address
 from est_gateway.logformat import gunicorn_logger_class
 from est_gateway.logwriter import LogWriter
@@ -118,20 +119,45 @@ def close_backends(config: GatewayConfig) -> None:
             log.debug("backend %s: closed in process %d", name, os.getpid())
 
 
-class GatewayServer(BaseApplication):  # type: ignore[misc]
-    """gunicorn application: the apps are built once in the arbiter and inherited by workers.
+@dataclass(frozen=True)
+class Served:
+    """What the workers serve: a configuration (its backends started), the EST app, and
+    the other listeners with theirs."""
 
-    ``app`` serves EST on the configured address; each of ``more`` its own address."""
+    config: GatewayConfig
+    app: WSGIApp
+    more: tuple[Listener, ...] = ()
+
+    def addresses(self) -> list[str]:
+        """Every address bound, as gunicorn's ``bind`` spells it."""
+        server = self.config.server
+        host = f"[{server.host}]" if ":" in server.host else server.host
+        est = f"unix:{server.unix_socket}" if server.unix_socket else f"{host}:{server.port}"
+        return [est, *(listener.bind for listener in self.more)]
+
+
+#: builds what to serve from the configuration as it is now on disk; raises ConfigError
+Rebuild = Callable[[], Served]
+
+
+class GatewayServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn application: the apps are built in the arbiter and inherited by workers.
+
+    ``app`` serves EST on the configured address; each of ``more`` its own address. With
+    ``rebuild``, SIGHUP serves what it builds (the configuration and every secret read
+    again) in new workers, while the old ones finish their requests."""
 
     def __init__(self, config: GatewayConfig, app: WSGIApp, *, threads: int = 8,
-                 more: Sequence[Listener] = (), listener: socket.socket | None = None) -> None:
-        self.gateway_config = config
-        self.wsgi_app = app
+                 more: Sequence[Listener] = (), listener: socket.socket | None = None,
+                 rebuild: Rebuild | None = None) -> None:
+        self.served = Served(config, app, tuple(more))
         self.threads = threads
-        self.more = tuple(more)
+        self.rebuild = rebuild
+        self._listening_line: TrueListeningLine | None = None
         #: a socket bound before start-up (est_gateway.listener.bind): gunicorn serves on it
         #: and never retries a busy port; detached once, as gunicorn closes the descriptor.
         #: Given one descriptor, gunicorn binds no address: the other listeners come bound too.
+        #: A reload keeps them: a new address needs a restart.
         self.listen_fds: tuple[int, ...] = ()
         if listener is not None:
             self.listen_fds = (listener.detach(), *(
@@ -139,11 +165,50 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
                 for more in self.more))
         super().__init__()
 
+    # The worker reads these three (the gateway's settings, the EST app, the listeners).
+    @property
+    def gateway_config(self) -> GatewayConfig:
+        return self.served.config
+
+    @property
+    def wsgi_app(self) -> WSGIApp:
+        return self.served.app
+
+    @property
+    def more(self) -> tuple[Listener, ...]:
+        return self.served.more
+
+    def reload(self) -> None:
+        """SIGHUP, in the arbiter, before gunicorn forks the new workers: what they serve
+        is rebuilt first; a configuration that fails is refused and the running one stays."""
+        if self.rebuild is not None:
+            self._take(self.rebuild)
+        super().reload()
+
+    def _take(self, rebuild: Rebuild) -> None:
+        source = self.served.config.source
+        try:
+            new = rebuild()
+        except ConfigError as exc:
+            log.error("reload refused, still serving the previous configuration: %s: %s", source, exc.render())
+            return
+        except Exception:     # a plugin's start() may fail any way: the running gateway must not
+            log.exception("reload refused, still serving the previous configuration: %s", source)
+            return
+        if new.addresses() != self.served.addresses():
+            log.error("reload refused, still serving the previous configuration: %s: the listening "
+                      "addresses changed (%s -> %s); a new address needs a restart", source,
+                      ", ".join(self.served.addresses()), ", ".join(new.addresses()))
+            close_backends(new.config)
+            return
+        old, self.served = self.served, new
+        # The old workers hold their own copies and close them as they exit.
+        close_backends(old.config)
+        log.info("reloaded %s: new workers serve the configuration and secrets as read now", source)
+
     def load_config(self) -> None:
         server = self.gateway_config.server
-        host = f"[{server.host}]" if ":" in server.host else server.host
-        bind = f"unix:{server.unix_socket}" if server.unix_socket else f"{host}:{server.port}"
-        binds = [bind, *(listener.bind for listener in self.more)]
+        binds = self.served.addresses()
         if self.listen_fds:
             binds = [f"fd://{fd}" for fd in self.listen_fds]
         settings = {
@@ -170,11 +235,26 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             "worker_exit": lambda _server, worker: _worker_exit(self.gateway_config, worker),
             "on_exit": lambda _server: close_backends(self.gateway_config),
             "when_ready": self._when_ready,
+            # est-gateway reload finds the arbiter here; gunicorn removes it at exit
+            "pidfile": str(server.pid_file) if server.pid_file is not None else None,
         }
         apply_settings(self.cfg, settings)
         # gunicorn names its listener "http://…" even when the worker terminates TLS.
         urls = ", ".join([server.url, *(listener.url for listener in self.more)])
-        logging.getLogger("gunicorn.error").addFilter(TrueListeningLine(urls))
+        errors = logging.getLogger("gunicorn.error")
+        if self._listening_line is not None:     # a reload sets everything again
+            errors.removeFilter(self._listening_line)
+        self._listening_line = TrueListeningLine(urls)
+        errors.addFilter(self._listening_line)
+
+    def run(self) -> None:
+        pid_file = self.gateway_config.server.pid_file
+        if pid_file is not None:
+            from est_gateway.server.control import remove_stale_pid_file
+
+            if remove_stale_pid_file(pid_file):
+                log.info("removed the stale pid file %s (it named no running gateway)", pid_file)
+        super().run()
 
     def _when_ready(self, server: object) -> None:
         """Bound and listening: hand the Unix socket to the proxy's group."""

@@ -43,6 +43,8 @@ class TLSConnection(http.client.HTTPSConnection):
         try:
             tls.settimeout(self.timeout)
             tls.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.source_address:              # e.g. ("127.0.0.7", 0): one device of a fleet
+                tls.bind(self.source_address)
             tls.connect((self.host, self.port))   # TCP connect, then the TLS handshake
         except BaseException:
             tls.close()

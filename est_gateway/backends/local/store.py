@@ -181,7 +181,13 @@ class CertificateStore:
     def initialise(self) -> None:
         """Create the record (mode 0600: SQLite gives its WAL and shared-memory files the
         database's mode) and its tables; make older files private too."""
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        # Only when it is missing: closing any descriptor of a database drops the process's
+        # POSIX locks on it, SQLite's own, and a gateway reloading its configuration starts
+        # this store while its first one is open (SQLite's "How To Corrupt", section 2.2).
+        try:
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
         for suffix in ("", "-wal", "-shm"):
             part = self.path.with_name(self.path.name + suffix)
             if part.exists() and part.stat().st_mode & 0o077:
